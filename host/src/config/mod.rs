@@ -1,0 +1,38 @@
+//! Policy files: reading, validating and reporting every problem at once with the file, the
+//! field path and the fix. The rest of the host uses only the validated `Policy`.
+
+mod policy;
+mod reader;
+
+pub use policy::{Baseline, ForecastMethod, ForecastSpec, GuardSpec, Metric, Policy, RemediationRule, RiskRule, parse};
+pub use reader::Problem;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A policy file that could not be used, with every problem found in it.
+#[derive(Debug, thiserror::Error)]
+pub struct PolicyError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates one policy file.
+pub fn load(file: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(file).map_err(|e| PolicyError {
+        file: file.to_path_buf(),
+        problems: vec![Problem { path: "(file)".into(), message: format!("cannot be read: {e}"), fix: "check the path and its permissions".into() }],
+    })?;
+    parse(&text, file).map_err(|problems| PolicyError { file: file.to_path_buf(), problems })
+}

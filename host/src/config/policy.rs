@@ -1,0 +1,406 @@
+//! The validated policy: what one watched workload is, how it is measured, forecast, assessed
+//! and remediated, and the guard rails around every action. Built from the raw YAML by
+//! `parse`, which reports every problem at once; the rest of the host only sees `Policy`.
+//!
+//! This module never loads plugins or touches a cluster; `host validate` does the plugin
+//! checks on top of it.
+
+use super::reader::{Problem, Reader, join};
+use crate::domain::{ActionKind, Level, Target};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use yaml_serde::{Mapping, Value};
+
+/// One policy file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The policy's name, used in the audit log and state file.
+    pub name: String,
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub target: Target,
+    /// Label selector of the target's pods, e.g. `app=nginx`.
+    pub selector: String,
+    /// Time between two ticks.
+    pub interval: Duration,
+    pub metrics: Vec<Metric>,
+    pub forecast: ForecastSpec,
+    pub risks: Vec<RiskRule>,
+    pub remediations: Vec<RemediationRule>,
+    pub guard: GuardSpec,
+    /// Where decisions are appended, one JSON object per line.
+    pub audit_path: PathBuf,
+}
+
+/// A metric to collect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    /// PromQL for the Prometheus source; the simulator serves the metric by name.
+    pub query: String,
+    pub unit: String,
+}
+
+/// The built-in statistical forecasters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    LastValue,
+    LinearTrend,
+    HoltDamped,
+}
+
+impl Baseline {
+    pub const NAMES: [&'static str; 3] = ["last-value", "linear-trend", "holt-damped"];
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "last-value" => Some(Self::LastValue),
+            "linear-trend" => Some(Self::LinearTrend),
+            "holt-damped" => Some(Self::HoltDamped),
+            _ => None,
+        }
+    }
+}
+
+/// How to forecast.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForecastMethod {
+    Baseline(Baseline),
+    /// An ONNX model file (served from issue 3 on).
+    Model(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastSpec {
+    pub method: ForecastMethod,
+    /// Points of history the forecaster sees.
+    pub window: usize,
+    /// Points predicted ahead.
+    pub horizon: usize,
+    /// Time between two points.
+    pub step: Duration,
+}
+
+/// A risk rule: a plugin assessing the forecast of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskRule {
+    pub name: String,
+    pub metric: String,
+    pub plugin: PathBuf,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// A remediation rule: a plugin planning actions for one risk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemediationRule {
+    pub name: String,
+    pub risk: String,
+    /// Corrective actions only at or above this level.
+    pub trigger: Level,
+    pub plugin: PathBuf,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The guard rails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSpec {
+    /// Validate and record actions, change nothing.
+    pub dry_run: bool,
+    /// Must be true for anything to be executed (the prototype's REMEDIATE).
+    pub remediate: bool,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Most replicas added or removed by one action.
+    pub max_step: u32,
+    /// Least time between two actions of one kind on one target.
+    pub cooldown: Duration,
+    pub max_actions_per_hour: u32,
+    /// Action kinds this policy may execute; everything else is rejected.
+    pub allowed_actions: BTreeSet<ActionKind>,
+}
+
+const TOP: &[&str] = &["name", "target", "interval", "metrics", "forecast", "risks", "remediations", "guard", "audit"];
+const DNS_LABEL: &str = "lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters";
+
+/// Parses and validates a policy from its text; `source` is used to resolve relative paths
+/// (plugins, models, audit log) against the file's folder.
+pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
+    let mut r = Reader::default();
+    let doc: Value = match yaml_serde::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            r.problem("(document)", format!("is not valid YAML: {e}"), "fix the syntax at the line and column given");
+            return Err(r.problems);
+        }
+    };
+    let base = source.parent().unwrap_or(Path::new("."));
+    let Some(top) = r.mapping(&doc, "(document)") else { return Err(r.problems) };
+    r.deny_unknown(top, "", TOP);
+
+    let name: Option<String> = r.required(top, "", "name", "the policy's name, e.g. `nginx`");
+    if let Some(name) = &name {
+        check_dns_label(&mut r, "name", name);
+    }
+    let (target, selector) = section(&mut r, top, "target", |r, m| target(r, m)).flatten().unzip();
+    let selector: Option<String> = selector.flatten();
+    let interval = r.duration(top, "", "interval", Some(Duration::from_secs(60)));
+    if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+        r.problem("interval", "is below 1s", "use an interval of at least `1s` (the prototype used `60s`)");
+    }
+    let metrics = list(&mut r, top, "metrics", metric).unwrap_or_default();
+    let forecast = section(&mut r, top, "forecast", |r, m| forecast(r, m, base));
+    let risks = list(&mut r, top, "risks", |r, m, p| risk_rule(r, m, p, base)).unwrap_or_default();
+    let remediations = list(&mut r, top, "remediations", |r, m, p| remediation_rule(r, m, p, base)).unwrap_or_default();
+    let guard = section(&mut r, top, "guard", guard);
+    let audit_path = section(&mut r, top, "audit", |r, m| {
+        r.deny_unknown(m, "audit", &["path"]);
+        r.required::<String>(m, "audit", "path", "a file path for the audit log, e.g. `../var/nginx-audit.jsonl`")
+            .map(|p| base.join(p))
+    });
+
+    cross_check(&mut r, &metrics, &risks, &remediations);
+    match (name, target, interval, forecast.flatten(), guard.flatten(), audit_path.flatten()) {
+        (Some(name), Some(target), Some(interval), Some(forecast), Some(guard), Some(audit_path))
+            if r.problems.is_empty() =>
+        {
+            let selector = selector.unwrap_or_else(|| format!("app={}", target.name));
+            Ok(Policy { name, source: source.to_path_buf(), target, selector, interval, metrics, forecast, risks, remediations, guard, audit_path })
+        }
+        _ => Err(r.problems),
+    }
+}
+
+/// Reads a required sub-mapping with `read`.
+fn section<T>(r: &mut Reader, top: &Mapping, key: &str, read: impl FnOnce(&mut Reader, &Mapping) -> T) -> Option<T> {
+    let Some(value) = top.get(key) else {
+        r.problem(key, "is missing", format!("add a `{key}:` section (see policies/nginx.yaml)"));
+        return None;
+    };
+    let map = r.mapping(value, key)?;
+    Some(read(r, map))
+}
+
+/// Reads an optional list of mappings with `read`; entries that fail are dropped (their
+/// problems are recorded).
+fn list<T>(r: &mut Reader, top: &Mapping, key: &str, mut read: impl FnMut(&mut Reader, &Mapping, &str) -> Option<T>) -> Option<Vec<T>> {
+    let items = r.sequence(top.get(key)?, key)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        if let Some(map) = r.mapping(item, &path) {
+            out.extend(read(r, map, &path));
+        }
+    }
+    Some(out)
+}
+
+fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>)> {
+    r.deny_unknown(m, "target", &["kind", "namespace", "name", "selector"]);
+    let kind: Option<String> = r.required(m, "target", "kind", "`Deployment` or `StatefulSet`");
+    if let Some(k) = &kind
+        && k != "Deployment"
+        && k != "StatefulSet"
+    {
+        r.problem("target.kind", format!("`{k}` cannot be scaled by Augur"), "use `Deployment` or `StatefulSet`");
+    }
+    let namespace: Option<String> = r.optional(m, "target", "namespace", "a namespace name").or(Some("default".into()));
+    let name: Option<String> = r.required(m, "target", "name", "the workload's name, e.g. `nginx`");
+    for (field, value) in [("target.namespace", &namespace), ("target.name", &name)] {
+        if let Some(value) = value {
+            check_dns_label(r, field, value);
+        }
+    }
+    let selector: Option<String> = r.optional(m, "target", "selector", "a label selector such as `app=nginx`");
+    if selector.as_deref().is_some_and(|s| s.trim().is_empty() || !s.contains('=')) {
+        r.problem("target.selector", "is not a label selector", "write `key=value`, e.g. `app=nginx`, or leave it out for `app=<name>`");
+    }
+    Some((Target { kind: kind?, namespace: namespace?, name: name? }, selector))
+}
+
+fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
+    r.deny_unknown(m, path, &["name", "query", "unit"]);
+    let name: Option<String> = r.required(m, path, "name", "a short name such as `cpu`");
+    let query: Option<String> = r.required(m, path, "query", "the PromQL expression");
+    if query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+        r.problem(join(path, "query"), "is empty", "write the PromQL expression that yields this metric");
+    }
+    let unit = r.optional(m, path, "unit", "a unit such as `cores` or `bytes`").unwrap_or_default();
+    Some(Metric { name: name?, query: query?, unit })
+}
+
+fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
+    const P: &str = "forecast";
+    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step"]);
+    let baseline: Option<String> = r.optional(m, P, "baseline", "a baseline name");
+    let model: Option<String> = r.optional(m, P, "model", "a path to an .onnx file");
+    let method = match (baseline, model) {
+        (Some(_), Some(_)) => {
+            r.problem("forecast", "sets both `baseline` and `model`", "keep one of them");
+            None
+        }
+        (None, None) => Some(ForecastMethod::Baseline(Baseline::HoltDamped)),
+        (Some(name), None) => {
+            let parsed = Baseline::parse(&name);
+            if parsed.is_none() {
+                r.problem("forecast.baseline", format!("`{name}` is not a built-in forecaster"), format!("use one of {}", Baseline::NAMES.join(", ")));
+            }
+            parsed.map(ForecastMethod::Baseline)
+        }
+        (None, Some(path)) => {
+            let path = base.join(path);
+            if !path.is_file() {
+                r.problem("forecast.model", format!("{} does not exist", path.display()), "give the path of an .onnx model relative to the policy file");
+            }
+            Some(ForecastMethod::Model(path))
+        }
+    };
+    let window: usize = r.optional(m, P, "window", "a whole number of points").unwrap_or(20);
+    let horizon: usize = r.optional(m, P, "horizon", "a whole number of points").unwrap_or(5);
+    if !(3..=10_000).contains(&window) {
+        r.problem("forecast.window", format!("{window} is out of range"), "use 3 to 10000 points (the prototype used 20)");
+    }
+    if !(1..=240).contains(&horizon) {
+        r.problem("forecast.horizon", format!("{horizon} is out of range"), "use 1 to 240 points (the prototype used 5)");
+    }
+    let step = r.duration(m, P, "step", Some(Duration::from_secs(60)))?;
+    if step < Duration::from_secs(1) {
+        r.problem("forecast.step", "is below 1s", "use a step of at least `1s`");
+    }
+    Some(ForecastSpec { method: method?, window, horizon, step })
+}
+
+fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RiskRule> {
+    r.deny_unknown(m, path, &["name", "metric", "plugin", "settings"]);
+    let name = r.required(m, path, "name", "a short name such as `cpu`");
+    let metric = r.required(m, path, "metric", "the name of an entry in `metrics`");
+    let plugin = plugin_path(r, m, path, base);
+    let settings = settings(r, m, path);
+    Some(RiskRule { name: name?, metric: metric?, plugin: plugin?, settings })
+}
+
+fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RemediationRule> {
+    r.deny_unknown(m, path, &["name", "risk", "trigger", "plugin", "settings"]);
+    let name = r.required(m, path, "name", "a short name such as `scale-up`");
+    let risk = r.required(m, path, "risk", "the name of an entry in `risks`");
+    let trigger_name: String = r.optional(m, path, "trigger", "a level").unwrap_or_else(|| "high".into());
+    let trigger = Level::ALL.into_iter().find(|l| l.as_str() == trigger_name);
+    if trigger.is_none() {
+        let names: Vec<_> = Level::ALL.iter().map(|l| l.as_str()).collect();
+        r.problem(join(path, "trigger"), format!("`{trigger_name}` is not a risk level"), format!("use one of {}", names.join(", ")));
+    }
+    let plugin = plugin_path(r, m, path, base);
+    let settings = settings(r, m, path);
+    Some(RemediationRule { name: name?, risk: risk?, trigger: trigger?, plugin: plugin?, settings })
+}
+
+fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<PathBuf> {
+    let raw: String = r.required(m, path, "plugin", "the path of a .wasm component relative to the policy file")?;
+    let plugin = base.join(&raw);
+    if !plugin.is_file() {
+        r.problem(join(path, "plugin"), format!("{} does not exist", plugin.display()), "run `make build` to build the plugins, or fix the path (relative to the policy file)");
+    }
+    Some(plugin)
+}
+
+fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String> {
+    let path = join(path, "settings");
+    let Some(value) = m.get("settings") else { return BTreeMap::new() };
+    let Some(map) = r.mapping(value, &path) else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for (key, value) in map {
+        let key = super::reader::show(key);
+        match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                out.insert(key, super::reader::show(value));
+            }
+            _ => r.problem(join(&path, &key), "is not a plain value", "write a number, a word or a boolean; plugins read settings as text"),
+        }
+    }
+    out
+}
+
+fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
+    const P: &str = "guard";
+    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "max_actions_per_hour", "allowed_actions"]);
+    let dry_run = r.optional(m, P, "dry_run", "`true` or `false`").unwrap_or(false);
+    let remediate = r.optional(m, P, "remediate", "`true` or `false`").unwrap_or(false);
+    let min_replicas: Option<u32> = r.required(m, P, "min_replicas", "a whole number, e.g. `1`");
+    let max_replicas: Option<u32> = r.required(m, P, "max_replicas", "a whole number, e.g. `10`");
+    let max_step: u32 = r.optional(m, P, "max_step", "a whole number of replicas").unwrap_or(3);
+    let cooldown = r.duration(m, P, "cooldown", Some(Duration::from_secs(300)));
+    let max_actions_per_hour: u32 = r.optional(m, P, "max_actions_per_hour", "a whole number").unwrap_or(6);
+    if let (Some(min), Some(max)) = (min_replicas, max_replicas) {
+        if min > max {
+            r.problem("guard.max_replicas", format!("{max} is below guard.min_replicas ({min})"), format!("raise max_replicas to at least {min}, or lower min_replicas"));
+        }
+        if max == 0 {
+            r.problem("guard.max_replicas", "is 0", "allow at least 1 replica");
+        }
+    }
+    if max_step == 0 {
+        r.problem("guard.max_step", "is 0, so no scale action could ever pass", "use at least 1");
+    }
+    if max_actions_per_hour == 0 {
+        r.problem("guard.max_actions_per_hour", "is 0, so no action could ever pass", "use at least 1, or set `remediate: false`");
+    }
+    let allowed_actions = allowed_actions(r, m)?;
+    Some(GuardSpec { dry_run, remediate, min_replicas: min_replicas?, max_replicas: max_replicas?, max_step, cooldown: cooldown?, max_actions_per_hour, allowed_actions })
+}
+
+fn allowed_actions(r: &mut Reader, m: &Mapping) -> Option<BTreeSet<ActionKind>> {
+    let names: Vec<String> = r.optional(m, "guard", "allowed_actions", "a list of action kinds").unwrap_or_default();
+    let mut allowed = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        match ActionKind::ALL.into_iter().find(|k| k.as_str() == name) {
+            Some(kind) => {
+                allowed.insert(kind);
+            }
+            None => {
+                let known: Vec<_> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+                r.problem(format!("guard.allowed_actions[{i}]"), format!("`{name}` is not an action kind"), format!("use any of {}", known.join(", ")));
+            }
+        }
+    }
+    Some(allowed)
+}
+
+/// Checks references between sections: every risk names a metric, every remediation a risk;
+/// names are unique.
+fn cross_check(r: &mut Reader, metrics: &[Metric], risks: &[RiskRule], remediations: &[RemediationRule]) {
+    unique(r, "metrics", metrics.iter().map(|m| m.name.as_str()));
+    unique(r, "risks", risks.iter().map(|m| m.name.as_str()));
+    unique(r, "remediations", remediations.iter().map(|m| m.name.as_str()));
+    let metric_names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    for (i, rule) in risks.iter().enumerate() {
+        if !metric_names.contains(&rule.metric.as_str()) {
+            r.problem(format!("risks[{i}].metric"), format!("`{}` is not a metric of this policy", rule.metric), format!("use one of: {}", metric_names.join(", ")));
+        }
+    }
+    let risk_names: Vec<&str> = risks.iter().map(|m| m.name.as_str()).collect();
+    for (i, rule) in remediations.iter().enumerate() {
+        if !risk_names.contains(&rule.risk.as_str()) {
+            r.problem(format!("remediations[{i}].risk"), format!("`{}` is not a risk of this policy", rule.risk), format!("use one of: {}", risk_names.join(", ")));
+        }
+    }
+}
+
+fn unique<'a>(r: &mut Reader, section: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.enumerate() {
+        if !seen.insert(name) {
+            r.problem(format!("{section}[{i}].name"), format!("`{name}` is used twice"), "give each entry its own name");
+        }
+    }
+}
+
+fn check_dns_label(r: &mut Reader, path: &str, value: &str) {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if !ok {
+        r.problem(path, format!("`{value}` is not a valid Kubernetes name"), format!("use {DNS_LABEL}"));
+    }
+}

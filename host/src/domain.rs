@@ -1,0 +1,181 @@
+//! The host's own types for what crosses the plugin boundary: targets, risks, workload
+//! state, actions. The wasm bindings convert to and from these in `plugins::bindings`; no
+//! other module sees the generated types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How bad a risk is, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    None,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Level {
+    /// Every level, lowest first; used for parsing and error messages.
+    pub const ALL: [Level; 5] = [Level::None, Level::Low, Level::Medium, Level::High, Level::Critical];
+
+    /// The level's name as written in policies and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The workload a policy watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Target {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A forecast of one metric, as the host computed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Forecast {
+    /// Name of the forecaster that produced it.
+    pub forecaster: String,
+    /// Seconds between points.
+    pub step_seconds: u32,
+    /// Median prediction, one value per step.
+    pub predicted: Vec<f64>,
+    /// Lower bound (p10), when the forecaster gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower: Option<Vec<f64>>,
+    /// Upper bound (p90), when the forecaster gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper: Option<Vec<f64>>,
+}
+
+/// What a risk plugin concluded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Risk {
+    pub level: Level,
+    pub score: f64,
+    pub seconds_to_breach: Option<u32>,
+    pub required_replicas: Option<u32>,
+    pub reason: String,
+}
+
+/// A pod of the target workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pod {
+    pub name: String,
+    pub node: String,
+    pub phase: String,
+    pub ready: bool,
+    pub cpu_cores: Option<f64>,
+    pub memory_bytes: Option<f64>,
+    pub age_seconds: u64,
+}
+
+/// A node that runs (or could run) pods of the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub ready: bool,
+    pub schedulable: bool,
+    pub cordoned_by_augur: bool,
+    pub temperature_celsius: Option<f64>,
+    pub pressure: Vec<String>,
+    pub healthy_seconds: u64,
+}
+
+/// The state of the target workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub target: Target,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<Node>,
+}
+
+/// An action a plugin proposes and the host may execute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    Scale { replicas: u32 },
+    RestartPod { pod: String },
+    CordonNode { node: String },
+    UncordonNode { node: String },
+}
+
+/// The kind of an action, without its argument: what the guard allows and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    Scale,
+    RestartPod,
+    CordonNode,
+    UncordonNode,
+}
+
+impl ActionKind {
+    /// Every kind; used for parsing and error messages.
+    pub const ALL: [ActionKind; 4] =
+        [ActionKind::Scale, ActionKind::RestartPod, ActionKind::CordonNode, ActionKind::UncordonNode];
+
+    /// The kind's name as written in policies and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Scale => "scale",
+            ActionKind::RestartPod => "restart-pod",
+            ActionKind::CordonNode => "cordon-node",
+            ActionKind::UncordonNode => "uncordon-node",
+        }
+    }
+}
+
+impl Action {
+    /// The kind of this action.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Scale { .. } => ActionKind::Scale,
+            Action::RestartPod { .. } => ActionKind::RestartPod,
+            Action::CordonNode { .. } => ActionKind::CordonNode,
+            Action::UncordonNode { .. } => ActionKind::UncordonNode,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Scale { replicas } => write!(f, "scale to {replicas}"),
+            Action::RestartPod { pod } => write!(f, "restart pod {pod}"),
+            Action::CordonNode { node } => write!(f, "cordon node {node}"),
+            Action::UncordonNode { node } => write!(f, "uncordon node {node}"),
+        }
+    }
+}
+
+/// An action with the plugin's reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+}

@@ -1,0 +1,387 @@
+//! The engine walks one tick of every policy through the stages, in order:
+//! collect -> forecast -> assess -> plan -> guard -> execute -> audit.
+//!
+//! Strategy: collection and execution are async (they talk to the cluster); the decision in
+//! between (forecast, the plugin calls, the guard) is synchronous CPU work that runs for all
+//! due policies in one plugin `Session`, so each plugin is instantiated once per tick and
+//! reused across workloads, off the async worker's cooperative slot (`block_in_place`). A
+//! policy whose stage fails gets an error record and no action; the others go on.
+
+use crate::config::{ForecastMethod, GuardSpec, Policy};
+use crate::domain::{Action, Forecast, Proposal, Risk, Workload};
+use crate::forecast::{self, Forecaster, LastValue};
+use crate::metrics::{History, MetricSource, Observation, WorkloadSource};
+use crate::plugins::bindings::ForecastInput;
+use crate::plugins::{Plugins, Session, Settings, World, plugin_name};
+use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, RiskRecord, Verdict};
+use crate::remediation::guard;
+use crate::remediation::state::{self, GuardState};
+use crate::remediation::Executor;
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One policy with everything it keeps between ticks.
+pub struct PolicyRuntime {
+    pub policy: Policy,
+    forecaster: Box<dyn Forecaster>,
+    histories: BTreeMap<String, History>,
+    risk_settings: Vec<Settings>,
+    remediation_settings: Vec<Settings>,
+    guard_state: GuardState,
+    audit_path: PathBuf,
+    next_due: Option<SystemTime>,
+}
+
+impl PolicyRuntime {
+    /// Prepares a policy: its forecaster, its plugins (compiled and type-checked now), its
+    /// settings (checked by each plugin) and, with `resume`, its saved guard state (a new
+    /// simulation starts its clock afresh, so it starts with an empty state).
+    pub fn new(policy: Policy, plugins: &Plugins, audit_override: Option<&Path>, resume: bool) -> anyhow::Result<Self> {
+        let forecaster = forecaster_for(&policy)?;
+        let problems = check_plugins(&policy, plugins)?;
+        if !problems.is_empty() {
+            bail!("{}: plugin settings:\n  - {}", policy.source.display(), problems.join("\n  - "));
+        }
+        let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
+        let guard_state = if resume { load_state(&audit_path, &policy.name)? } else { GuardState::default() };
+        let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
+        let risk_settings = policy.risks.iter().map(|r| Arc::new(r.settings.clone())).collect();
+        let remediation_settings = policy.remediations.iter().map(|r| Arc::new(r.settings.clone())).collect();
+        Ok(Self { policy, forecaster, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None })
+    }
+
+    /// Forecasts, assesses, plans and guards one tick. Records come back in order; those with
+    /// an action to run carry it in `Decision::pending`.
+    pub fn decide(&mut self, session: &mut Session<'_>, observation: &Observation, workload: &Workload, now: SystemTime, force_dry_run: bool) -> Decision {
+        let mut decision = Decision::default();
+        for (metric, value) in &observation.values {
+            if let Some(history) = self.histories.get_mut(metric) {
+                history.push(*value);
+            }
+        }
+        let base = self.record_base(observation, now);
+        let mut assessed: BTreeMap<String, (ForecastRecord, RiskRecord)> = BTreeMap::new();
+        for (i, rule) in self.policy.risks.iter().enumerate() {
+            let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
+            let history = self.histories.get_mut(&rule.metric).expect("one history per metric").as_slice();
+            let Some((forecast, fallback)) = forecast_with_fallback(&*self.forecaster, history, &self.policy) else {
+                decision.push_error(&base, "collect", format!("no value yet for metric `{}`", rule.metric));
+                continue;
+            };
+            let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: workload.replicas, ready_replicas: workload.ready_replicas };
+            match session.assess(&rule.plugin, &self.risk_settings[i], &input) {
+                Ok(risk) => {
+                    decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
+                    let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
+                    assessed.insert(rule.name.clone(), (forecast, RiskRecord { rule: rule.name.clone(), plugin: plugin_name(&rule.plugin), risk }));
+                }
+                Err(e) => decision.push_error(&base, "assess", e.to_string()),
+            }
+        }
+        for (i, rule) in self.policy.remediations.iter().enumerate() {
+            let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
+            let proposals = match session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, workload) {
+                Ok(proposals) => proposals,
+                Err(e) => {
+                    decision.push_error(&base, "plan", e.to_string());
+                    continue;
+                }
+            };
+            for proposal in proposals {
+                let mut record = base.clone();
+                record.forecast = Some(forecast.clone());
+                record.risk = Some(risk.clone());
+                record.remediation = Some(rule.name.clone());
+                guard_one(&self.policy.guard, &mut self.guard_state, &mut decision, record, proposal, workload, now, force_dry_run);
+            }
+        }
+        decision
+    }
+
+    fn record_base(&self, observation: &Observation, now: SystemTime) -> Record {
+        Record {
+            time: audit::timestamp(now),
+            policy: self.policy.name.clone(),
+            target: self.policy.target.to_string(),
+            observed: observation.values.clone(),
+            forecast: None,
+            risk: None,
+            remediation: None,
+            proposal: None,
+            allowed: None,
+            verdict: None,
+            reason: String::new(),
+            result: None,
+            error_stage: None,
+        }
+    }
+}
+
+/// Puts one proposal before the guard and records the verdict; allowed actions become pending.
+#[allow(clippy::too_many_arguments)]
+fn guard_one(spec: &GuardSpec, guard_state: &mut GuardState, decision: &mut Decision, mut record: Record, proposal: Proposal, workload: &Workload, now: SystemTime, force_dry_run: bool) {
+    let verdict = guard::check(spec, force_dry_run, &proposal, workload, guard_state, now);
+    let (action, note, dry_run) = match verdict {
+        guard::Verdict::Reject { reason } => {
+            record.verdict = Some(Verdict::Rejected);
+            record.reason = reason;
+            record.proposal = Some(proposal);
+            decision.records.push(record);
+            return;
+        }
+        guard::Verdict::Execute { action, note } => (action, note, false),
+        guard::Verdict::DryRun { action, note } => (action, note, true),
+    };
+    // Count it now, so that a second proposal of this tick sees the cooldown.
+    guard_state.record(action.kind(), now);
+    decision.state_changed = true;
+    record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
+    if action != proposal.action {
+        record.allowed = Some(Proposal { action: action.clone(), reason: proposal.reason.clone() });
+    }
+    record.proposal = Some(proposal);
+    decision.pending.push(Pending { record: decision.records.len(), action, dry_run });
+    decision.records.push(record);
+}
+
+/// The outcome of `PolicyRuntime::decide`.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub records: Vec<Record>,
+    /// Actions the guard allowed, pointing into `records`.
+    pub pending: Vec<Pending>,
+    /// One readable line per risk rule: the forecast and the risk.
+    pub summary: Vec<String>,
+    state_changed: bool,
+}
+
+/// An action to run and the record it belongs to.
+#[derive(Debug)]
+pub struct Pending {
+    pub record: usize,
+    pub action: Action,
+    pub dry_run: bool,
+}
+
+impl Decision {
+    fn push_error(&mut self, base: &Record, stage: &'static str, reason: String) {
+        let mut record = base.clone();
+        record.error_stage = Some(stage);
+        record.reason = reason;
+        self.records.push(record);
+    }
+}
+
+/// Counts of one tick, for the run loop and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickCounts {
+    pub executed: usize,
+    pub dry_run: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub errors: usize,
+}
+
+/// Every policy, the plugins, and the seams to the cluster.
+pub struct Engine {
+    plugins: Arc<Plugins>,
+    metrics: Arc<dyn MetricSource>,
+    workloads: Arc<dyn WorkloadSource>,
+    executor: Arc<dyn Executor>,
+    policies: Vec<PolicyRuntime>,
+    audits: BTreeMap<PathBuf, AuditLog>,
+    force_dry_run: bool,
+    /// Print readable lines to stdout.
+    pub echo: bool,
+}
+
+impl Engine {
+    pub fn new(plugins: Arc<Plugins>, metrics: Arc<dyn MetricSource>, workloads: Arc<dyn WorkloadSource>, executor: Arc<dyn Executor>, policies: Vec<PolicyRuntime>, force_dry_run: bool) -> anyhow::Result<Self> {
+        let mut audits = BTreeMap::new();
+        for p in &policies {
+            if !audits.contains_key(&p.audit_path) {
+                audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
+            }
+        }
+        Ok(Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: true })
+    }
+
+    pub fn policies(&self) -> &[PolicyRuntime] {
+        &self.policies
+    }
+
+    /// When the next policy is due.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.policies.iter().filter_map(|p| p.next_due).min()
+    }
+
+    /// Runs one tick of every policy that is due at `now`.
+    pub async fn tick(&mut self, now: SystemTime) -> TickCounts {
+        let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
+        let mut inputs = Vec::with_capacity(due.len());
+        for &i in &due {
+            let policy = &self.policies[i].policy;
+            let collected = tokio::join!(self.metrics.collect(policy), self.workloads.workload(policy));
+            inputs.push(match collected {
+                (Ok(observation), Ok(workload)) => Ok((observation, workload)),
+                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            });
+        }
+        let decisions = self.decide_all(&due, &inputs, now);
+        let mut counts = TickCounts::default();
+        for (&i, mut decision) in due.iter().zip(decisions) {
+            self.execute(i, &mut decision).await;
+            self.finish(i, decision, now, &mut counts);
+        }
+        counts
+    }
+
+    fn decide_all(&mut self, due: &[usize], inputs: &[Result<(Observation, Workload), String>], now: SystemTime) -> Vec<Decision> {
+        let (plugins, force_dry_run) = (self.plugins.clone(), self.force_dry_run);
+        let policies = &mut self.policies;
+        let mut work = move || {
+            let mut session = plugins.session();
+            due.iter()
+                .zip(inputs)
+                .map(|(&i, input)| match input {
+                    Ok((observation, workload)) => policies[i].decide(&mut session, observation, workload, now, force_dry_run),
+                    Err(reason) => {
+                        let mut decision = Decision::default();
+                        decision.push_error(&policies[i].record_base(&Observation::default(), now), "collect", reason.clone());
+                        decision
+                    }
+                })
+                .collect()
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+            _ => work(),
+        }
+    }
+
+    async fn execute(&self, i: usize, decision: &mut Decision) {
+        let policy = &self.policies[i].policy;
+        for pending in &decision.pending {
+            let record = &mut decision.records[pending.record];
+            let reason = record.proposal.as_ref().map(|p| p.reason.as_str()).unwrap_or_default();
+            match self.executor.execute(&policy.target, &pending.action, pending.dry_run, reason).await {
+                Ok(result) => {
+                    record.verdict = Some(if pending.dry_run { Verdict::DryRun } else { Verdict::Executed });
+                    record.result = Some(result);
+                }
+                Err(e) => {
+                    record.verdict = Some(Verdict::Failed);
+                    record.result = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, i: usize, decision: Decision, now: SystemTime, counts: &mut TickCounts) {
+        let runtime = &mut self.policies[i];
+        runtime.next_due = Some(now + runtime.policy.interval);
+        if decision.state_changed
+            && let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state)
+        {
+            tracing::error!(policy = %runtime.policy.name, "{e:#}");
+        }
+        if self.echo {
+            for line in &decision.summary {
+                println!("{} {} {line}", audit::timestamp(now), runtime.policy.name);
+            }
+        }
+        let audit = self.audits.get_mut(&runtime.audit_path).expect("an audit log per path");
+        for record in &decision.records {
+            match (record.verdict, record.error_stage) {
+                (Some(Verdict::Executed), _) => counts.executed += 1,
+                (Some(Verdict::DryRun), _) => counts.dry_run += 1,
+                (Some(Verdict::Rejected), _) => counts.rejected += 1,
+                (Some(Verdict::Failed), _) => counts.failed += 1,
+                (None, _) => counts.errors += 1,
+            }
+            if self.echo && (record.verdict.is_some() || record.error_stage.is_some()) {
+                println!("{}", audit::line(record));
+            }
+            if let Err(e) = audit.write(record) {
+                tracing::error!("{e:#}");
+            }
+        }
+        if let Err(e) = audit.flush() {
+            tracing::error!("{e:#}");
+        }
+    }
+}
+
+/// The policy's forecaster.
+pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Box<dyn Forecaster>> {
+    match &policy.forecast.method {
+        ForecastMethod::Baseline(baseline) => Ok(forecast::baseline(*baseline)),
+        ForecastMethod::Model(path) => bail!(
+            "{}: forecast.model: {}: this build cannot run ONNX models yet; fix: use `forecast.baseline` (one of {})",
+            policy.source.display(),
+            path.display(),
+            crate::config::Baseline::NAMES.join(", ")
+        ),
+    }
+}
+
+/// Compiles and type-checks every plugin of a policy and asks each to check its settings.
+/// Returns the settings problems; compile and world errors are returned as `Err`.
+pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let rules = policy.risks.iter().enumerate().map(|(i, r)| (format!("risks[{i}]"), &r.plugin, &r.settings, World::Risk));
+    let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, World::Remediation));
+    for (path, plugin, settings, world) in rules.chain(remediations) {
+        let found = plugins
+            .check_settings(plugin, world, &Arc::new(settings.clone()))
+            .with_context(|| format!("{}: {path}.plugin", policy.source.display()))?;
+        problems.extend(found.into_iter().map(|p| format!("{path}.settings: {p}")));
+    }
+    Ok(problems)
+}
+
+/// The forecast from the policy's forecaster, or from the last value when it cannot serve
+/// (too little history, a value that is not finite); `None` with no history at all.
+fn forecast_with_fallback(forecaster: &dyn Forecaster, history: &[f64], policy: &Policy) -> Option<(Forecast, Option<String>)> {
+    let (horizon, step) = (policy.forecast.horizon, policy.forecast.step.as_secs() as u32);
+    match forecaster.forecast(history, horizon, step) {
+        Ok(forecast) => Some((forecast, None)),
+        Err(e) => LastValue.forecast(history, horizon, step).ok().map(|f| (f, Some(format!("{e}; used last-value")))),
+    }
+}
+
+fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &Risk) -> String {
+    let current = history.last().copied().unwrap_or(f64::NAN);
+    let peak = forecast.predicted.iter().copied().fold(f64::MIN, f64::max);
+    let minutes = forecast.predicted.len() as u32 * forecast.step_seconds / 60;
+    let (scale, unit) = if unit == "bytes" { (1.0 / 1_048_576.0, "MiB") } else { (1.0, unit) };
+    let bounds = match (&forecast.lower, &forecast.upper) {
+        (Some(lower), Some(upper)) => format!(" [p10 {:.2} .. p90 {:.2}]", scale * lower.last().unwrap_or(&0.0), scale * upper.iter().copied().fold(f64::MIN, f64::max)),
+        _ => String::new(),
+    };
+    let (current, peak) = (current * scale, peak * scale);
+    let mut line = format!("{rule}: now {current:.2} {unit}, next {minutes}m peak {peak:.2}{bounds} ({}) -> risk {}", forecast.forecaster, risk.level);
+    if risk.level >= crate::domain::Level::Medium {
+        line.push_str(&format!(": {}", risk.reason));
+    }
+    line
+}
+
+type StateFile = BTreeMap<String, GuardState>;
+
+fn load_state(audit_path: &Path, policy: &str) -> anyhow::Result<GuardState> {
+    let mut file: StateFile = state::load(&state::state_path(audit_path))?;
+    Ok(file.remove(policy).unwrap_or_default())
+}
+
+/// Saves one policy's state into the state file it shares with the other policies of the
+/// same audit log.
+fn save_state(audit_path: &Path, policy: &str, guard_state: &GuardState) -> anyhow::Result<()> {
+    let path = state::state_path(audit_path);
+    let mut file: StateFile = state::load(&path).unwrap_or_default();
+    file.insert(policy.to_string(), guard_state.clone());
+    state::save(&path, &file)
+}

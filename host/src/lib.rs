@@ -1,0 +1,17 @@
+//! Augur watches Kubernetes workloads, forecasts their next minutes, and remediates ahead of
+//! trouble through sandboxed WebAssembly plugins that propose actions and a guard that decides.
+//!
+//! The modules follow the data's trip through one tick: `config` (policy files), `metrics`
+//! (sources), `forecast` (forecasters), `plugins` (the wasm runtime), `remediation` (guard,
+//! executor, audit, state), and `engine`, which walks a tick through them in order. `sim` is
+//! the built-in simulated cluster; `run` holds the commands' work.
+
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod forecast;
+pub mod metrics;
+pub mod plugins;
+pub mod remediation;
+pub mod run;
+pub mod sim;

@@ -1,0 +1,95 @@
+//! The `host` binary: parses the command line, sets up logging, calls the library, and maps
+//! an error to a message and an exit code.
+
+use augur::run::{self, RunOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Augur: forecasts Kubernetes workloads and remediates ahead of trouble.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control loop: collect, forecast, assess, plan, guard, execute, audit.
+    Run {
+        /// A policy file, or a folder of them; repeat for several.
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+        /// Run on the built-in simulated cluster (no Kubernetes, no Prometheus).
+        #[arg(long)]
+        simulate: bool,
+        /// Simulated seconds per real second (with --simulate).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Stop after this much (simulated) time, e.g. `6h`, and exit 0.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+        /// Write the audit log here instead of the policies' own paths.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Validate and record every action, change nothing, whatever the policies say.
+        #[arg(long)]
+        dry_run: bool,
+        /// A CSV file whose column drives the simulated load (default: the built-in NASA slice).
+        #[arg(long, requires = "trace_column")]
+        trace: Option<PathBuf>,
+        /// The column of --trace to use.
+        #[arg(long)]
+        trace_column: Option<String>,
+        /// Print only the final summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check policy files, their plugins and their forecasters without touching a cluster.
+    Validate {
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Validate { policies } => {
+            for line in run::validate(&run::expand_policy_args(&policies)?)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet } => {
+            let options = RunOptions {
+                policies: run::expand_policy_args(&policies)?,
+                simulate,
+                speed,
+                run_for,
+                audit_log,
+                dry_run,
+                trace: trace.zip(trace_column),
+                echo: !quiet,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(run::run(options)).map(|_| ())
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Where observations come from: the current value of each metric of a policy
+//! (`MetricSource`) and the state of the target workload (`WorkloadSource`). The built-in
+//! simulator implements both; Prometheus and the Kubernetes API plug in behind the same traits.
+//!
+//! Sources only read; they never act on the cluster.
+
+mod history;
+
+pub use history::History;
+
+use crate::config::Policy;
+use crate::domain::Workload;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+/// The values of a policy's metrics at one instant, by metric name. A metric the source could
+/// not provide is absent, never NaN.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Why a source gave nothing this tick.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{target} is not known to the {source_name} source")]
+    UnknownTarget { source_name: &'static str, target: String },
+    #[error("the {source_name} source failed: {reason}")]
+    Failed { source_name: &'static str, reason: String },
+}
+
+/// Reads the current value of a policy's metrics.
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError>;
+}
+
+/// Reads the state of a policy's target workload: replicas, pods, nodes.
+#[async_trait]
+pub trait WorkloadSource: Send + Sync {
+    async fn workload(&self, policy: &Policy) -> Result<Workload, SourceError>;
+}

@@ -1,0 +1,263 @@
+//! The guard: the only place that decides whether a proposed action may run. Default-deny:
+//! an action kind must be allowed by the policy, every kind is checked by its own arm (no
+//! catch-all, so a new kind does not compile until someone decides its rules), and then the
+//! safety flags, the cooldown and the hourly rate apply.
+//!
+//! guard.rs never calls the cluster: it decides from the workload state it is given.
+
+use super::state::GuardState;
+use crate::config::GuardSpec;
+use crate::domain::{Action, Proposal, Workload};
+use std::time::{Duration, SystemTime};
+
+/// What the guard decided about one proposal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Run it for real. The action may have been clamped (e.g. to max_replicas); `note` says how.
+    Execute { action: Action, note: Option<String> },
+    /// Run it as a dry-run: validated, recorded, nothing changes.
+    DryRun { action: Action, note: Option<String> },
+    /// Do not run it.
+    Reject { reason: String },
+}
+
+/// Checks one proposal. `force_dry_run` is the CLI's `--dry-run`, which wins over the policy.
+pub fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workload: &Workload, state: &GuardState, now: SystemTime) -> Verdict {
+    let kind = proposal.action.kind();
+    if !spec.allowed_actions.contains(&kind) {
+        return reject(format!("action kind `{}` is not in guard.allowed_actions", kind.as_str()));
+    }
+    let (action, note) = match allowed_shape(spec, &proposal.action, workload) {
+        Ok(shaped) => shaped,
+        Err(reason) => return reject(reason),
+    };
+    let dry_run = force_dry_run || spec.dry_run;
+    if !dry_run && !spec.remediate {
+        return reject("guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)".into());
+    }
+    if let Some(since) = state.since_last(kind, now)
+        && since < spec.cooldown
+    {
+        return reject(format!("cooldown: last {} was {} ago, guard.cooldown is {}", kind.as_str(), human(since), human(spec.cooldown)));
+    }
+    let recent = state.actions_within(Duration::from_secs(3600), now);
+    if recent >= spec.max_actions_per_hour as usize {
+        return reject(format!("rate limit: {recent} actions in the last hour, guard.max_actions_per_hour is {}", spec.max_actions_per_hour));
+    }
+    if dry_run { Verdict::DryRun { action, note } } else { Verdict::Execute { action, note } }
+}
+
+/// Checks the action against the workload and the policy's bounds, per kind. Returns the
+/// action to run (clamped where the policy clamps) and a note when it was changed.
+fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Result<(Action, Option<String>), String> {
+    match action {
+        Action::Scale { replicas } => scale(spec, *replicas, workload.replicas),
+        Action::RestartPod { pod } => {
+            if !workload.pods.iter().any(|p| &p.name == pod) {
+                return Err(format!("pod {pod} is not a pod of {}", workload.target));
+            }
+            if workload.ready_replicas < workload.replicas {
+                return Err(format!("only {} of {} replicas are ready; restarting another pod now would cut capacity further", workload.ready_replicas, workload.replicas));
+            }
+            Ok((action.clone(), None))
+        }
+        Action::CordonNode { node } => {
+            let Some(found) = workload.nodes.iter().find(|n| &n.name == node) else {
+                return Err(format!("node {node} does not run pods of {}", workload.target));
+            };
+            if !found.schedulable {
+                return Err(format!("node {node} is already cordoned"));
+            }
+            if workload.nodes.iter().filter(|n| n.schedulable).count() <= 1 {
+                return Err(format!("node {node} is the last schedulable node"));
+            }
+            Ok((action.clone(), None))
+        }
+        Action::UncordonNode { node } => match workload.nodes.iter().find(|n| &n.name == node) {
+            None => Err(format!("node {node} does not run pods of {}", workload.target)),
+            Some(n) if n.schedulable => Err(format!("node {node} is not cordoned")),
+            Some(n) if !n.cordoned_by_augur => Err(format!("node {node} was cordoned by someone else; Augur only undoes its own cordons")),
+            Some(_) => Ok((action.clone(), None)),
+        },
+    }
+}
+
+fn scale(spec: &GuardSpec, wanted: u32, current: u32) -> Result<(Action, Option<String>), String> {
+    let bounded = wanted.clamp(spec.min_replicas, spec.max_replicas);
+    let stepped = if bounded > current { bounded.min(current.saturating_add(spec.max_step)) } else { bounded.max(current.saturating_sub(spec.max_step)) };
+    if stepped == current {
+        let why = if wanted > current {
+            format!("replicas held at guard.max_replicas ({})", spec.max_replicas)
+        } else if wanted < current {
+            format!("replicas held at guard.min_replicas ({})", spec.min_replicas)
+        } else {
+            format!("the workload already has {current} replicas")
+        };
+        return Err(why);
+    }
+    let note = match (stepped != wanted, bounded != wanted) {
+        (false, _) => None,
+        (true, true) => Some(format!("clamped from {wanted} to {stepped} by guard.min/max_replicas ({}..{}) and guard.max_step ({})", spec.min_replicas, spec.max_replicas, spec.max_step)),
+        (true, false) => Some(format!("limited from {wanted} to {stepped} by guard.max_step ({})", spec.max_step)),
+    };
+    Ok((Action::Scale { replicas: stepped }, note))
+}
+
+fn reject(reason: String) -> Verdict {
+    Verdict::Reject { reason }
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ActionKind, Node, Pod, Target};
+    use rstest::rstest;
+    use std::collections::BTreeSet;
+
+    const T0: u64 = 1_000_000;
+
+    fn spec() -> GuardSpec {
+        GuardSpec {
+            dry_run: false,
+            remediate: true,
+            min_replicas: 2,
+            max_replicas: 10,
+            max_step: 3,
+            cooldown: Duration::from_secs(300),
+            max_actions_per_hour: 4,
+            allowed_actions: ActionKind::ALL.into_iter().collect(),
+        }
+    }
+
+    fn node(name: &str, schedulable: bool, by_augur: bool) -> Node {
+        Node { name: name.into(), ready: true, schedulable, cordoned_by_augur: by_augur, temperature_celsius: Some(60.0), pressure: vec![], healthy_seconds: 0 }
+    }
+
+    fn workload(replicas: u32) -> Workload {
+        let pods = (0..replicas)
+            .map(|i| Pod { name: format!("nginx-{i}"), node: "a".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 600 })
+            .collect();
+        Workload {
+            target: Target { kind: "Deployment".into(), namespace: "default".into(), name: "nginx".into() },
+            replicas,
+            ready_replicas: replicas,
+            pods,
+            nodes: vec![node("a", true, false), node("b", true, false), node("c", false, true), node("d", false, false)],
+        }
+    }
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn proposal(action: Action) -> Proposal {
+        Proposal { action, reason: "test".into() }
+    }
+
+    fn scale(replicas: u32) -> Action {
+        Action::Scale { replicas }
+    }
+
+    fn restart(pod: &str) -> Action {
+        Action::RestartPod { pod: pod.into() }
+    }
+
+    fn cordon(node: &str) -> Action {
+        Action::CordonNode { node: node.into() }
+    }
+
+    fn uncordon(node: &str) -> Action {
+        Action::UncordonNode { node: node.into() }
+    }
+
+    fn with(edit: impl FnOnce(&mut GuardSpec)) -> GuardSpec {
+        let mut s = spec();
+        edit(&mut s);
+        s
+    }
+
+    #[rstest]
+    #[case::scale_up_within_bounds(spec(), scale(5), "execute scale to 5")]
+    #[case::scale_clamped_to_max(with(|s| s.max_step = 20), scale(14), "execute scale to 10 (clamped from 14 to 10 by guard.min/max_replicas (2..10) and guard.max_step (20))")]
+    #[case::scale_limited_by_step(spec(), scale(9), "execute scale to 5 (limited from 9 to 5 by guard.max_step (3))")]
+    #[case::scale_below_min_clamped(spec(), scale(1), "reject replicas held at guard.min_replicas (2)")]
+    #[case::scale_no_change(spec(), scale(2), "reject the workload already has 2 replicas")]
+    #[case::kind_not_allowed(with(|s| s.allowed_actions = BTreeSet::from([ActionKind::Scale])), restart("nginx-0"), "reject action kind `restart-pod` is not in guard.allowed_actions")]
+    #[case::nothing_allowed_by_default(with(|s| s.allowed_actions.clear()), scale(3), "reject action kind `scale` is not in guard.allowed_actions")]
+    #[case::restart_own_pod(spec(), restart("nginx-1"), "execute restart pod nginx-1")]
+    #[case::restart_foreign_pod(spec(), restart("postgres-0"), "reject pod postgres-0 is not a pod of Deployment default/nginx")]
+    #[case::cordon_schedulable(spec(), cordon("a"), "execute cordon node a")]
+    #[case::cordon_already_cordoned(spec(), cordon("c"), "reject node c is already cordoned")]
+    #[case::cordon_unknown(spec(), cordon("zz"), "reject node zz does not run pods of Deployment default/nginx")]
+    #[case::uncordon_own(spec(), uncordon("c"), "execute uncordon node c")]
+    #[case::uncordon_operators(spec(), uncordon("d"), "reject node d was cordoned by someone else; Augur only undoes its own cordons")]
+    #[case::uncordon_not_cordoned(spec(), uncordon("a"), "reject node a is not cordoned")]
+    #[case::remediate_off(with(|s| s.remediate = false), scale(4), "reject guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)")]
+    #[case::dry_run_policy(with(|s| { s.dry_run = true; s.remediate = false }), scale(4), "dry-run scale to 4")]
+    fn verdicts(#[case] spec: GuardSpec, #[case] action: Action, #[case] expected: &str) {
+        let verdict = check(&spec, false, &proposal(action), &workload(2), &GuardState::default(), at(T0));
+        assert_eq!(render(&verdict), expected);
+    }
+
+    #[test]
+    fn the_last_schedulable_node_is_never_cordoned() {
+        let mut w = workload(2);
+        w.nodes[1].schedulable = false;
+        let verdict = check(&spec(), false, &proposal(cordon("a")), &w, &GuardState::default(), at(T0));
+        assert_eq!(render(&verdict), "reject node a is the last schedulable node");
+    }
+
+    #[test]
+    fn no_restart_while_a_replica_is_not_ready() {
+        let mut w = workload(3);
+        w.ready_replicas = 2;
+        let verdict = check(&spec(), false, &proposal(restart("nginx-0")), &w, &GuardState::default(), at(T0));
+        assert!(render(&verdict).starts_with("reject only 2 of 3 replicas are ready"));
+    }
+
+    #[test]
+    fn cli_dry_run_wins_over_the_policy() {
+        let verdict = check(&spec(), true, &proposal(scale(4)), &workload(2), &GuardState::default(), at(T0));
+        assert_eq!(render(&verdict), "dry-run scale to 4");
+    }
+
+    #[test]
+    fn cooldown_applies_per_kind() {
+        let mut state = GuardState::default();
+        state.record(ActionKind::Scale, at(T0));
+        let verdict = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 120));
+        assert_eq!(render(&verdict), "reject cooldown: last scale was 2m ago, guard.cooldown is 5m");
+        let other_kind = check(&spec(), false, &proposal(cordon("a")), &workload(2), &state, at(T0 + 120));
+        assert_eq!(render(&other_kind), "execute cordon node a");
+        let later = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 301));
+        assert_eq!(render(&later), "execute scale to 4");
+    }
+
+    #[test]
+    fn the_hourly_rate_is_enforced() {
+        let mut state = GuardState::default();
+        for (i, kind) in [ActionKind::Scale, ActionKind::RestartPod, ActionKind::CordonNode, ActionKind::UncordonNode].into_iter().enumerate() {
+            state.record(kind, at(T0 + i as u64 * 600));
+        }
+        let verdict = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 2400));
+        assert_eq!(render(&verdict), "reject rate limit: 4 actions in the last hour, guard.max_actions_per_hour is 4");
+        let an_hour_later = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 3601));
+        assert_eq!(render(&an_hour_later), "execute scale to 4");
+    }
+
+    fn render(verdict: &Verdict) -> String {
+        let with_note = |word: &str, action: &Action, note: &Option<String>| match note {
+            Some(note) => format!("{word} {action} ({note})"),
+            None => format!("{word} {action}"),
+        };
+        match verdict {
+            Verdict::Execute { action, note } => with_note("execute", action, note),
+            Verdict::DryRun { action, note } => with_note("dry-run", action, note),
+            Verdict::Reject { reason } => format!("reject {reason}"),
+        }
+    }
+}

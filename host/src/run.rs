@@ -1,0 +1,190 @@
+//! The commands' work, behind the thin binary: `run` (the control loop, here on the built-in
+//! simulated cluster) and `validate` (a policy, its plugins and its forecaster, without
+//! touching a cluster).
+
+use crate::config::{self, Policy};
+use crate::engine::{Engine, PolicyRuntime, TickCounts, check_plugins, forecaster_for};
+use crate::plugins::{Limits, Plugins};
+use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `host run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policies: Vec<PathBuf>,
+    pub simulate: bool,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Stop after this much (simulated) time.
+    pub run_for: Option<Duration>,
+    /// Overrides every policy's audit log.
+    pub audit_log: Option<PathBuf>,
+    /// Forces dry-run whatever the policies say.
+    pub dry_run: bool,
+    /// A CSV trace for the simulator instead of the built-in one, and its column.
+    pub trace: Option<(PathBuf, String)>,
+    /// Print readable lines to stdout.
+    pub echo: bool,
+}
+
+/// What a run did, per policy.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub ticks: usize,
+    pub totals: TickCounts,
+    /// The simulator's account of each policy's target (empty on a real cluster).
+    pub simulated: Vec<(String, SimStats)>,
+}
+
+/// Loads every policy file, reporting all problems of all files at once.
+pub fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<Policy>> {
+    let (mut policies, mut errors) = (Vec::new(), Vec::new());
+    for file in files {
+        match config::load(file) {
+            Ok(policy) => policies.push(policy),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    if files.is_empty() {
+        bail!("no policy given; fix: pass `--policy FILE` (e.g. `--policy policies/nginx.yaml`)");
+    }
+    Ok(policies)
+}
+
+/// `host validate`: the files, then each policy's plugins (compiled, checked against their
+/// world, settings checked by the plugin) and its forecaster. Returns one line per good file.
+pub fn validate(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let policies = load_policies(files)?;
+    let plugins = Plugins::new(Limits::default())?;
+    let (mut good, mut errors) = (Vec::new(), Vec::new());
+    for policy in &policies {
+        let checked = forecaster_for(policy).and_then(|_| check_plugins(policy, &plugins));
+        match checked {
+            Ok(problems) if problems.is_empty() => good.push(format!(
+                "{}: ok (target {}, {} metrics, {} risk rules, {} remediations; plugins load)",
+                policy.source.display(),
+                policy.target,
+                policy.metrics.len(),
+                policy.risks.len(),
+                policy.remediations.len()
+            )),
+            Ok(problems) => errors.push(format!("{}: {} problem(s)\n  - {}", policy.source.display(), problems.len(), problems.join("\n  - "))),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if errors.is_empty() { Ok(good) } else { bail!("{}", errors.join("\n")) }
+}
+
+/// `host run`.
+pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
+    let policies = load_policies(&options.policies)?;
+    if !options.simulate {
+        bail!(
+            "no cluster connection: this build of Augur has no Kubernetes or Prometheus source yet, and it never falls back to the simulator by itself; fix: add `--simulate` to run on the built-in simulated cluster"
+        );
+    }
+    simulate(policies, &options).await
+}
+
+async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result<RunReport> {
+    if !(options.speed > 0.0 && options.speed.is_finite()) {
+        bail!("--speed must be a number above 0 (simulated seconds per real second), got {}", options.speed);
+    }
+    let mut sim_config = SimConfig::default();
+    if let Some((file, column)) = &options.trace {
+        sim_config.trace = Trace::from_file(file, column)?;
+    }
+    let sim = Arc::new(SimCluster::new(sim_config));
+    let plugins = Arc::new(Plugins::new(Limits::default())?);
+    let mut runtimes = Vec::new();
+    for policy in policies {
+        sim.add_deployment(&policy.target, policy.guard.min_replicas.max(1));
+        let file = policy.source.clone();
+        runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), false).with_context(|| format!("cannot start policy {}", file.display()))?);
+    }
+    let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), runtimes, options.dry_run)?;
+    engine.echo = options.echo;
+    let report = drive(&mut engine, &sim, options).await;
+    let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();
+    let report = RunReport { simulated, ..report };
+    if options.echo {
+        print_summary(&report);
+    }
+    Ok(report)
+}
+
+/// The simulated clock: tick, then advance to the next due policy, pacing by `speed`.
+async fn drive(engine: &mut Engine, sim: &SimCluster, options: &RunOptions) -> RunReport {
+    let started = Instant::now();
+    let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let counts = engine.tick(sim.now()).await;
+        report.ticks += 1;
+        add(&mut report.totals, counts);
+        let Some(next) = engine.next_due() else { break };
+        let step = next.duration_since(sim.now()).unwrap_or_default();
+        if options.run_for.is_some_and(|limit| sim.elapsed() + step > limit) {
+            break;
+        }
+        let wake = started + Duration::from_secs_f64((sim.elapsed() + step).as_secs_f64() / options.speed);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = &mut ctrl_c => break,
+        }
+        sim.advance(step);
+    }
+    report
+}
+
+fn add(total: &mut TickCounts, tick: TickCounts) {
+    total.executed += tick.executed;
+    total.dry_run += tick.dry_run;
+    total.rejected += tick.rejected;
+    total.failed += tick.failed;
+    total.errors += tick.errors;
+}
+
+fn print_summary(report: &RunReport) {
+    let t = report.totals;
+    println!(
+        "augur: {} ticks; actions executed {}, dry-run {}, rejected {}, failed {}; stage errors {}",
+        report.ticks, t.executed, t.dry_run, t.rejected, t.failed, t.errors
+    );
+    for (policy, stats) in &report.simulated {
+        println!(
+            "augur: simulated {policy}: overload {:.1} min, peak replicas {}, replica changes {}, pod restarts {}",
+            stats.overload_seconds / 60.0,
+            stats.peak_replicas,
+            stats.replica_changes.len().saturating_sub(1),
+            stats.restarts
+        );
+    }
+}
+
+/// Resolves `--policy` arguments: files as given, folders to their `*.yaml` files.
+pub fn expand_policy_args(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for arg in args {
+        if arg.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
+                .with_context(|| format!("cannot list {}", arg.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(arg.clone());
+        }
+    }
+    Ok(files)
+}
+

@@ -1,0 +1,108 @@
+//! scale: propose scaling the workload to the replicas a risk requires, in steps of at most
+//! `step` (the prototype's `max_delta`).
+//!
+//! It only scales up: scaling down is left to the workload's own autoscaler or to a person.
+//! The host's guard still clamps to the policy's min/max replicas and max step.
+
+wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
+
+use augur::plugin::types::Action;
+use augur_plugin_sdk::Settings;
+
+/// The settings of scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Most replicas added by one proposal.
+    pub step: u32,
+}
+
+impl Config {
+    /// Reads the settings; returns the config (defaults where a setting is bad) and the problems.
+    pub fn read(lookup: impl Fn(&str) -> Option<String>) -> (Self, Vec<String>) {
+        let mut s = Settings::new(lookup);
+        let step = s.number("step", 3.0, "a whole number of replicas from 1 to 100", |v| v.fract() == 0.0 && (1.0..=100.0).contains(&v));
+        (Self { step: step as u32 }, s.finish())
+    }
+}
+
+/// Plans at most one scale action.
+pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -> Vec<Proposal> {
+    if (risk.level as u8) < (trigger as u8) {
+        return Vec::new();
+    }
+    let Some(required) = risk.required_replicas else { return Vec::new() };
+    if required <= workload.replicas {
+        return Vec::new();
+    }
+    let to = required.min(workload.replicas.saturating_add(config.step));
+    let stepped = if to < required { format!(" (step of {}, {required} needed)", config.step) } else { String::new() };
+    vec![Proposal {
+        action: Action::Scale(to),
+        reason: format!("scale {} -> {to}{stepped}: {}", workload.replicas, risk.reason),
+    }]
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
+        plan(&Config::read(augur::plugin::host::setting).0, &risk, trigger, &workload)
+    }
+
+    fn check_settings() -> Vec<String> {
+        Config::read(augur::plugin::host::setting).1
+    }
+}
+
+export!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur::plugin::types::Target;
+
+    fn risk(level: Level, required: Option<u32>) -> Risk {
+        Risk { level, score: 0.9, seconds_to_breach: Some(120), required_replicas: required, reason: "cpu breach".into() }
+    }
+
+    fn workload(replicas: u32) -> Workload {
+        Workload {
+            target: Target { kind: "Deployment".into(), namespace: "default".into(), name: "nginx".into() },
+            replicas,
+            ready_replicas: replicas,
+            pods: vec![],
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn scales_to_the_required_replicas() {
+        let config = Config::read(|_| None).0;
+        let proposals = plan(&config, &risk(Level::High, Some(4)), Level::High, &workload(2));
+        assert_eq!(proposals.len(), 1);
+        assert!(matches!(proposals[0].action, Action::Scale(4)));
+        assert!(proposals[0].reason.starts_with("scale 2 -> 4: cpu breach"));
+    }
+
+    #[test]
+    fn large_needs_are_met_in_steps() {
+        let config = Config::read(|k| (k == "step").then(|| "2".to_string())).0;
+        let proposals = plan(&config, &risk(Level::Critical, Some(9)), Level::High, &workload(2));
+        assert!(matches!(proposals[0].action, Action::Scale(4)));
+        assert!(proposals[0].reason.contains("step of 2, 9 needed"));
+    }
+
+    #[test]
+    fn below_the_trigger_or_with_enough_replicas_nothing_is_proposed() {
+        let config = Config::read(|_| None).0;
+        assert!(plan(&config, &risk(Level::Medium, Some(4)), Level::High, &workload(2)).is_empty());
+        assert!(plan(&config, &risk(Level::High, Some(2)), Level::High, &workload(2)).is_empty());
+        assert!(plan(&config, &risk(Level::High, None), Level::High, &workload(2)).is_empty());
+    }
+
+    #[test]
+    fn a_fractional_step_is_reported() {
+        let (_, problems) = Config::read(|k| (k == "step").then(|| "1.5".to_string()));
+        assert_eq!(problems.len(), 1);
+    }
+}
