@@ -1,0 +1,23 @@
+//! Shared by the integration tests: where the repository, the built plugins and the
+//! policies are.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A built plugin component; `make build` (which `make test` runs first) puts them there.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = root().join("plugins/dist").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run `make build` (or `make test`) first", path.display());
+    path
+}
+
+/// The `host` binary built for these tests.
+pub fn host_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_host"))
+}

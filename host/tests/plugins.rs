@@ -1,0 +1,123 @@
+//! The real `.wasm` plugins, loaded and called by the host's wasm runtime: each world, the
+//! settings a plugin reads through its import, settings checks, and the typed errors for a
+//! component that is not a plugin of the expected world.
+
+mod common;
+
+use augur::domain::{Action, Forecast, Level, Node, Pod, Risk, Target, Workload};
+use augur::plugins::bindings::ForecastInput;
+use augur::plugins::{Limits, PluginError, Plugins, Settings, World};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn settings(pairs: &[(&str, &str)]) -> Settings {
+    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
+}
+
+fn target() -> Target {
+    Target { kind: "Deployment".into(), namespace: "default".into(), name: "nginx".into() }
+}
+
+fn forecast(predicted: Vec<f64>, upper: Option<Vec<f64>>) -> Forecast {
+    Forecast { forecaster: "test".into(), step_seconds: 60, predicted, lower: None, upper }
+}
+
+fn workload(replicas: u32) -> Workload {
+    let pods = (0..replicas)
+        .map(|i| Pod { name: format!("nginx-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.4), memory_bytes: Some(100e6 + i as f64 * 50e6), age_seconds: 3600 })
+        .collect();
+    let node = |name: &str, t: f64| Node { name: name.into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: Some(t), pressure: vec![], healthy_seconds: 0 };
+    Workload { target: target(), replicas, ready_replicas: replicas, pods, nodes: vec![node("n1", 60.0), node("n2", 92.0)] }
+}
+
+fn high(required: Option<u32>) -> Risk {
+    Risk { level: Level::High, score: 0.9, seconds_to_breach: Some(120), required_replicas: required, reason: "test risk".into() }
+}
+
+#[test]
+fn risk_cpu_assesses_a_surge_through_wasm() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let f = forecast(vec![0.7, 0.9, 1.2, 1.5, 1.9], None);
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5, 0.6], forecast: &f, replicas: 2, ready_replicas: 2 };
+    let risk = session.assess(&common::plugin("risk-cpu"), &settings(&[]), &input).unwrap();
+    assert_eq!(risk.level, Level::High);
+    assert_eq!(risk.required_replicas, Some(5));
+    assert_eq!(risk.seconds_to_breach, Some(120));
+    assert!(risk.reason.contains("predicted breach in 2m"), "{}", risk.reason);
+}
+
+#[test]
+fn settings_reach_the_plugin_through_its_import() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let f = forecast(vec![0.6, 0.6], Some(vec![0.9, 1.3]));
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2 };
+    let plugin = common::plugin("risk-cpu");
+    let median = session.assess(&plugin, &settings(&[]), &input).unwrap();
+    // The same instance, called again with other settings, must read the new ones.
+    let upper = session.assess(&plugin, &settings(&[("act-on", "upper"), ("capacity-per-pod", "0.25")]), &input).unwrap();
+    assert_eq!(median.level, Level::None);
+    assert_eq!(upper.required_replicas, Some(7)); // ceil(1.3 / (0.25 * 0.8))
+    assert!(upper.reason.contains("upper bound"));
+}
+
+#[test]
+fn the_other_risk_plugins_run() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let mem = forecast(vec![440e6, 470e6, 500e6], None);
+    let input = ForecastInput { target: &target(), metric: "memory", unit: "bytes", history: &[400e6], forecast: &mem, replicas: 2, ready_replicas: 2 };
+    let risk = session.assess(&common::plugin("risk-memory"), &settings(&[("limit-bytes", "268435456")]), &input).unwrap();
+    assert_eq!(risk.level, Level::High, "{}", risk.reason);
+    let heat = forecast(vec![83.0, 86.0], None);
+    let input = ForecastInput { target: &target(), metric: "node_temperature", unit: "celsius", history: &[80.0], forecast: &heat, replicas: 2, ready_replicas: 2 };
+    let risk = session.assess(&common::plugin("risk-node"), &settings(&[]), &input).unwrap();
+    assert_eq!(risk.level, Level::High);
+    assert_eq!(risk.seconds_to_breach, Some(120));
+}
+
+#[test]
+fn remediation_plugins_propose_through_wasm() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let w = workload(3);
+    let scale = session.plan(&common::plugin("scale"), &settings(&[("step", "2")]), &high(Some(9)), Level::High, &w).unwrap();
+    assert_eq!(scale.len(), 1);
+    assert_eq!(scale[0].action, Action::Scale { replicas: 5 });
+    assert!(scale[0].reason.contains("step of 2, 9 needed"));
+    let restart = session.plan(&common::plugin("restart"), &settings(&[]), &high(None), Level::High, &w).unwrap();
+    assert_eq!(restart[0].action, Action::RestartPod { pod: "nginx-2".into() });
+    let cordon = session.plan(&common::plugin("cordon"), &settings(&[]), &high(None), Level::High, &w).unwrap();
+    assert_eq!(cordon[0].action, Action::CordonNode { node: "n2".into() });
+    let below_trigger = session.plan(&common::plugin("scale"), &settings(&[]), &high(Some(9)), Level::Critical, &w).unwrap();
+    assert!(below_trigger.is_empty());
+}
+
+#[test]
+fn plugins_check_their_settings() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let problems = plugins.check_settings(&common::plugin("risk-cpu"), World::Risk, &settings(&[("ratio", "0.5"), ("act-on", "p99")])).unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`ratio` is `0.5`; it must be a number above 1"));
+    assert!(problems[1].contains("`act-on` is `p99`; it must be one of median, upper"));
+    let good = plugins.check_settings(&common::plugin("scale"), World::Remediation, &settings(&[("step", "2")])).unwrap();
+    assert!(good.is_empty());
+}
+
+#[test]
+fn a_plugin_of_the_wrong_world_is_incompatible() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let err = plugins.load(&common::plugin("scale"), World::Risk).err().expect("scale is not a risk plugin");
+    assert!(matches!(err, PluginError::Incompatible { ref plugin, world: "augur:plugin/risk-plugin@0.1.0", .. } if plugin == "scale"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_does_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"not wasm").unwrap();
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let err = plugins.load(&bogus, World::Risk).err().expect("garbage does not compile");
+    assert!(matches!(err, PluginError::Compile { ref plugin, .. } if plugin == "bogus"), "{err}");
+}

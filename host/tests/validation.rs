@@ -1,0 +1,133 @@
+//! Policy validation: the shipped policy is good; each bad file is rejected with a message that
+//! names the field path and the fix; every problem of a file is reported at once; and
+//! `host validate` exits non-zero naming the field.
+
+mod common;
+
+use augur::config;
+use rstest::rstest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A good policy whose plugin paths point at the built plugins.
+fn good() -> String {
+    let dist = common::root().join("plugins/dist");
+    format!(
+        r#"
+name: web
+target: {{ kind: Deployment, namespace: shop, name: web }}
+interval: 30s
+metrics:
+  - {{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[5m]))', unit: cores }}
+forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
+risks:
+  - {{ name: cpu, metric: cpu, plugin: {dist}/risk-cpu.wasm, settings: {{ ratio: 1.5 }} }}
+remediations:
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {dist}/scale.wasm, settings: {{ step: 2 }} }}
+guard:
+  dry_run: false
+  remediate: true
+  min_replicas: 2
+  max_replicas: 10
+  max_step: 3
+  cooldown: 5m
+  max_actions_per_hour: 6
+  allowed_actions: [scale]
+audit: {{ path: audit.jsonl }}
+"#,
+        dist = dist.display()
+    )
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let file = dir.join("policy.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), text);
+    match config::load(&file) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            assert_eq!(e.file, file, "the error names the file");
+            e.problems.iter().map(|p| p.to_string()).collect()
+        }
+    }
+}
+
+#[test]
+fn the_shipped_policy_is_valid_with_its_plugins() {
+    let file = common::root().join("policies/nginx.yaml");
+    common::plugin("risk-cpu");
+    let policy = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.target.to_string(), "Deployment default/nginx");
+    assert_eq!(policy.selector, "app=nginx");
+    assert_eq!(policy.metrics[0].query, r#"sum(rate(container_cpu_usage_seconds_total{namespace="default",pod=~"nginx-.*",image!=""}[5m]))"#);
+    assert_eq!((policy.forecast.window, policy.forecast.horizon), (20, 5));
+    let lines = augur::run::validate(&[file]).unwrap();
+    assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
+}
+
+#[test]
+fn the_good_fixture_is_valid() {
+    assert_eq!(problems(&good()), Vec::<String>::new());
+}
+
+#[rstest]
+#[case::unknown_top_level_field("guard:", "guardd:", "guardd: unknown field; fix: did you mean `guard`?")]
+#[case::unknown_guard_field("max_step: 3", "max_stepz: 3", "guard.max_stepz: unknown field; fix: did you mean `max_step`?")]
+#[case::min_above_max("max_replicas: 10", "max_replicas: 1", "guard.max_replicas: 1 is below guard.min_replicas (2); fix: raise max_replicas to at least 2, or lower min_replicas")]
+#[case::bad_duration("cooldown: 5m", "cooldown: soon", "guard.cooldown: `soon` is not a duration; fix: write a duration such as `60s`, `5m` or `1h`")]
+#[case::wrong_type("min_replicas: 2", "min_replicas: two", "guard.min_replicas: `two` is not valid here; fix: write a whole number, e.g. `1`")]
+#[case::bad_trigger("trigger: high", "trigger: severe", "remediations[0].trigger: `severe` is not a risk level; fix: use one of none, low, medium, high, critical")]
+#[case::unknown_action_kind("allowed_actions: [scale]", "allowed_actions: [scale, evict]", "guard.allowed_actions[1]: `evict` is not an action kind; fix: use any of scale, restart-pod, cordon-node, uncordon-node")]
+#[case::risk_on_unknown_metric("metric: cpu,", "metric: memory,", "risks[0].metric: `memory` is not a metric of this policy; fix: use one of: cpu")]
+#[case::remediation_on_unknown_risk("risk: cpu,", "risk: latency,", "remediations[0].risk: `latency` is not a risk of this policy; fix: use one of: cpu")]
+#[case::missing_plugin("scale.wasm", "scale-v2.wasm", "scale-v2.wasm does not exist; fix: run `make build` to build the plugins, or fix the path (relative to the policy file)")]
+#[case::unscalable_kind("kind: Deployment", "kind: CronJob", "target.kind: `CronJob` cannot be scaled by Augur; fix: use `Deployment` or `StatefulSet`")]
+#[case::bad_namespace("namespace: shop", "namespace: Shop_1", "target.namespace: `Shop_1` is not a valid Kubernetes name")]
+#[case::unknown_baseline("baseline: holt-damped", "baseline: prophet", "forecast.baseline: `prophet` is not a built-in forecaster; fix: use one of last-value, linear-trend, holt-damped")]
+#[case::window_too_large("window: 20", "window: 20000", "forecast.window: 20000 is out of range; fix: use 3 to 10000 points (the prototype used 20)")]
+#[case::missing_required_field("  max_replicas: 10\n", "", "guard.max_replicas: is missing; fix: add `max_replicas:` with a whole number, e.g. `10`")]
+#[case::nested_setting("settings: { ratio: 1.5 }", "settings: { ratio: [1, 2] }", "risks[0].settings.ratio: is not a plain value")]
+#[case::zero_rate("max_actions_per_hour: 6", "max_actions_per_hour: 0", "guard.max_actions_per_hour: is 0, so no action could ever pass")]
+#[case::yaml_syntax("name: web", "name: [web", "(document): is not valid YAML")]
+fn bad_policies_name_the_field_and_the_fix(#[case] from: &str, #[case] to: &str, #[case] expected: &str) {
+    let text = good();
+    assert!(text.contains(from), "fixture does not contain {from:?}");
+    let found = problems(&text.replacen(from, to, 1));
+    assert!(found.iter().any(|p| p.contains(expected)), "expected a problem containing\n  {expected}\ngot\n  {found:#?}");
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let text = good().replace("max_replicas: 10", "max_replicas: 1").replace("cooldown: 5m", "cooldown: soon").replace("guard:", "guard:\n  colldown: 1m").replace("trigger: high", "trigger: severe");
+    let found = problems(&text);
+    assert_eq!(found.len(), 4, "{found:#?}");
+}
+
+#[test]
+fn plugin_settings_are_checked_by_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &good().replace("ratio: 1.5", "ratio: 0.5"));
+    let err = augur::run::validate(&[file]).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("risks[0].settings: setting `ratio` is `0.5`; it must be a number above 1"), "{message}");
+}
+
+#[test]
+fn host_validate_exits_non_zero_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &good().replace("max_replicas: 10", "max_replicas: 1").replace("max_step: 3", "max_step: 3\n  surprise: yes"));
+    let out = Command::new(common::host_binary()).args(["validate", "--policy"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("{}: 2 problems", file.display())), "{stderr}");
+    assert!(stderr.contains("guard.max_replicas: 1 is below guard.min_replicas (2)"), "{stderr}");
+    assert!(stderr.contains("guard.surprise: unknown field"), "{stderr}");
+
+    let ok = Command::new(common::host_binary()).args(["validate", "--policy"]).arg(common::root().join("policies/nginx.yaml")).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
