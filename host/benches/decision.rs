@@ -1,1 +1,152 @@
-fn main(){}
+//! The per-tick decision path: forecast + risk plugin call + remediation plugin call + guard,
+//! for 1 and for 1,000 workloads in one tick (one plugin session, instances reused across
+//! workloads, as the engine does), and the cost of its parts: one plugin call on a warm
+//! instance, one call on a fresh instance, one forecast.
+//!
+//! Run with `make bench` (it builds the plugins first). Per-workload cost = time / workloads.
+
+use augur::config;
+use augur::domain::{Forecast, Pod, Target, Workload};
+use augur::engine::PolicyRuntime;
+use augur::forecast::{Forecaster, HoltDamped};
+use augur::metrics::Observation;
+use augur::plugins::bindings::ForecastInput;
+use augur::plugins::{Limits, Plugins, RuleSettings};
+use divan::{Bencher, counter::ItemsCount};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+fn main() {
+    divan::main();
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn plugin(name: &str) -> PathBuf {
+    let path = root().join("plugins/dist").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run `make build` first", path.display());
+    path
+}
+
+/// A policy with one CPU risk rule (risk-cpu) and one remediation (scale).
+fn policy(dir: &std::path::Path, index: usize) -> config::Policy {
+    let text = format!(
+        r#"
+name: web-{index}
+target: {{ kind: Deployment, namespace: bench, name: web-{index} }}
+metrics: [{{ name: cpu, query: 'cpu', unit: cores }}]
+forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
+risks: [{{ name: cpu, metric: cpu, plugin: {risk} }}]
+remediations: [{{ name: scale-up, risk: cpu, trigger: high, plugin: {scale} }}]
+guard: {{ dry_run: true, min_replicas: 2, max_replicas: 50, cooldown: 0s, max_actions_per_hour: 1000000, allowed_actions: [scale] }}
+audit: {{ path: audit.jsonl }}
+"#,
+        risk = plugin("risk-cpu").display(),
+        scale = plugin("scale").display()
+    );
+    config::parse(&text, &dir.join("bench.yaml")).expect("the bench policy is valid")
+}
+
+fn workload(index: usize) -> Workload {
+    let target = Target { kind: "Deployment".into(), namespace: "bench".into(), name: format!("web-{index}") };
+    let pods = (0..3)
+        .map(|i| Pod { name: format!("web-{index}-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.3), memory_bytes: Some(1e8), age_seconds: 600 })
+        .collect();
+    Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![] }
+}
+
+/// A rising CPU series (the NASA morning ramp's shape) so that risks are high and the scale
+/// plugin proposes an action that the guard then checks.
+fn series() -> Vec<f64> {
+    (0..20).map(|i| 0.6 + 0.05 * i as f64 + 0.03 * ((i * 7 % 5) as f64)).collect()
+}
+
+struct Setup {
+    plugins: Arc<Plugins>,
+    runtimes: Vec<PolicyRuntime>,
+    workloads: Vec<Workload>,
+    observations: Vec<Observation>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(n: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let mut runtimes = Vec::with_capacity(n);
+    let mut observations = Vec::with_capacity(n);
+    for i in 0..n {
+        runtimes.push(PolicyRuntime::new(policy(dir.path(), i), &plugins, None, false).unwrap());
+        observations.push(Observation { values: BTreeMap::from([("cpu".to_string(), 1.5)]) });
+    }
+    // Fill every history with 20 points, as after 20 ticks.
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let workloads: Vec<Workload> = (0..n).map(workload).collect();
+    {
+        let mut session = plugins.session();
+        for value in series() {
+            for (runtime, w) in runtimes.iter_mut().zip(&workloads) {
+                let obs = Observation { values: BTreeMap::from([("cpu".to_string(), value)]) };
+                runtime.decide(&mut session, &obs, w, t0, true);
+            }
+        }
+    }
+    Setup { plugins, runtimes, workloads, observations, _dir: dir }
+}
+
+/// One tick's decisions for `n` workloads. Divide the time by `n` for the per-workload cost.
+#[divan::bench(args = [1, 1000], sample_count = 30)]
+fn decision_path(bencher: Bencher, n: usize) {
+    let mut s = setup(n);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
+    bencher.counter(ItemsCount::new(n)).bench_local(|| {
+        let mut session = s.plugins.session();
+        let mut proposals = 0;
+        for ((runtime, observation), w) in s.runtimes.iter_mut().zip(&s.observations).zip(&s.workloads) {
+            proposals += runtime.decide(&mut session, observation, w, now, true).records.len();
+        }
+        assert!(proposals >= n, "every workload gets a guarded proposal");
+        proposals
+    });
+}
+
+fn forecast_input_parts() -> (Target, Forecast, Vec<f64>) {
+    let history = series();
+    let forecast = HoltDamped::default().forecast(&history, 5, 60).unwrap();
+    (workload(0).target, forecast, history)
+}
+
+/// One `assess` call on a warm instance.
+#[divan::bench(sample_count = 50)]
+fn plugin_call_warm(bencher: Bencher) {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let (target, forecast, history) = forecast_input_parts();
+    let risk = plugin("risk-cpu");
+    let settings = RuleSettings::new(BTreeMap::new());
+    let mut session = plugins.session();
+    let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3 };
+    session.assess(&risk, &settings, &input).unwrap();
+    bencher.bench_local(|| session.assess(&risk, &settings, &input).unwrap());
+}
+
+/// One `assess` call on a fresh store and instance (what a per-call sandbox would cost).
+#[divan::bench(sample_count = 50)]
+fn plugin_call_fresh_instance(bencher: Bencher) {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let (target, forecast, history) = forecast_input_parts();
+    let risk = plugin("risk-cpu");
+    let settings = RuleSettings::new(BTreeMap::new());
+    let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3 };
+    plugins.session().assess(&risk, &settings, &input).unwrap();
+    bencher.bench_local(|| plugins.session().assess(&risk, &settings, &input).unwrap());
+}
+
+/// Holt's damped trend on a 20-point window, 5 steps ahead.
+#[divan::bench]
+fn forecast_holt_damped(bencher: Bencher) {
+    let history = series();
+    bencher.bench_local(|| HoltDamped::default().forecast(divan::black_box(&history), 5, 60).unwrap());
+}

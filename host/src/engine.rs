@@ -12,7 +12,7 @@ use crate::domain::{Action, Forecast, Proposal, Risk, Workload};
 use crate::forecast::{self, Forecaster, LastValue};
 use crate::metrics::{History, MetricSource, Observation, WorkloadSource};
 use crate::plugins::bindings::ForecastInput;
-use crate::plugins::{Plugins, Session, Settings, World, plugin_name};
+use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
 use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, RiskRecord, Verdict};
 use crate::remediation::guard;
 use crate::remediation::state::{self, GuardState};
@@ -33,6 +33,8 @@ pub struct PolicyRuntime {
     guard_state: GuardState,
     audit_path: PathBuf,
     next_due: Option<SystemTime>,
+    /// Build the readable per-rule summary lines (only when someone reads them).
+    summarize: bool,
 }
 
 impl PolicyRuntime {
@@ -48,9 +50,9 @@ impl PolicyRuntime {
         let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
         let guard_state = if resume { load_state(&audit_path, &policy.name)? } else { GuardState::default() };
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
-        let risk_settings = policy.risks.iter().map(|r| Arc::new(r.settings.clone())).collect();
-        let remediation_settings = policy.remediations.iter().map(|r| Arc::new(r.settings.clone())).collect();
-        Ok(Self { policy, forecaster, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None })
+        let risk_settings = policy.risks.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
+        let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
+        Ok(Self { policy, forecaster, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
     }
 
     /// Forecasts, assesses, plans and guards one tick. Records come back in order; those with
@@ -74,7 +76,9 @@ impl PolicyRuntime {
             let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: workload.replicas, ready_replicas: workload.ready_replicas };
             match session.assess(&rule.plugin, &self.risk_settings[i], &input) {
                 Ok(risk) => {
-                    decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
+                    if self.summarize {
+                        decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
+                    }
                     let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
                     assessed.insert(rule.name.clone(), (forecast, RiskRecord { rule: rule.name.clone(), plugin: plugin_name(&rule.plugin), risk }));
                 }
@@ -194,8 +198,7 @@ pub struct Engine {
     policies: Vec<PolicyRuntime>,
     audits: BTreeMap<PathBuf, AuditLog>,
     force_dry_run: bool,
-    /// Print readable lines to stdout.
-    pub echo: bool,
+    echo: bool,
 }
 
 impl Engine {
@@ -206,7 +209,17 @@ impl Engine {
                 audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
             }
         }
-        Ok(Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: true })
+        let mut engine = Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: false };
+        engine.set_echo(true);
+        Ok(engine)
+    }
+
+    /// Print readable lines to stdout (on by default).
+    pub fn set_echo(&mut self, echo: bool) {
+        self.echo = echo;
+        for runtime in &mut self.policies {
+            runtime.summarize = echo;
+        }
     }
 
     pub fn policies(&self) -> &[PolicyRuntime] {
@@ -336,7 +349,7 @@ pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> anyhow::Result<Vec<S
     let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, World::Remediation));
     for (path, plugin, settings, world) in rules.chain(remediations) {
         let found = plugins
-            .check_settings(plugin, world, &Arc::new(settings.clone()))
+            .check_settings(plugin, world, &RuleSettings::new(settings.clone()))
             .with_context(|| format!("{}: {path}.plugin", policy.source.display()))?;
         problems.extend(found.into_iter().map(|p| format!("{path}.settings: {p}")));
     }

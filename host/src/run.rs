@@ -109,7 +109,7 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
         runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), false).with_context(|| format!("cannot start policy {}", file.display()))?);
     }
     let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), runtimes, options.dry_run)?;
-    engine.echo = options.echo;
+    engine.set_echo(options.echo);
     let report = drive(&mut engine, &sim, options).await;
     let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();
     let report = RunReport { simulated, ..report };

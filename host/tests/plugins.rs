@@ -6,12 +6,11 @@ mod common;
 
 use augur::domain::{Action, Forecast, Level, Node, Pod, Risk, Target, Workload};
 use augur::plugins::bindings::ForecastInput;
-use augur::plugins::{Limits, PluginError, Plugins, Settings, World};
+use augur::plugins::{Limits, PluginError, Plugins, RuleSettings, Settings, World};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
-    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
+    RuleSettings::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
 }
 
 fn target() -> Target {

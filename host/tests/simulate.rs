@@ -156,7 +156,7 @@ async fn guard_state_survives_a_restart_of_the_host() {
     let engine = |resume: bool| {
         let runtime = PolicyRuntime::new(policy.clone(), &plugins, None, resume).unwrap();
         let mut engine = Engine::new(plugins.clone(), sim.clone(), sim.clone(), sim.clone(), vec![runtime], false).unwrap();
-        engine.echo = false;
+        engine.set_echo(false);
         engine
     };
     let mut first = engine(true);

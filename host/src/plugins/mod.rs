@@ -25,10 +25,30 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Settings of one rule, as the plugin reads them through `host.setting`.
-pub type Settings = Arc<BTreeMap<String, String>>;
+pub type Settings = Arc<RuleSettings>;
+
+/// A rule's settings and their content id (the `settings-id` a plugin may cache under).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSettings {
+    id: u64,
+    values: BTreeMap<String, String>,
+}
+
+impl RuleSettings {
+    /// Wraps settings; equal contents get equal ids, so identical rules share a plugin's cache.
+    pub fn new(values: BTreeMap<String, String>) -> Settings {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut hasher);
+        Arc::new(Self { id: hasher.finish(), values })
+    }
+}
 
 /// The epoch ticks every this long; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Instances alive at once: a session holds one per plugin, a few sessions may overlap.
+const POOL_INSTANCES: u32 = 256;
 
 /// Limits for every call of a plugin.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +125,11 @@ impl bindings::host::Host for HostState {
     }
 
     fn setting(&mut self, key: String) -> Option<String> {
-        self.settings.get(&key).cloned()
+        self.settings.values.get(&key).cloned()
+    }
+
+    fn settings_id(&mut self) -> u64 {
+        self.settings.id
     }
 }
 
@@ -132,6 +156,14 @@ impl Plugins {
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Pre-reserved slots make a fresh instance cheap (no mmap per instance).
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES * 2)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;

@@ -74,11 +74,13 @@ fn trouble(config: &Config, node: &Node) -> Option<String> {
     }
 }
 
+augur_plugin_sdk::cached_config!(Config);
+
 struct Plugin;
 
 impl Guest for Plugin {
     fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&Config::read(augur::plugin::host::setting).0, &risk, trigger, &workload)
+        plan(&config(), &risk, trigger, &workload)
     }
 
     fn check_settings() -> Vec<String> {

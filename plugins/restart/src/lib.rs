@@ -6,7 +6,7 @@
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
 use augur::plugin::types::{Action, Pod};
-use augur_plugin_sdk::Settings;
+use augur_plugin_sdk::{Settings};
 
 /// The settings of restart.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,11 +49,13 @@ fn proposal(pod: &Pod, memory: f64, risk: &Risk) -> Proposal {
     }
 }
 
+augur_plugin_sdk::cached_config!(Config);
+
 struct Plugin;
 
 impl Guest for Plugin {
     fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&Config::read(augur::plugin::host::setting).0, &risk, trigger, &workload)
+        plan(&config(), &risk, trigger, &workload)
     }
 
     fn check_settings() -> Vec<String> {

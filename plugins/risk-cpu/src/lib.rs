@@ -104,12 +104,13 @@ fn quiet(score: f64, reason: String) -> Risk {
     Risk { level: Level::None, score, seconds_to_breach: None, required_replicas: None, reason }
 }
 
+augur_plugin_sdk::cached_config!(Config);
+
 struct Plugin;
 
 impl Guest for Plugin {
     fn assess(forecast: Forecast) -> Risk {
-        let (config, _) = Config::read(augur::plugin::host::setting);
-        assess(&config, &forecast)
+        assess(&config(), &forecast)
     }
 
     fn check_settings() -> Vec<String> {

@@ -7,7 +7,7 @@
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
 use augur::plugin::types::Action;
-use augur_plugin_sdk::Settings;
+use augur_plugin_sdk::{Settings};
 
 /// The settings of scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,11 +42,13 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
     }]
 }
 
+augur_plugin_sdk::cached_config!(Config);
+
 struct Plugin;
 
 impl Guest for Plugin {
     fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&Config::read(augur::plugin::host::setting).0, &risk, trigger, &workload)
+        plan(&config(), &risk, trigger, &workload)
     }
 
     fn check_settings() -> Vec<String> {

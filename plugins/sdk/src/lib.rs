@@ -53,6 +53,56 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
     }
 }
 
+/// A parsed configuration kept under the host's `settings-id`, so that a plugin reads its
+/// settings through the host only when they change. Wasm guests are single-threaded; use it
+/// from a `thread_local!`.
+pub struct ConfigCache<C> {
+    cached: std::cell::RefCell<Option<(u64, C)>>,
+}
+
+impl<C: Clone> ConfigCache<C> {
+    pub const fn new() -> Self {
+        Self { cached: std::cell::RefCell::new(None) }
+    }
+
+    /// The configuration for settings `id`, parsed with `read` when `id` is new.
+    pub fn get(&self, id: u64, read: impl FnOnce() -> C) -> C {
+        let mut cached = self.cached.borrow_mut();
+        match &*cached {
+            Some((cached_id, config)) if *cached_id == id => config.clone(),
+            _ => {
+                let config = read();
+                *cached = Some((id, config.clone()));
+                config
+            }
+        }
+    }
+}
+
+impl<C: Clone> Default for ConfigCache<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Defines `fn config() -> $config` in a plugin crate: the plugin's settings parsed by
+/// `$config::read`, read through the host's `setting` import only when `settings-id` changes.
+/// Expands in the plugin, where `wit_bindgen::generate!` put the `augur::plugin::host` imports.
+#[macro_export]
+macro_rules! cached_config {
+    ($config:ty) => {
+        thread_local! {
+            static CONFIG: $crate::ConfigCache<$config> = const { $crate::ConfigCache::new() };
+        }
+
+        /// The settings, read through the host only when their id changes.
+        fn config() -> $config {
+            let id = augur::plugin::host::settings_id();
+            CONFIG.with(|cache| cache.get(id, || <$config>::read(augur::plugin::host::setting).0))
+        }
+    };
+}
+
 /// The largest value of a series, or `None` when it is empty or holds no finite value.
 pub fn peak(series: &[f64]) -> Option<(usize, f64)> {
     series
@@ -100,6 +150,20 @@ mod tests {
         assert_eq!(problems.len(), 3);
         assert!(problems[0].contains("`ratio` is `abc`; it must be a number above 1"));
         assert!(problems[2].contains("one of p50, upper"));
+    }
+
+    #[test]
+    fn the_cache_reads_again_only_when_the_id_changes() {
+        let cache = ConfigCache::new();
+        let reads = std::cell::Cell::new(0);
+        let read = |v: u32| {
+            reads.set(reads.get() + 1);
+            v
+        };
+        assert_eq!(cache.get(1, || read(10)), 10);
+        assert_eq!(cache.get(1, || read(99)), 10);
+        assert_eq!(cache.get(2, || read(20)), 20);
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]
