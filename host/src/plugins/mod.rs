@@ -14,6 +14,7 @@ pub mod bindings;
 
 use crate::domain::{self, Level, Proposal, Risk};
 use bindings::{ForecastInput, RemediationPlugin, RemediationPluginPre, RiskPlugin, RiskPluginPre, wit};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,39 +275,49 @@ impl Session<'_> {
 
     fn with_risk<R>(&mut self, path: &Path, settings: &Settings, call: impl FnOnce(&RiskPlugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
         let plugins = self.plugins;
-        let instance = match self.risk.entry(path.to_path_buf()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let Loaded::Risk(pre) = plugins.load(path, World::Risk)? else { unreachable!("loaded as risk") };
-                let mut store = plugins.store(plugin_name(path).into(), settings.clone());
-                let bindings = pre.instantiate(&mut store).map_err(|err| trap(&store, err, plugins.limits.deadline))?;
-                e.insert(Instance { store, bindings })
-            }
+        let load = || match plugins.load(path, World::Risk)? {
+            Loaded::Risk(pre) => Ok(pre),
+            Loaded::Remediation(_) => unreachable!("loaded as a risk plugin"),
         };
-        let result = invoke(plugins, instance, settings, call);
-        if result.is_err() {
-            self.risk.remove(path); // a trapped instance cannot be entered again
-        }
-        result
+        with_instance(&mut self.risk, plugins, path, settings, load, |pre, store| pre.instantiate(store), call)
     }
 
     fn with_remediation<R>(&mut self, path: &Path, settings: &Settings, call: impl FnOnce(&RemediationPlugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
         let plugins = self.plugins;
-        let instance = match self.remediation.entry(path.to_path_buf()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let Loaded::Remediation(pre) = plugins.load(path, World::Remediation)? else { unreachable!("loaded as remediation") };
-                let mut store = plugins.store(plugin_name(path).into(), settings.clone());
-                let bindings = pre.instantiate(&mut store).map_err(|err| trap(&store, err, plugins.limits.deadline))?;
-                e.insert(Instance { store, bindings })
-            }
+        let load = || match plugins.load(path, World::Remediation)? {
+            Loaded::Remediation(pre) => Ok(pre),
+            Loaded::Risk(_) => unreachable!("loaded as a remediation plugin"),
         };
-        let result = invoke(plugins, instance, settings, call);
-        if result.is_err() {
-            self.remediation.remove(path);
-        }
-        result
+        with_instance(&mut self.remediation, plugins, path, settings, load, |pre, store| pre.instantiate(store), call)
     }
+}
+
+/// Calls a plugin on its instance of this session, instantiating it on first use (compiling
+/// first, so that compilation does not eat into the guest's deadline); an instance whose call
+/// failed is dropped (a trapped instance cannot be entered again).
+fn with_instance<P, B, R>(
+    instances: &mut HashMap<PathBuf, Instance<B>>,
+    plugins: &Plugins,
+    path: &Path,
+    settings: &Settings,
+    load: impl FnOnce() -> Result<P, PluginError>,
+    instantiate: impl FnOnce(P, &mut Store<HostState>) -> wasmtime::Result<B>,
+    call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, PluginError> {
+    let instance = match instances.entry(path.to_path_buf()) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => {
+            let pre = load()?;
+            let mut store = plugins.store(plugin_name(path).into(), settings.clone());
+            let bindings = instantiate(pre, &mut store).map_err(|err| trap(&store, err, plugins.limits.deadline))?;
+            entry.insert(Instance { store, bindings })
+        }
+    };
+    let result = invoke(plugins, instance, settings, call);
+    if result.is_err() {
+        instances.remove(path);
+    }
+    result
 }
 
 fn invoke<B, R>(plugins: &Plugins, instance: &mut Instance<B>, settings: &Settings, call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
