@@ -120,3 +120,14 @@ fn a_file_that_is_not_a_component_does_not_compile() {
     let err = plugins.load(&bogus, World::Risk).err().expect("garbage does not compile");
     assert!(matches!(err, PluginError::Compile { ref plugin, .. } if plugin == "bogus"), "{err}");
 }
+
+#[test]
+fn a_plan_over_the_proposal_cap_is_refused_and_the_session_goes_on() {
+    let plugins = Plugins::new(Limits { max_proposals: 0, ..Limits::default() }).unwrap();
+    let mut session = plugins.session();
+    let err = session.plan(&common::plugin("scale"), &settings(&[]), &high(Some(9)), Level::High, &workload(3)).unwrap_err();
+    assert!(matches!(err, PluginError::TooMuchOutput { ref plugin, count: 1, limit: 0 } if plugin == "scale"), "{err}");
+    // An empty plan is within the cap; the same session keeps serving.
+    let none = session.plan(&common::plugin("scale"), &settings(&[]), &high(Some(2)), Level::High, &workload(3)).unwrap();
+    assert!(none.is_empty());
+}
