@@ -140,7 +140,7 @@ fn guard_one(spec: &GuardSpec, guard_state: &mut GuardState, decision: &mut Deci
         guard::Verdict::DryRun { action, note } => (action, note, true),
     };
     // Count it now, so that a second proposal of this tick sees the cooldown.
-    guard_state.record(action.kind(), now);
+    guard_state.record(guard::cooldown_key(&action, workload), now);
     decision.state_changed = true;
     record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
     if action != proposal.action {

@@ -113,9 +113,7 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
     let report = drive(&mut engine, &sim, options).await;
     let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();
     let report = RunReport { simulated, ..report };
-    if options.echo {
-        print_summary(&report);
-    }
+    print_summary(&report);
     Ok(report)
 }
 

@@ -184,7 +184,7 @@ async fn guard_state_survives_a_restart_of_the_host() {
     let cooldowns = records(&dir.path().join("restarted-audit.jsonl")).into_iter().filter(|r| r["verdict"] == "rejected").count();
     assert_eq!(cooldowns, rejected);
     let last = records(&dir.path().join("restarted-audit.jsonl")).into_iter().rfind(|r| r["verdict"] == "rejected").unwrap();
-    assert!(last["reason"].as_str().unwrap().starts_with("cooldown: last scale was"), "{last}");
+    assert!(last["reason"].as_str().unwrap().starts_with("cooldown: last scale-up was"), "{last}");
 }
 
 #[test]

@@ -115,6 +115,8 @@ pub struct GuardSpec {
     pub max_step: u32,
     /// Least time between two actions of one kind on one target.
     pub cooldown: Duration,
+    /// Least time from a scale-up to the next scale-down (the HPA's stabilisation window).
+    pub scale_down_delay: Duration,
     pub max_actions_per_hour: u32,
     /// Action kinds this policy may execute; everything else is rejected.
     pub allowed_actions: BTreeSet<ActionKind>,
@@ -142,7 +144,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     if let Some(name) = &name {
         check_dns_label(&mut r, "name", name);
     }
-    let (target, selector) = section(&mut r, top, "target", |r, m| target(r, m)).flatten().unzip();
+    let (target, selector) = section(&mut r, top, "target", target).flatten().unzip();
     let selector: Option<String> = selector.flatten();
     let interval = r.duration(top, "", "interval", Some(Duration::from_secs(60)));
     if interval.is_some_and(|i| i < Duration::from_secs(1)) {
@@ -322,13 +324,14 @@ fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String>
 
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";
-    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "max_actions_per_hour", "allowed_actions"]);
+    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "allowed_actions"]);
     let dry_run = r.optional(m, P, "dry_run", "`true` or `false`").unwrap_or(false);
     let remediate = r.optional(m, P, "remediate", "`true` or `false`").unwrap_or(false);
     let min_replicas: Option<u32> = r.required(m, P, "min_replicas", "a whole number, e.g. `1`");
     let max_replicas: Option<u32> = r.required(m, P, "max_replicas", "a whole number, e.g. `10`");
     let max_step: u32 = r.optional(m, P, "max_step", "a whole number of replicas").unwrap_or(3);
     let cooldown = r.duration(m, P, "cooldown", Some(Duration::from_secs(300)));
+    let scale_down_delay = r.duration(m, P, "scale_down_delay", Some(Duration::from_secs(900)));
     let max_actions_per_hour: u32 = r.optional(m, P, "max_actions_per_hour", "a whole number").unwrap_or(6);
     if let (Some(min), Some(max)) = (min_replicas, max_replicas) {
         if min > max {
@@ -345,7 +348,7 @@ fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
         r.problem("guard.max_actions_per_hour", "is 0, so no action could ever pass", "use at least 1, or set `remediate: false`");
     }
     let allowed_actions = allowed_actions(r, m)?;
-    Some(GuardSpec { dry_run, remediate, min_replicas: min_replicas?, max_replicas: max_replicas?, max_step, cooldown: cooldown?, max_actions_per_hour, allowed_actions })
+    Some(GuardSpec { dry_run, remediate, min_replicas: min_replicas?, max_replicas: max_replicas?, max_step, cooldown: cooldown?, scale_down_delay: scale_down_delay?, max_actions_per_hour, allowed_actions })
 }
 
 fn allowed_actions(r: &mut Reader, m: &Mapping) -> Option<BTreeSet<ActionKind>> {

@@ -35,16 +35,51 @@ pub fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workloa
     if !dry_run && !spec.remediate {
         return reject("guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)".into());
     }
-    if let Some(since) = state.since_last(kind, now)
-        && since < spec.cooldown
-    {
-        return reject(format!("cooldown: last {} was {} ago, guard.cooldown is {}", kind.as_str(), human(since), human(spec.cooldown)));
+    for &(key, delay) in cooldown_checks(&action, workload) {
+        let (wait, field) = match delay {
+            Delay::Cooldown => (spec.cooldown, "cooldown"),
+            Delay::ScaleDown => (spec.scale_down_delay.max(spec.cooldown), "scale_down_delay"),
+        };
+        if let Some(since) = state.since_last(key, now)
+            && since < wait
+        {
+            return reject(format!("cooldown: last {key} was {} ago, guard.{field} is {}", human(since), human(wait)));
+        }
     }
     let recent = state.actions_within(Duration::from_secs(3600), now);
     if recent >= spec.max_actions_per_hour as usize {
         return reject(format!("rate limit: {recent} actions in the last hour, guard.max_actions_per_hour is {}", spec.max_actions_per_hour));
     }
     if dry_run { Verdict::DryRun { action, note } } else { Verdict::Execute { action, note } }
+}
+
+/// The key under which an allowed action is recorded for cooldowns.
+pub fn cooldown_key(action: &Action, workload: &Workload) -> &'static str {
+    match action {
+        Action::Scale { replicas } if *replicas > workload.replicas => "scale-up",
+        Action::Scale { .. } => "scale-down",
+        Action::RestartPod { .. } => "restart-pod",
+        Action::CordonNode { .. } => "cordon-node",
+        Action::UncordonNode { .. } => "uncordon-node",
+    }
+}
+
+/// Which of the policy's waits applies to a cooldown key.
+#[derive(Debug, Clone, Copy)]
+enum Delay {
+    Cooldown,
+    ScaleDown,
+}
+
+/// The cooldown keys an action must be clear of, and how long each.
+fn cooldown_checks(action: &Action, workload: &Workload) -> &'static [(&'static str, Delay)] {
+    match action {
+        Action::Scale { replicas } if *replicas > workload.replicas => &[("scale-up", Delay::Cooldown)],
+        Action::Scale { .. } => &[("scale-up", Delay::ScaleDown), ("scale-down", Delay::ScaleDown)],
+        Action::RestartPod { .. } => &[("restart-pod", Delay::Cooldown)],
+        Action::CordonNode { .. } => &[("cordon-node", Delay::Cooldown)],
+        Action::UncordonNode { .. } => &[("uncordon-node", Delay::Cooldown)],
+    }
 }
 
 /// Checks the action against the workload and the policy's bounds, per kind. Returns the
@@ -128,6 +163,7 @@ mod tests {
             max_replicas: 10,
             max_step: 3,
             cooldown: Duration::from_secs(300),
+            scale_down_delay: Duration::from_secs(900),
             max_actions_per_hour: 4,
             allowed_actions: ActionKind::ALL.into_iter().collect(),
         }
@@ -228,9 +264,9 @@ mod tests {
     #[test]
     fn cooldown_applies_per_kind() {
         let mut state = GuardState::default();
-        state.record(ActionKind::Scale, at(T0));
+        state.record("scale-up", at(T0));
         let verdict = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 120));
-        assert_eq!(render(&verdict), "reject cooldown: last scale was 2m ago, guard.cooldown is 5m");
+        assert_eq!(render(&verdict), "reject cooldown: last scale-up was 2m ago, guard.cooldown is 5m");
         let other_kind = check(&spec(), false, &proposal(cordon("a")), &workload(2), &state, at(T0 + 120));
         assert_eq!(render(&other_kind), "execute cordon node a");
         let later = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 301));
@@ -238,10 +274,25 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_down_never_delays_a_scale_up_but_waits_for_any_scale() {
+        let mut state = GuardState::default();
+        state.record("scale-down", at(T0));
+        let up = check(&spec(), false, &proposal(scale(6)), &workload(4), &state, at(T0 + 60));
+        assert_eq!(render(&up), "execute scale to 6");
+        let mut after_up = GuardState::default();
+        after_up.record("scale-up", at(T0));
+        let down = check(&spec(), false, &proposal(scale(3)), &workload(4), &after_up, at(T0 + 600));
+        assert_eq!(render(&down), "reject cooldown: last scale-up was 10m ago, guard.scale_down_delay is 15m");
+        let later = check(&spec(), false, &proposal(scale(3)), &workload(4), &after_up, at(T0 + 900));
+        assert_eq!(render(&later), "execute scale to 3");
+        assert_eq!(cooldown_key(&scale(3), &workload(4)), "scale-down");
+    }
+
+    #[test]
     fn the_hourly_rate_is_enforced() {
         let mut state = GuardState::default();
-        for (i, kind) in [ActionKind::Scale, ActionKind::RestartPod, ActionKind::CordonNode, ActionKind::UncordonNode].into_iter().enumerate() {
-            state.record(kind, at(T0 + i as u64 * 600));
+        for (i, key) in ["scale-up", "restart-pod", "cordon-node", "uncordon-node"].into_iter().enumerate() {
+            state.record(key, at(T0 + i as u64 * 600));
         }
         let verdict = check(&spec(), false, &proposal(scale(4)), &workload(2), &state, at(T0 + 2400));
         assert_eq!(render(&verdict), "reject rate limit: 4 actions in the last hour, guard.max_actions_per_hour is 4");

@@ -4,7 +4,6 @@
 //!
 //! Times later than "now" (the clock went back, or a new simulation started) are ignored.
 
-use crate::domain::ActionKind;
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Cooldown and rate-limit state of one policy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GuardState {
-    /// Unix seconds of the last action of each kind.
-    last: BTreeMap<ActionKind, u64>,
+    /// Unix seconds of the last action under each cooldown key (see `guard::cooldown_key`).
+    last: BTreeMap<String, u64>,
     /// Unix seconds of every action in the last hour.
     recent: Vec<u64>,
 }
@@ -27,9 +26,9 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl GuardState {
-    /// Time since the last action of `kind`, if there was one not in the future.
-    pub fn since_last(&self, kind: ActionKind, now: SystemTime) -> Option<Duration> {
-        let last = *self.last.get(&kind)?;
+    /// Time since the last action under `key`, if there was one not in the future.
+    pub fn since_last(&self, key: &str, now: SystemTime) -> Option<Duration> {
+        let last = *self.last.get(key)?;
         unix(now).checked_sub(last).map(Duration::from_secs)
     }
 
@@ -39,10 +38,10 @@ impl GuardState {
         self.recent.iter().filter(|t| **t <= now && now - **t < window.as_secs()).count()
     }
 
-    /// Records an action and forgets what is more than an hour old.
-    pub fn record(&mut self, kind: ActionKind, now: SystemTime) {
+    /// Records an action under its cooldown key and forgets what is more than an hour old.
+    pub fn record(&mut self, key: &str, now: SystemTime) {
         let now = unix(now);
-        self.last.insert(kind, now);
+        self.last.insert(key.to_string(), now);
         self.recent.retain(|t| *t <= now && now - *t < 3600);
         self.recent.push(now);
     }
@@ -88,18 +87,18 @@ mod tests {
         let path = state_path(&dir.path().join("audit.jsonl"));
         assert_eq!(path.file_name().unwrap(), "audit.state.json");
         let mut state: GuardState = load(&path).unwrap();
-        state.record(ActionKind::Scale, at(1000));
+        state.record("scale-up", at(1000));
         save(&path, &state).unwrap();
         let back: GuardState = load(&path).unwrap();
         assert_eq!(back, state);
-        assert_eq!(back.since_last(ActionKind::Scale, at(1060)), Some(Duration::from_secs(60)));
+        assert_eq!(back.since_last("scale-up", at(1060)), Some(Duration::from_secs(60)));
     }
 
     #[test]
     fn future_times_are_ignored() {
         let mut state = GuardState::default();
-        state.record(ActionKind::Scale, at(5000));
-        assert_eq!(state.since_last(ActionKind::Scale, at(1000)), None);
+        state.record("scale-up", at(5000));
+        assert_eq!(state.since_last("scale-up", at(1000)), None);
         assert_eq!(state.actions_within(Duration::from_secs(3600), at(1000)), 0);
     }
 

@@ -1,8 +1,10 @@
 //! scale: propose scaling the workload to the replicas a risk requires, in steps of at most
 //! `step` (the prototype's `max_delta`).
 //!
-//! It only scales up: scaling down is left to the workload's own autoscaler or to a person.
-//! The host's guard still clamps to the policy's min/max replicas and max step.
+//! With `scale-down: true` it also gives back one replica at a time when the risk is `none` or
+//! `low` and the forecast needs at least two fewer replicas than there are (one spare kept),
+//! so that a quiet forecast never flaps the workload. The host's guard still clamps to the
+//! policy's min/max replicas and max step, and never lets a scale-down follow a recent scale.
 
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
@@ -14,6 +16,8 @@ use augur_plugin_sdk::{Settings};
 pub struct Config {
     /// Most replicas added by one proposal.
     pub step: u32,
+    /// Give back unneeded replicas, one at a time.
+    pub scale_down: bool,
 }
 
 impl Config {
@@ -21,16 +25,17 @@ impl Config {
     pub fn read(lookup: impl Fn(&str) -> Option<String>) -> (Self, Vec<String>) {
         let mut s = Settings::new(lookup);
         let step = s.number("step", 3.0, "a whole number of replicas from 1 to 100", |v| v.fract() == 0.0 && (1.0..=100.0).contains(&v));
-        (Self { step: step as u32 }, s.finish())
+        let scale_down = s.choice("scale-down", "false", &["true", "false"]) == "true";
+        (Self { step: step as u32, scale_down }, s.finish())
     }
 }
 
 /// Plans at most one scale action.
 pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -> Vec<Proposal> {
-    if (risk.level as u8) < (trigger as u8) {
-        return Vec::new();
-    }
     let Some(required) = risk.required_replicas else { return Vec::new() };
+    if (risk.level as u8) < (trigger as u8) {
+        return scale_down(config, risk, required, workload).into_iter().collect();
+    }
     if required <= workload.replicas {
         return Vec::new();
     }
@@ -43,6 +48,17 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
 }
 
 augur_plugin_sdk::cached_config!(Config);
+
+/// One replica fewer, when allowed, quiet, settled, and at least two replicas are spare.
+fn scale_down(config: &Config, risk: &Risk, required: u32, workload: &Workload) -> Option<Proposal> {
+    let quiet = (risk.level as u8) <= (Level::Low as u8);
+    let settled = workload.ready_replicas == workload.replicas;
+    if !(config.scale_down && quiet && settled && required + 2 <= workload.replicas) {
+        return None;
+    }
+    let to = workload.replicas - 1;
+    Some(Proposal { action: Action::Scale(to), reason: format!("scale {} -> {to} ({required} needed): {}", workload.replicas, risk.reason) })
+}
 
 struct Plugin;
 
@@ -100,6 +116,25 @@ mod tests {
         assert!(plan(&config, &risk(Level::Medium, Some(4)), Level::High, &workload(2)).is_empty());
         assert!(plan(&config, &risk(Level::High, Some(2)), Level::High, &workload(2)).is_empty());
         assert!(plan(&config, &risk(Level::High, None), Level::High, &workload(2)).is_empty());
+    }
+
+    #[test]
+    fn scale_down_is_opt_in_one_at_a_time_and_keeps_a_spare() {
+        let off = Config::read(|_| None).0;
+        let on = Config::read(|k| (k == "scale-down").then(|| "true".to_string())).0;
+        let quiet = risk(Level::None, Some(3));
+        assert!(plan(&off, &quiet, Level::High, &workload(8)).is_empty());
+        let proposals = plan(&on, &quiet, Level::High, &workload(8));
+        assert!(matches!(proposals[0].action, Action::Scale(7)));
+        assert!(proposals[0].reason.starts_with("scale 8 -> 7 (3 needed)"));
+        // Only one replica spare: keep it.
+        assert!(plan(&on, &risk(Level::None, Some(7)), Level::High, &workload(8)).is_empty());
+        // Medium risk is not quiet.
+        assert!(plan(&on, &risk(Level::Medium, Some(3)), Level::High, &workload(8)).is_empty());
+        // Not while replicas are starting.
+        let mut starting = workload(8);
+        starting.ready_replicas = 6;
+        assert!(plan(&on, &quiet, Level::High, &starting).is_empty());
     }
 
     #[test]
