@@ -33,8 +33,9 @@ demo: build
 	target/release/host run --policy policies/nginx.yaml --simulate --speed 480 --for 12h --audit-log var/demo-audit.jsonl
 
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
-# validation table, and end-to-end runs on the simulator.
-test: build
+# validation table, and end-to-end runs on the simulator. cargo builds the host binary the
+# tests run itself (with the test build's features, so nothing is compiled twice).
+test: plugins
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.

@@ -43,9 +43,9 @@ impl PolicyRuntime {
     /// simulation starts its clock afresh, so it starts with an empty state).
     pub fn new(policy: Policy, plugins: &Plugins, audit_override: Option<&Path>, resume: bool) -> anyhow::Result<Self> {
         let forecaster = forecaster_for(&policy)?;
-        let problems = check_plugins(&policy, plugins)?;
+        let problems = check_plugins(&policy, plugins);
         if !problems.is_empty() {
-            bail!("{}: plugin settings:\n  - {}", policy.source.display(), problems.join("\n  - "));
+            bail!("{}: {} problem(s) with its plugins:\n  - {}", policy.source.display(), problems.len(), problems.join("\n  - "));
         }
         let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
         let guard_state = if resume { load_state(&audit_path, &policy.name)? } else { GuardState::default() };
@@ -342,18 +342,19 @@ pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Box<dyn Forecaster>> {
 }
 
 /// Compiles and type-checks every plugin of a policy and asks each to check its settings.
-/// Returns the settings problems; compile and world errors are returned as `Err`.
-pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> anyhow::Result<Vec<String>> {
+/// Returns every problem found (a plugin that does not load, a bad setting), one line each,
+/// prefixed with the rule's field path.
+pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> Vec<String> {
     let mut problems = Vec::new();
     let rules = policy.risks.iter().enumerate().map(|(i, r)| (format!("risks[{i}]"), &r.plugin, &r.settings, World::Risk));
     let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, World::Remediation));
     for (path, plugin, settings, world) in rules.chain(remediations) {
-        let found = plugins
-            .check_settings(plugin, world, &RuleSettings::new(settings.clone()))
-            .with_context(|| format!("{}: {path}.plugin", policy.source.display()))?;
-        problems.extend(found.into_iter().map(|p| format!("{path}.settings: {p}")));
+        match plugins.check_settings(plugin, world, &RuleSettings::new(settings.clone())) {
+            Ok(found) => problems.extend(found.into_iter().map(|p| format!("{path}.settings: {p}"))),
+            Err(e) => problems.push(format!("{path}.plugin: {e}")),
+        }
     }
-    Ok(problems)
+    problems
 }
 
 /// The forecast from the policy's forecaster, or from the last value when it cannot serve

@@ -64,7 +64,7 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let plugins = Plugins::new(Limits::default())?;
     let (mut good, mut errors) = (Vec::new(), Vec::new());
     for policy in &policies {
-        let checked = forecaster_for(policy).and_then(|_| check_plugins(policy, &plugins));
+        let checked = forecaster_for(policy).map(|_| check_plugins(policy, &plugins));
         match checked {
             Ok(problems) if problems.is_empty() => good.push(format!(
                 "{}: ok (target {}, {} metrics, {} risk rules, {} remediations; plugins load)",

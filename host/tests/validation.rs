@@ -131,3 +131,13 @@ fn host_validate_exits_non_zero_naming_the_field() {
     let ok = Command::new(common::host_binary()).args(["validate", "--policy"]).arg(common::root().join("policies/nginx.yaml")).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+#[test]
+fn every_plugin_that_does_not_load_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let swapped = good().replace("risk-cpu.wasm", "SWAP").replace("scale.wasm", "risk-cpu.wasm").replace("SWAP", "scale.wasm");
+    let file = write(dir.path(), &swapped);
+    let message = format!("{:#}", augur::run::validate(&[file]).unwrap_err());
+    assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.1.0"), "{message}");
+    assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.1.0"), "{message}");
+}
