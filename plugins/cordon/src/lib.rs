@@ -74,21 +74,7 @@ fn trouble(config: &Config, node: &Node) -> Option<String> {
     }
 }
 
-augur_plugin_sdk::cached_config!(Config);
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&config(), &risk, trigger, &workload)
-    }
-
-    fn check_settings() -> Vec<String> {
-        Config::read(augur::plugin::host::setting).1
-    }
-}
-
-export!(Plugin);
+augur_plugin_sdk::remediation_plugin!(Config, plan);
 
 #[cfg(test)]
 mod tests {

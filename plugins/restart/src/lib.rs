@@ -49,21 +49,7 @@ fn proposal(pod: &Pod, memory: f64, risk: &Risk) -> Proposal {
     }
 }
 
-augur_plugin_sdk::cached_config!(Config);
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&config(), &risk, trigger, &workload)
-    }
-
-    fn check_settings() -> Vec<String> {
-        Config::read(augur::plugin::host::setting).1
-    }
-}
-
-export!(Plugin);
+augur_plugin_sdk::remediation_plugin!(Config, plan);
 
 #[cfg(test)]
 mod tests {

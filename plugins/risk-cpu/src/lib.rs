@@ -104,21 +104,7 @@ fn quiet(score: f64, reason: String) -> Risk {
     Risk { level: Level::None, score, seconds_to_breach: None, required_replicas: None, reason }
 }
 
-augur_plugin_sdk::cached_config!(Config);
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn assess(forecast: Forecast) -> Risk {
-        assess(&config(), &forecast)
-    }
-
-    fn check_settings() -> Vec<String> {
-        Config::read(augur::plugin::host::setting).1
-    }
-}
-
-export!(Plugin);
+augur_plugin_sdk::risk_plugin!(Config, assess);
 
 #[cfg(test)]
 mod tests {

@@ -66,21 +66,7 @@ pub fn assess(config: &Config, forecast: &Forecast) -> Risk {
     Risk { level, score: (peak / config.limit_bytes).clamp(0.0, 1.0), seconds_to_breach, required_replicas: None, reason }
 }
 
-augur_plugin_sdk::cached_config!(Config);
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn assess(forecast: Forecast) -> Risk {
-        assess(&config(), &forecast)
-    }
-
-    fn check_settings() -> Vec<String> {
-        Config::read(augur::plugin::host::setting).1
-    }
-}
-
-export!(Plugin);
+augur_plugin_sdk::risk_plugin!(Config, assess);
 
 #[cfg(test)]
 mod tests {

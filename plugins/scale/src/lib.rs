@@ -47,8 +47,6 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
     }]
 }
 
-augur_plugin_sdk::cached_config!(Config);
-
 /// One replica fewer, when allowed, quiet, settled, and at least two replicas are spare.
 fn scale_down(config: &Config, risk: &Risk, required: u32, workload: &Workload) -> Option<Proposal> {
     let quiet = (risk.level as u8) <= (Level::Low as u8);
@@ -60,19 +58,7 @@ fn scale_down(config: &Config, risk: &Risk, required: u32, workload: &Workload) 
     Some(Proposal { action: Action::Scale(to), reason: format!("scale {} -> {to} ({required} needed): {}", workload.replicas, risk.reason) })
 }
 
-struct Plugin;
-
-impl Guest for Plugin {
-    fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
-        plan(&config(), &risk, trigger, &workload)
-    }
-
-    fn check_settings() -> Vec<String> {
-        Config::read(augur::plugin::host::setting).1
-    }
-}
-
-export!(Plugin);
+augur_plugin_sdk::remediation_plugin!(Config, plan);
 
 #[cfg(test)]
 mod tests {

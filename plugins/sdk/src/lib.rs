@@ -103,6 +103,54 @@ macro_rules! cached_config {
     };
 }
 
+/// Exports a risk plugin: `$assess(&Config, &Forecast) -> Risk` with its settings type
+/// `$config` (which has `fn read(lookup) -> (Self, Vec<String>)`). Use it after
+/// `wit_bindgen::generate!({ world: "risk-plugin", .. })`.
+#[macro_export]
+macro_rules! risk_plugin {
+    ($config:ty, $assess:path) => {
+        $crate::cached_config!($config);
+
+        struct Plugin;
+
+        impl Guest for Plugin {
+            fn assess(forecast: Forecast) -> Risk {
+                $assess(&config(), &forecast)
+            }
+
+            fn check_settings() -> Vec<String> {
+                <$config>::read(augur::plugin::host::setting).1
+            }
+        }
+
+        export!(Plugin);
+    };
+}
+
+/// Exports a remediation plugin: `$plan(&Config, &Risk, Level, &Workload) -> Vec<Proposal>`
+/// with its settings type `$config`. Use it after
+/// `wit_bindgen::generate!({ world: "remediation-plugin", .. })`.
+#[macro_export]
+macro_rules! remediation_plugin {
+    ($config:ty, $plan:path) => {
+        $crate::cached_config!($config);
+
+        struct Plugin;
+
+        impl Guest for Plugin {
+            fn plan(risk: Risk, trigger: Level, workload: Workload) -> Vec<Proposal> {
+                $plan(&config(), &risk, trigger, &workload)
+            }
+
+            fn check_settings() -> Vec<String> {
+                <$config>::read(augur::plugin::host::setting).1
+            }
+        }
+
+        export!(Plugin);
+    };
+}
+
 /// The largest value of a series, or `None` when it is empty or holds no finite value.
 pub fn peak(series: &[f64]) -> Option<(usize, f64)> {
     series
