@@ -64,7 +64,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(100), memory_bytes: 16 << 20, max_proposals: 64 }
+        Self { deadline: Duration::from_millis(250), memory_bytes: 16 << 20, max_proposals: 64 }
     }
 }
 
