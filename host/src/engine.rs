@@ -17,7 +17,8 @@ use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, RiskReco
 use crate::remediation::guard;
 use crate::remediation::state::{self, GuardState};
 use crate::remediation::Executor;
-use anyhow::{Context, bail};
+use anyhow::bail;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,13 +65,13 @@ impl PolicyRuntime {
                 history.push(*value);
             }
         }
-        let base = self.record_base(observation, now);
+        let base = RecordBase { policy: &self.policy, observation, now, built: OnceCell::new() };
         let mut assessed: BTreeMap<String, (ForecastRecord, RiskRecord)> = BTreeMap::new();
         for (i, rule) in self.policy.risks.iter().enumerate() {
             let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
             let history = self.histories.get_mut(&rule.metric).expect("one history per metric").as_slice();
             let Some((forecast, fallback)) = forecast_with_fallback(&*self.forecaster, history, &self.policy) else {
-                decision.push_error(&base, "collect", format!("no value yet for metric `{}`", rule.metric));
+                decision.push_error(base.get(), "collect", format!("no value yet for metric `{}`", rule.metric));
                 continue;
             };
             let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: workload.replicas, ready_replicas: workload.ready_replicas };
@@ -82,7 +83,7 @@ impl PolicyRuntime {
                     let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
                     assessed.insert(rule.name.clone(), (forecast, RiskRecord { rule: rule.name.clone(), plugin: plugin_name(&rule.plugin), risk }));
                 }
-                Err(e) => decision.push_error(&base, "assess", e.to_string()),
+                Err(e) => decision.push_error(base.get(), "assess", e.to_string()),
             }
         }
         for (i, rule) in self.policy.remediations.iter().enumerate() {
@@ -90,12 +91,12 @@ impl PolicyRuntime {
             let proposals = match session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, workload) {
                 Ok(proposals) => proposals,
                 Err(e) => {
-                    decision.push_error(&base, "plan", e.to_string());
+                    decision.push_error(base.get(), "plan", e.to_string());
                     continue;
                 }
             };
             for proposal in proposals {
-                let mut record = base.clone();
+                let mut record = base.get().clone();
                 record.forecast = Some(forecast.clone());
                 record.risk = Some(risk.clone());
                 record.remediation = Some(rule.name.clone());
@@ -104,23 +105,38 @@ impl PolicyRuntime {
         }
         decision
     }
+}
 
-    fn record_base(&self, observation: &Observation, now: SystemTime) -> Record {
-        Record {
-            time: audit::timestamp(now),
-            policy: self.policy.name.clone(),
-            target: self.policy.target.to_string(),
-            observed: observation.values.clone(),
-            forecast: None,
-            risk: None,
-            remediation: None,
-            proposal: None,
-            allowed: None,
-            verdict: None,
-            reason: String::new(),
-            result: None,
-            error_stage: None,
-        }
+/// The part of an audit record that every record of a policy's tick shares, built on first
+/// use: most ticks record nothing, and the hot path should not format times for them.
+struct RecordBase<'a> {
+    policy: &'a Policy,
+    observation: &'a Observation,
+    now: SystemTime,
+    built: OnceCell<Record>,
+}
+
+impl RecordBase<'_> {
+    fn get(&self) -> &Record {
+        self.built.get_or_init(|| record_base(self.policy, self.observation, self.now))
+    }
+}
+
+fn record_base(policy: &Policy, observation: &Observation, now: SystemTime) -> Record {
+    Record {
+        time: audit::timestamp(now),
+        policy: policy.name.clone(),
+        target: policy.target.to_string(),
+        observed: observation.values.clone(),
+        forecast: None,
+        risk: None,
+        remediation: None,
+        proposal: None,
+        allowed: None,
+        verdict: None,
+        reason: String::new(),
+        result: None,
+        error_stage: None,
     }
 }
 
@@ -263,7 +279,7 @@ impl Engine {
                     Ok((observation, workload)) => policies[i].decide(&mut session, observation, workload, now, force_dry_run),
                     Err(reason) => {
                         let mut decision = Decision::default();
-                        decision.push_error(&policies[i].record_base(&Observation::default(), now), "collect", reason.clone());
+                        decision.push_error(&record_base(&policies[i].policy, &Observation::default(), now), "collect", reason.clone());
                         decision
                     }
                 })
