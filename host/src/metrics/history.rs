@@ -29,19 +29,6 @@ impl History {
     pub fn as_slice(&mut self) -> &[f64] {
         self.values.make_contiguous()
     }
-
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// The most recent value.
-    pub fn last(&self) -> Option<f64> {
-        self.values.back().copied()
-    }
 }
 
 #[cfg(test)]
@@ -55,6 +42,5 @@ mod tests {
             h.push(v);
         }
         assert_eq!(h.as_slice(), &[2.0, 3.0, 4.0]);
-        assert_eq!(h.last(), Some(4.0));
     }
 }

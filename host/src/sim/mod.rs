@@ -177,11 +177,6 @@ impl SimCluster {
         self.lock().deployments.iter().find(|d| d.target == *target).map(|d| d.replicas)
     }
 
-    /// CPU demand (cores) of a Deployment now.
-    pub fn demand(&self, target: &Target) -> Option<f64> {
-        self.lock().deployments.iter().find(|d| d.target == *target).map(|d| d.demand)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
         self.state.lock().expect("simulator state poisoned")
     }
