@@ -6,14 +6,55 @@ WASM_TARGET  := wasm32-wasip2
 WASM_DIR     := target/$(WASM_TARGET)/plugin
 DIST         := plugins/dist
 CARGO        ?= cargo
+PYTHON       ?= python3
 
-.PHONY: all setup build plugins host demo test bench clean
+# ONNX Runtime for the host (ort's load-dynamic): the shared library inside the PyPI
+# `onnxruntime` wheel, fetched once into a cache outside the repository.
+ORT_VERSION  := 1.32.0
+ORT_DIR      := $(HOME)/.cache/augur/onnxruntime-$(ORT_VERSION)
+ORT_LIB      := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
+export ORT_DYLIB_PATH := $(ORT_LIB)
+
+# The training environment (PyTorch: 5.5 GB with its CUDA wheels), cached by the hash of
+# models/requirements.txt so that it is built once per machine and rebuilt when pins change.
+TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
+TRAIN_PY     := $(TRAIN_VENV)/bin/python
+
+.PHONY: all setup onnxruntime train-env models tiny-model build plugins host demo test bench clean
 
 all: build
 
-# One-time toolchain set-up: the WebAssembly target for the plugins.
-setup:
+# One-time set-up: the WebAssembly target for the plugins and ONNX Runtime for the models.
+setup: onnxruntime
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+onnxruntime: $(ORT_LIB)
+
+$(ORT_LIB):
+	@mkdir -p $(ORT_DIR)/wheel
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: onnxruntime==$(ORT_VERSION) -d $(ORT_DIR)/wheel
+	$(PYTHON) -c "import glob, sys, zipfile; w = zipfile.ZipFile(glob.glob('$(ORT_DIR)/wheel/onnxruntime-*.whl')[0]); \
+	  open('$@.part', 'wb').write(w.read('onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)'))"
+	mv $@.part $@
+	rm -rf $(ORT_DIR)/wheel
+
+train-env: $(TRAIN_PY)
+
+$(TRAIN_PY):
+	rm -rf $(TRAIN_VENV)
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install --quiet -r models/requirements.txt
+
+# Retrains the shipped models from ../shared/data (about 3 minutes per model on 2 cores),
+# then scores them and the baselines with `host backtest` into their cards.
+MODELS := dlinear lstm transformer prototype
+models: train-env host
+	for m in $(MODELS); do $(TRAIN_PY) models/train.py --config models/configs/$$m.yaml --out models/$$m || exit 1; done
+	$(TRAIN_PY) models/score.py
+
+# The CI model: the whole training pipeline in seconds, into var/models/tiny.
+tiny-model: train-env
+	$(TRAIN_PY) models/train.py --config models/configs/tiny.yaml --out var/models/tiny
 
 # The plugins as components, where the policies find them (plugins/dist/<name>.wasm).
 plugins: setup
@@ -35,12 +76,12 @@ demo: build
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins
+test: plugins onnxruntime tiny-model
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.
 bench: build
-	$(CARGO) bench -p host --bench decision
+	$(CARGO) bench -p host --bench decision --bench models
 
 clean:
 	rm -rf $(DIST) var

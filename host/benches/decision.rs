@@ -7,7 +7,7 @@
 
 use augur::config;
 use augur::domain::{Forecast, Pod, Target, Workload};
-use augur::engine::PolicyRuntime;
+use augur::engine::{PolicyRuntime, decide_blocking};
 use augur::forecast::{Forecaster, HoltDamped};
 use augur::metrics::Observation;
 use augur::plugins::bindings::ForecastInput;
@@ -85,14 +85,10 @@ fn setup(n: usize) -> Setup {
     // Fill every history with 20 points, as after 20 ticks.
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let workloads: Vec<Workload> = (0..n).map(workload).collect();
-    {
-        let mut session = plugins.session();
-        for value in series() {
-            for (runtime, w) in runtimes.iter_mut().zip(&workloads) {
-                let obs = Observation { values: BTreeMap::from([("cpu".to_string(), value)]) };
-                runtime.decide(&mut session, &obs, w, t0, true);
-            }
-        }
+    let due: Vec<usize> = (0..n).collect();
+    for value in series() {
+        let inputs: Vec<_> = workloads.iter().map(|w| Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]) }, w.clone()))).collect();
+        decide_blocking(&plugins, &mut runtimes, &due, &inputs, t0, true);
     }
     Setup { plugins, runtimes, workloads, observations, _dir: dir }
 }
@@ -102,12 +98,11 @@ fn setup(n: usize) -> Setup {
 fn decision_path(bencher: Bencher, n: usize) {
     let mut s = setup(n);
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
+    let due: Vec<usize> = (0..n).collect();
+    let inputs: Vec<_> = s.observations.iter().zip(&s.workloads).map(|(o, w)| Ok((o.clone(), w.clone()))).collect();
     bencher.counter(ItemsCount::new(n)).bench_local(|| {
-        let mut session = s.plugins.session();
-        let mut proposals = 0;
-        for ((runtime, observation), w) in s.runtimes.iter_mut().zip(&s.observations).zip(&s.workloads) {
-            proposals += runtime.decide(&mut session, observation, w, now, true).records.len();
-        }
+        let decisions = decide_blocking(&s.plugins, &mut s.runtimes, &due, &inputs, now, true);
+        let proposals: usize = decisions.iter().map(|d| d.records.len()).sum();
         assert!(proposals >= n, "every workload gets a guarded proposal");
         proposals
     });

@@ -9,7 +9,7 @@
 
 use crate::config::{ForecastMethod, GuardSpec, Policy};
 use crate::domain::{Action, Forecast, Proposal, Risk, Workload};
-use crate::forecast::{self, Forecaster, LastValue};
+use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel, Row};
 use crate::metrics::{History, MetricSource, Observation, WorkloadSource};
 use crate::plugins::bindings::ForecastInput;
 use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
@@ -27,7 +27,8 @@ use std::time::SystemTime;
 /// One policy with everything it keeps between ticks.
 pub struct PolicyRuntime {
     pub policy: Policy,
-    forecaster: Box<dyn Forecaster>,
+    forecaster: Arc<dyn Forecaster>,
+    fallback: Box<dyn Forecaster>,
     histories: BTreeMap<String, History>,
     risk_settings: Vec<Settings>,
     remediation_settings: Vec<Settings>,
@@ -44,6 +45,7 @@ impl PolicyRuntime {
     /// simulation starts its clock afresh, so it starts with an empty state).
     pub fn new(policy: Policy, plugins: &Plugins, audit_override: Option<&Path>, resume: bool) -> anyhow::Result<Self> {
         let forecaster = forecaster_for(&policy)?;
+        let fallback = forecast::baseline(policy.forecast.fallback, policy.forecast.season);
         let problems = check_plugins(&policy, plugins);
         if !problems.is_empty() {
             bail!("{}: {} problem(s) with its plugins:\n  - {}", policy.source.display(), problems.len(), problems.join("\n  - "));
@@ -53,24 +55,45 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
-        Ok(Self { policy, forecaster, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
     }
 
-    /// Forecasts, assesses, plans and guards one tick. Records come back in order; those with
-    /// an action to run carry it in `Decision::pending`.
-    pub fn decide(&mut self, session: &mut Session<'_>, observation: &Observation, workload: &Workload, now: SystemTime, force_dry_run: bool) -> Decision {
-        let mut decision = Decision::default();
+    /// Takes a tick's observation into the histories.
+    fn observe(&mut self, observation: &Observation) {
         for (metric, value) in &observation.values {
             if let Some(history) = self.histories.get_mut(metric) {
                 history.push(*value);
             }
         }
+    }
+
+    /// The rows this policy needs forecast, each a list of metrics read together: a joint
+    /// model's inputs in one row, otherwise one row per metric a risk rule watches.
+    fn forecast_rows(&self) -> Vec<Vec<String>> {
+        match self.forecaster.joint_inputs() {
+            Some(inputs) => vec![inputs.to_vec()],
+            None => {
+                let metrics: std::collections::BTreeSet<&String> = self.policy.risks.iter().map(|r| &r.metric).collect();
+                metrics.into_iter().map(|m| vec![m.clone()]).collect()
+            }
+        }
+    }
+
+    fn history(&self, metric: &str) -> &[f64] {
+        self.histories.get(metric).map(History::values).unwrap_or_default()
+    }
+
+    /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
+    /// Records come back in order; those with an action to run carry it in `Decision::pending`.
+    pub fn decide(&mut self, session: &mut Session<'_>, observation: &Observation, workload: &Workload, forecasts: Forecasts, now: SystemTime, force_dry_run: bool) -> Decision {
+        let mut decision = Decision::default();
         let base = RecordBase { policy: &self.policy, observation, now, built: OnceCell::new() };
         let mut assessed: BTreeMap<String, (ForecastRecord, RiskRecord)> = BTreeMap::new();
         for (i, rule) in self.policy.risks.iter().enumerate() {
             let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
-            let history = self.histories.get_mut(&rule.metric).expect("one history per metric").as_slice();
-            let Some((forecast, fallback)) = forecast_with_fallback(&*self.forecaster, history, &self.policy) else {
+            let history = self.histories.get(&rule.metric).expect("one history per metric").values();
+            let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
+            let Some((forecast, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
                 decision.push_error(base.get(), "collect", format!("no value yet for metric `{}`", rule.metric));
                 continue;
             };
@@ -103,6 +126,7 @@ impl PolicyRuntime {
                 guard_one(&self.policy.guard, &mut self.guard_state, &mut decision, record, proposal, workload, now, force_dry_run);
             }
         }
+        decision.forecasts = assessed.into_values().map(|(forecast, _)| forecast).collect();
         decision
     }
 }
@@ -175,6 +199,8 @@ pub struct Decision {
     pub pending: Vec<Pending>,
     /// One readable line per risk rule: the forecast and the risk.
     pub summary: Vec<String>,
+    /// The forecast each risk rule assessed, with the fallback note when one served.
+    pub forecasts: Vec<ForecastRecord>,
     state_changed: bool,
 }
 
@@ -259,7 +285,7 @@ impl Engine {
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             });
         }
-        let decisions = self.decide_all(&due, &inputs, now);
+        let decisions = self.decide_all(&due, inputs, now).await;
         let mut counts = TickCounts::default();
         for (&i, mut decision) in due.iter().zip(decisions) {
             self.execute(i, &mut decision).await;
@@ -268,27 +294,23 @@ impl Engine {
         counts
     }
 
-    fn decide_all(&mut self, due: &[usize], inputs: &[Result<(Observation, Workload), String>], now: SystemTime) -> Vec<Decision> {
+    /// Forecasts every due policy (one batch per forecaster) and decides, on a blocking
+    /// thread: model inference and plugin calls are CPU work that must not hold an async
+    /// worker. The policies travel to that thread and back.
+    async fn decide_all(&mut self, due: &[usize], inputs: Vec<Result<(Observation, Workload), String>>, now: SystemTime) -> Vec<Decision> {
         let (plugins, force_dry_run) = (self.plugins.clone(), self.force_dry_run);
-        let policies = &mut self.policies;
-        let mut work = move || {
-            let mut session = plugins.session();
-            due.iter()
-                .zip(inputs)
-                .map(|(&i, input)| match input {
-                    Ok((observation, workload)) => policies[i].decide(&mut session, observation, workload, now, force_dry_run),
-                    Err(reason) => {
-                        let mut decision = Decision::default();
-                        decision.push_error(&record_base(&policies[i].policy, &Observation::default(), now), "collect", reason.clone());
-                        decision
-                    }
-                })
-                .collect()
+        let mut policies = std::mem::take(&mut self.policies);
+        let due_owned = due.to_vec();
+        let work = move || {
+            let decisions = decide_blocking(&plugins, &mut policies, &due_owned, &inputs, now, force_dry_run);
+            (policies, decisions)
         };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-            _ => work(),
-        }
+        let (policies, decisions) = match tokio::task::spawn_blocking(work).await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.policies = policies;
+        decisions
     }
 
     async fn execute(&self, i: usize, decision: &mut Decision) {
@@ -344,16 +366,71 @@ impl Engine {
     }
 }
 
-/// The policy's forecaster.
-pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Box<dyn Forecaster>> {
+/// The forecasts of one policy's tick, by metric.
+pub type Forecasts = BTreeMap<String, Result<Forecast, ForecastError>>;
+
+/// One tick's decisions for the due policies (`inputs[k]` belongs to `policies[due[k]]`).
+pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Result<(Observation, Workload), String>], now: SystemTime, force_dry_run: bool) -> Vec<Decision> {
+    let ready: Vec<usize> = due.iter().zip(inputs).filter(|(_, input)| input.is_ok()).map(|(&i, _)| i).collect();
+    for (&i, input) in due.iter().zip(inputs) {
+        if let Ok((observation, _)) = input {
+            policies[i].observe(observation);
+        }
+    }
+    let mut forecasts = forecast_all(policies, &ready).into_iter();
+    let mut session = plugins.session();
+    due.iter()
+        .zip(inputs)
+        .map(|(&i, input)| match input {
+            Ok((observation, workload)) => {
+                let forecasts = forecasts.next().expect("one forecast set per ready policy");
+                policies[i].decide(&mut session, observation, workload, forecasts, now, force_dry_run)
+            }
+            Err(reason) => {
+                let mut decision = Decision::default();
+                decision.push_error(&record_base(&policies[i].policy, &Observation::default(), now), "collect", reason.clone());
+                decision
+            }
+        })
+        .collect()
+}
+
+/// Forecasts the rows of every listed policy, one `forecast_batch` call per forecaster
+/// (policies naming the same model share it, so one inference serves them all) and horizon.
+pub fn forecast_all(policies: &[PolicyRuntime], ready: &[usize]) -> Vec<Forecasts> {
+    /// (forecaster identity, horizon, step) -> the forecaster and its (slot, metrics) rows.
+    type Groups = BTreeMap<(usize, usize, u32), (Arc<dyn Forecaster>, Vec<(usize, Vec<String>)>)>;
+    let mut groups = Groups::new();
+    for (slot, &i) in ready.iter().enumerate() {
+        let runtime = &policies[i];
+        let spec = &runtime.policy.forecast;
+        let key = (Arc::as_ptr(&runtime.forecaster) as *const () as usize, spec.horizon, spec.step.as_secs() as u32);
+        let entry = groups.entry(key).or_insert_with(|| (runtime.forecaster.clone(), Vec::new()));
+        entry.1.extend(runtime.forecast_rows().into_iter().map(|metrics| (slot, metrics)));
+    }
+    let mut out: Vec<Forecasts> = vec![Forecasts::new(); ready.len()];
+    for ((_, horizon, step), (forecaster, jobs)) in groups {
+        let rows: Vec<Row<'_>> = jobs.iter().map(|(slot, metrics)| metrics.iter().map(|m| policies[ready[*slot]].history(m)).collect()).collect();
+        let results = forecaster.forecast_batch(&rows, horizon, step);
+        for ((slot, metrics), result) in jobs.into_iter().zip(results) {
+            match result {
+                Ok(channels) => out[slot].extend(metrics.into_iter().zip(channels.into_iter().map(Ok))),
+                Err(e) => out[slot].extend(metrics.into_iter().map(|m| (m, Err(e.clone())))),
+            }
+        }
+    }
+    out
+}
+
+/// The policy's forecaster: a baseline, or its model (loaded once per process, checked
+/// against its card and the policy).
+pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Arc<dyn Forecaster>> {
     match &policy.forecast.method {
-        ForecastMethod::Baseline(baseline) => Ok(forecast::baseline(*baseline)),
-        ForecastMethod::Model(path) => bail!(
-            "{}: forecast.model: {}: this build cannot run ONNX models yet; fix: use `forecast.baseline` (one of {})",
-            policy.source.display(),
-            path.display(),
-            crate::config::Baseline::NAMES.join(", ")
-        ),
+        ForecastMethod::Baseline(baseline) => Ok(Arc::from(forecast::baseline(*baseline, policy.forecast.season))),
+        ForecastMethod::Model(path) => match OnnxModel::shared(path) {
+            Ok(model) => Ok(model),
+            Err(e) => bail!("{}: forecast.model: {e}", policy.source.display()),
+        },
     }
 }
 
@@ -373,13 +450,18 @@ pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> Vec<String> {
     problems
 }
 
-/// The forecast from the policy's forecaster, or from the last value when it cannot serve
-/// (too little history, a value that is not finite); `None` with no history at all.
-fn forecast_with_fallback(forecaster: &dyn Forecaster, history: &[f64], policy: &Policy) -> Option<(Forecast, Option<String>)> {
+/// The forecaster's forecast, or the fallback's when it could not serve (too little
+/// history, a failed model, a value that is not finite), or the last value's when neither
+/// could; the second item says why, for the audit. `None` with no history at all.
+fn with_fallback(primary: Result<Forecast, ForecastError>, fallback: &dyn Forecaster, history: &[f64], policy: &Policy) -> Option<(Forecast, Option<String>)> {
     let (horizon, step) = (policy.forecast.horizon, policy.forecast.step.as_secs() as u32);
-    match forecaster.forecast(history, horizon, step) {
-        Ok(forecast) => Some((forecast, None)),
-        Err(e) => LastValue.forecast(history, horizon, step).ok().map(|f| (f, Some(format!("{e}; used last-value")))),
+    let e = match primary {
+        Ok(forecast) => return Some((forecast, None)),
+        Err(e) => e,
+    };
+    match fallback.forecast(history, horizon, step) {
+        Ok(f) => Some((f, Some(format!("{e}; used {}", fallback.name())))),
+        Err(e2) => LastValue.forecast(history, horizon, step).ok().map(|f| (f, Some(format!("{e}; {e2}; used last-value")))),
     }
 }
 

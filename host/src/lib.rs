@@ -4,8 +4,9 @@
 //! The modules follow the data's trip through one tick: `config` (policy files), `metrics`
 //! (sources), `forecast` (forecasters), `plugins` (the wasm runtime), `remediation` (guard,
 //! executor, audit, state), and `engine`, which walks a tick through them in order. `sim` is
-//! the built-in simulated cluster; `run` holds the commands' work.
+//! the built-in simulated cluster; `run` and `backtest` hold the commands' work.
 
+pub mod backtest;
 pub mod config;
 pub mod domain;
 pub mod engine;

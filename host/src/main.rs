@@ -1,6 +1,8 @@
 //! The `host` binary: parses the command line, sets up logging, calls the library, and maps
 //! an error to a message and an exit code.
 
+use augur::backtest;
+use augur::config::Baseline;
 use augur::run::{self, RunOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +54,47 @@ enum Command {
         #[arg(long = "policy", required = true)]
         policies: Vec<PathBuf>,
     },
+    /// Rolling-origin evaluation of a model or baseline on a CSV series: per horizon step
+    /// MAE, RMSE, MASE, pinball loss and p10-p90 coverage, over the held-out tail.
+    Backtest {
+        /// The CSV file (`,` or `;` separated, with a header line).
+        #[arg(long)]
+        series: PathBuf,
+        /// The column to forecast.
+        #[arg(long)]
+        column: String,
+        /// An ONNX model (its card model.yaml beside it). With neither this nor --baseline:
+        /// the shipped default model (models/default.yaml).
+        #[arg(long, conflicts_with = "baseline")]
+        model: Option<PathBuf>,
+        /// A statistical forecaster: last, seasonal-naive, holt-winters, linear (or holt-damped).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// The series' step, when it has no time column (e.g. `1m`, `5m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<Duration>,
+        /// A column that is non-zero where the point is not real data (e.g. `server_outage`).
+        #[arg(long)]
+        mask: Option<String>,
+        /// Share of the series held out: forecast origins lie in this tail.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// Points ahead (default: the model's horizon, else 15).
+        #[arg(long)]
+        horizon: Option<usize>,
+        /// Points of history for the non-seasonal forecasters (default: the model's window, else 60).
+        #[arg(long)]
+        window: Option<usize>,
+        /// The season (default `1d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        season: Option<Duration>,
+        /// Score every N-th origin.
+        #[arg(long, default_value_t = 1)]
+        every: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +117,24 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Validate { policies } => {
             for line in run::validate(&run::expand_policy_args(&policies)?)? {
                 println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json } => {
+            let subject = match (model, baseline) {
+                (Some(model), _) => backtest::Subject::Model(model),
+                (None, Some(name)) => backtest::Subject::Baseline(
+                    Baseline::parse(&name).ok_or_else(|| anyhow::anyhow!("--baseline `{name}` is not a built-in forecaster; fix: use one of last, seasonal-naive, holt-winters, linear, holt-damped"))?,
+                ),
+                (None, None) => backtest::Subject::Model(backtest::default_model()?),
+            };
+            let step = step.map(|s| s.as_secs() as u32);
+            let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every };
+            let report = backtest::run(&options)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
             }
             Ok(())
         }

@@ -19,7 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 fn policy(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(common::root().join("policies/nginx.yaml")).unwrap();
     let dist = common::root().join("plugins/dist");
-    let text = text.replace("../plugins/dist", &dist.display().to_string()).replace("../var/nginx-audit.jsonl", &format!("{name}-audit.jsonl")).replace("name: nginx\n", &format!("name: {name}\n"));
+    let models = common::root().join("models");
+    let text = text.replace("../plugins/dist", &dist.display().to_string()).replace("../models", &models.display().to_string()).replace("../var/nginx-audit.jsonl", &format!("{name}-audit.jsonl")).replace("name: nginx\n", &format!("name: {name}\n"));
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, edit(text)).unwrap();
     file
@@ -75,7 +76,14 @@ fn the_acceptance_run_executes_a_scale_that_cites_a_predicted_breach() {
     for field in ["time", "policy", "target", "observed", "forecast", "risk", "proposal", "verdict", "reason", "result"] {
         assert!(!first[field].is_null(), "audit field {field} missing: {first}");
     }
-    assert_eq!(first["forecast"]["predicted"].as_array().unwrap().len(), 5);
+    assert_eq!(first["forecast"]["predicted"].as_array().unwrap().len(), 10, "nginx.yaml forecasts 10 minutes ahead");
+    // The shipped model forecasts once it has its 60-point window; before that the fallback
+    // serves and says so.
+    let by = |r: &&serde_json::Value| r["forecast"]["forecaster"].as_str().unwrap_or_default().to_string();
+    assert!(all.iter().filter(|r| !r["forecast"].is_null()).any(|r| by(&r) == "model:lstm"), "the demo forecasts with the shipped model");
+    let early = all.iter().find(|r| !r["forecast"].is_null()).unwrap();
+    assert_ne!(by(&early), "model:lstm", "the first records come before the model's window is full");
+    assert!(early["forecast"]["fallback"].as_str().unwrap().contains("model:lstm needs at least 60 points"), "{early}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

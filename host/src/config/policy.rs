@@ -7,6 +7,7 @@
 
 use super::reader::{Problem, Reader, join};
 use crate::domain::{ActionKind, Level, Target};
+use crate::forecast::ModelCard;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,17 +49,36 @@ pub enum Baseline {
     LastValue,
     LinearTrend,
     HoltDamped,
+    SeasonalNaive,
+    HoltWinters,
 }
 
 impl Baseline {
-    pub const NAMES: [&'static str; 3] = ["last-value", "linear-trend", "holt-damped"];
+    pub const NAMES: [&'static str; 5] = ["last-value", "linear-trend", "holt-damped", "seasonal-naive", "holt-winters"];
 
-    fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         match name {
-            "last-value" => Some(Self::LastValue),
-            "linear-trend" => Some(Self::LinearTrend),
+            "last-value" | "last" => Some(Self::LastValue),
+            "linear-trend" | "linear" => Some(Self::LinearTrend),
             "holt-damped" => Some(Self::HoltDamped),
+            "seasonal-naive" => Some(Self::SeasonalNaive),
+            "holt-winters" => Some(Self::HoltWinters),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// Points of history it needs for a season of `season` points.
+    pub fn min_history(self, season: usize) -> usize {
+        match self {
+            Self::LastValue => 1,
+            Self::LinearTrend => 2,
+            Self::HoltDamped => 3,
+            Self::SeasonalNaive => season + 1,
+            Self::HoltWinters => 2 * season + 1,
         }
     }
 }
@@ -67,19 +87,24 @@ impl Baseline {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ForecastMethod {
     Baseline(Baseline),
-    /// An ONNX model file (served from issue 3 on).
+    /// A trained ONNX model (`model.onnx` with its card `model.yaml` beside it).
     Model(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForecastSpec {
     pub method: ForecastMethod,
-    /// Points of history the forecaster sees.
+    /// Points of history kept and given to the forecaster (for a model: its card's window).
     pub window: usize,
     /// Points predicted ahead.
     pub horizon: usize,
     /// Time between two points.
     pub step: Duration,
+    /// Season of the seasonal baselines, in points (a day by default).
+    pub season: usize,
+    /// What serves while the forecaster cannot: too little history, a failed or non-finite
+    /// model output. Last value serves when this cannot either.
+    pub fallback: Baseline,
 }
 
 /// A risk rule: a plugin assessing the forecast of one metric.
@@ -162,6 +187,9 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     });
 
     cross_check(&mut r, &metrics, &risks, &remediations);
+    if let (Some(Some(spec)), Some(Value::Mapping(m))) = (&forecast, top.get("forecast")) {
+        model_problems(&mut r, m, spec, &metrics, &risks);
+    }
     match (name, target, interval, forecast.flatten(), guard.flatten(), audit_path.flatten()) {
         (Some(name), Some(target), Some(interval), Some(forecast), Some(guard), Some(audit_path))
             if r.problems.is_empty() =>
@@ -233,43 +261,87 @@ fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
 
 fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
     const P: &str = "forecast";
-    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step"]);
+    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step", "season", "fallback"]);
     let baseline: Option<String> = r.optional(m, P, "baseline", "a baseline name");
     let model: Option<String> = r.optional(m, P, "model", "a path to an .onnx file");
+    let parse_baseline = |r: &mut Reader, field: &str, name: &str| {
+        let parsed = Baseline::parse(name);
+        if parsed.is_none() {
+            r.problem(field, format!("`{name}` is not a built-in forecaster"), format!("use one of {}", Baseline::NAMES.join(", ")));
+        }
+        parsed
+    };
     let method = match (baseline, model) {
         (Some(_), Some(_)) => {
             r.problem("forecast", "sets both `baseline` and `model`", "keep one of them");
             None
         }
         (None, None) => Some(ForecastMethod::Baseline(Baseline::HoltDamped)),
-        (Some(name), None) => {
-            let parsed = Baseline::parse(&name);
-            if parsed.is_none() {
-                r.problem("forecast.baseline", format!("`{name}` is not a built-in forecaster"), format!("use one of {}", Baseline::NAMES.join(", ")));
-            }
-            parsed.map(ForecastMethod::Baseline)
-        }
+        (Some(name), None) => parse_baseline(r, "forecast.baseline", &name).map(ForecastMethod::Baseline),
         (None, Some(path)) => {
             let path = base.join(path);
             if !path.is_file() {
-                r.problem("forecast.model", format!("{} does not exist", path.display()), "give the path of an .onnx model relative to the policy file");
+                r.problem("forecast.model", format!("{} does not exist", path.display()), "give the path of a model.onnx relative to the policy file (the shipped ones are in models/)");
+                None
+            } else {
+                Some(ForecastMethod::Model(path))
             }
-            Some(ForecastMethod::Model(path))
         }
     };
-    let window: usize = r.optional(m, P, "window", "a whole number of points").unwrap_or(20);
-    let horizon: usize = r.optional(m, P, "horizon", "a whole number of points").unwrap_or(5);
-    if !(3..=10_000).contains(&window) {
-        r.problem("forecast.window", format!("{window} is out of range"), "use 3 to 10000 points (the prototype used 20)");
-    }
-    if !(1..=240).contains(&horizon) {
-        r.problem("forecast.horizon", format!("{horizon} is out of range"), "use 1 to 240 points (the prototype used 5)");
-    }
+    let fallback = match r.optional::<String>(m, P, "fallback", "a baseline name") {
+        Some(name) => parse_baseline(r, "forecast.fallback", &name),
+        None => Some(Baseline::HoltDamped),
+    };
     let step = r.duration(m, P, "step", Some(Duration::from_secs(60)))?;
     if step < Duration::from_secs(1) {
         r.problem("forecast.step", "is below 1s", "use a step of at least `1s`");
+        return None;
     }
-    Some(ForecastSpec { method: method?, window, horizon, step })
+    let season = r.duration(m, P, "season", Some(Duration::from_secs(86_400)))?;
+    let season = (season.as_secs_f64() / step.as_secs_f64()).round() as usize;
+    if season < 2 {
+        r.problem("forecast.season", "is shorter than two steps", "give the length of the demand cycle, e.g. `1d`");
+    }
+    let window: Option<usize> = r.optional(m, P, "window", "a whole number of points");
+    let horizon: usize = r.optional(m, P, "horizon", "a whole number of points").unwrap_or(5);
+    if !(1..=240).contains(&horizon) {
+        r.problem("forecast.horizon", format!("{horizon} is out of range"), "use 1 to 240 points (the prototype used 5)");
+    }
+    let window = match method.as_ref()? {
+        ForecastMethod::Model(path) => match ModelCard::read(path) {
+            // The model's card sets the window; `model_problems` checks the rest once the
+            // metrics and risks are read.
+            Ok(card) => window.unwrap_or(card.window),
+            Err(e) => {
+                r.problem("forecast.model", e, "use a model exported by models/train.py");
+                return None;
+            }
+        },
+        ForecastMethod::Baseline(b) => {
+            let needed = b.min_history(season);
+            let window = window.unwrap_or(needed.max(20));
+            if window < needed {
+                r.problem("forecast.window", format!("is {window}, but {} with a season of {season} points needs {needed}", b.name()), format!("set `window` to at least {needed}, or shorten `season`"));
+            }
+            window
+        }
+    };
+    if !(3..=100_000).contains(&window) {
+        r.problem("forecast.window", format!("{window} is out of range"), "use 3 to 100000 points (the prototype used 20)");
+    }
+    Some(ForecastSpec { method: method?, window, horizon, step, season, fallback: fallback? })
+}
+
+/// A model's card against the policy: window, horizon, step and (for a joint model) metrics.
+fn model_problems(r: &mut Reader, m: &Mapping, spec: &ForecastSpec, metrics: &[Metric], risks: &[RiskRule]) {
+    let ForecastMethod::Model(path) = &spec.method else { return };
+    let Ok(card) = ModelCard::read(path) else { return };
+    let explicit_window = m.get("window").map(|_| spec.window);
+    let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    let forecast: Vec<&str> = risks.iter().map(|r| r.metric.as_str()).collect();
+    for (field, problem, fix) in card.problems(explicit_window, spec.horizon, spec.step, &names, &forecast) {
+        r.problem(field, format!("{problem} (card {})", ModelCard::path_for(path).display()), fix);
+    }
 }
 
 fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RiskRule> {

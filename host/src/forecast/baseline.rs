@@ -2,7 +2,7 @@
 //! (double exponential smoothing with a damped trend, fitted by a small grid search on the
 //! window). Each gives a p10-p90 interval from its in-sample one-step errors.
 
-use super::{ForecastError, Forecaster, finite, with_interval};
+use super::{ForecastError, Forecaster, finite, rms, with_interval};
 use crate::domain::Forecast;
 
 /// Repeats the last value; the interval comes from the spread of one-step changes.
@@ -10,16 +10,16 @@ use crate::domain::Forecast;
 pub struct LastValue;
 
 impl Forecaster for LastValue {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "last-value"
     }
 
     fn forecast(&self, history: &[f64], horizon: usize, step_seconds: u32) -> Result<Forecast, ForecastError> {
         let Some(&last) = history.last() else {
-            return Err(ForecastError::TooShort { forecaster: self.name(), needed: 1, have: 0 });
+            return Err(ForecastError::too_short(self.name(), 1, 0));
         };
         let errors: Vec<f64> = history.windows(2).map(|w| w[1] - w[0]).collect();
-        finite(with_interval(self.name(), vec![last; horizon], rms(&errors), step_seconds), self.name())
+        finite(with_interval(self.name(), vec![last; horizon], rms(&errors), step_seconds))
     }
 }
 
@@ -28,14 +28,14 @@ impl Forecaster for LastValue {
 pub struct LinearTrend;
 
 impl Forecaster for LinearTrend {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "linear-trend"
     }
 
     fn forecast(&self, history: &[f64], horizon: usize, step_seconds: u32) -> Result<Forecast, ForecastError> {
         let n = history.len();
         if n < 2 {
-            return Err(ForecastError::TooShort { forecaster: self.name(), needed: 2, have: n });
+            return Err(ForecastError::too_short(self.name(), 2, n));
         }
         let mean_x = (n - 1) as f64 / 2.0;
         let mean_y = history.iter().sum::<f64>() / n as f64;
@@ -49,7 +49,7 @@ impl Forecaster for LinearTrend {
         let at = |x: f64| mean_y + slope * (x - mean_x);
         let residuals: Vec<f64> = history.iter().enumerate().map(|(i, y)| y - at(i as f64)).collect();
         let predicted = (0..horizon).map(|h| at((n + h) as f64)).collect();
-        finite(with_interval(self.name(), predicted, rms(&residuals), step_seconds), self.name())
+        finite(with_interval(self.name(), predicted, rms(&residuals), step_seconds))
     }
 }
 
@@ -95,13 +95,13 @@ impl HoltDamped {
 }
 
 impl Forecaster for HoltDamped {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "holt-damped"
     }
 
     fn forecast(&self, history: &[f64], horizon: usize, step_seconds: u32) -> Result<Forecast, ForecastError> {
         if history.len() < 3 {
-            return Err(ForecastError::TooShort { forecaster: self.name(), needed: 3, have: history.len() });
+            return Err(ForecastError::too_short(self.name(), 3, history.len()));
         }
         let best = ALPHAS
             .iter()
@@ -119,12 +119,8 @@ impl Forecaster for HoltDamped {
             })
             .collect();
         let sigma = (best.sse / best.count as f64).sqrt();
-        finite(with_interval(self.name(), predicted, sigma, step_seconds), self.name())
+        finite(with_interval(self.name(), predicted, sigma, step_seconds))
     }
-}
-
-fn rms(values: &[f64]) -> f64 {
-    if values.is_empty() { 0.0 } else { (values.iter().map(|v| v * v).sum::<f64>() / values.len() as f64).sqrt() }
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
-//! Forecasting: turns a metric's history into predicted values with an interval.
+//! Forecasting: turns a metric's history into predicted values with a p10-p90 interval.
 //!
-//! `Forecaster` is the seam: the built-in statistical forecasters live in `baseline.rs`; the
-//! ONNX models arrive behind the same trait. `forecast_batch` exists so that a model can
-//! batch all workloads of a tick in one inference. Forecasters never see the cluster or
-//! the plugins.
+//! `Forecaster` is the seam. The statistical forecasters live in `baseline.rs` and
+//! `seasonal.rs`; trained ONNX models (`model.rs`) sit behind the same trait and override
+//! `forecast_batch`, so that one inference serves every workload of a tick. Forecasters never
+//! see the cluster or the plugins.
 
 mod baseline;
+pub mod model;
+mod seasonal;
 
 pub use baseline::{HoltDamped, LastValue, LinearTrend};
+pub use model::{ModelCard, OnnxModel};
+pub use seasonal::{HoltWinters, HwParams, HwState, SeasonalNaive, carry_forward};
 
 use crate::config::Baseline;
 use crate::domain::Forecast;
@@ -19,46 +23,76 @@ pub const Z_P90: f64 = 1.281_551_565_545;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ForecastError {
     #[error("{forecaster} needs at least {needed} points of history, has {have}")]
-    TooShort { forecaster: &'static str, needed: usize, have: usize },
+    TooShort { forecaster: String, needed: usize, have: usize },
     #[error("{forecaster} produced a value that is not finite")]
-    NotFinite { forecaster: &'static str },
+    NotFinite { forecaster: String },
+    #[error("{forecaster} failed: {reason}")]
+    Failed { forecaster: String, reason: String },
 }
+
+impl ForecastError {
+    pub fn too_short(forecaster: &str, needed: usize, have: usize) -> Self {
+        Self::TooShort { forecaster: forecaster.to_string(), needed, have }
+    }
+}
+
+/// One row of a batch: the histories of the channels forecast together (one for a
+/// univariate forecaster), oldest value first.
+pub type Row<'a> = Vec<&'a [f64]>;
 
 /// Predicts `horizon` points after the end of a history.
 pub trait Forecaster: Send + Sync {
     /// The name recorded in the audit log and passed to plugins.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
+
+    /// Points of history needed before it can forecast; the engine falls back until then.
+    fn min_history(&self) -> usize {
+        1
+    }
+
+    /// The metrics a joint (multi-channel) model reads together, in its input order; `None`
+    /// for forecasters that take one metric at a time.
+    fn joint_inputs(&self) -> Option<&[String]> {
+        None
+    }
 
     /// Forecasts one series; `step_seconds` is carried into the result.
     fn forecast(&self, history: &[f64], horizon: usize, step_seconds: u32) -> Result<Forecast, ForecastError>;
 
-    /// Forecasts many series at once. Models override this to batch inference.
-    fn forecast_batch(&self, histories: &[&[f64]], horizon: usize, step_seconds: u32) -> Vec<Result<Forecast, ForecastError>> {
-        histories.iter().map(|h| self.forecast(h, horizon, step_seconds)).collect()
+    /// Forecasts many rows at once, one result per row holding one forecast per channel.
+    /// Models override this to batch inference.
+    fn forecast_batch(&self, rows: &[Row<'_>], horizon: usize, step_seconds: u32) -> Vec<Result<Vec<Forecast>, ForecastError>> {
+        rows.iter().map(|row| row.iter().map(|h| self.forecast(h, horizon, step_seconds)).collect()).collect()
     }
 }
 
-/// The forecaster for a baseline named in a policy.
-pub fn baseline(which: Baseline) -> Box<dyn Forecaster> {
+/// The forecaster for a baseline named in a policy; `season` is in points.
+pub fn baseline(which: Baseline, season: usize) -> Box<dyn Forecaster> {
     match which {
         Baseline::LastValue => Box::new(LastValue),
         Baseline::LinearTrend => Box::new(LinearTrend),
         Baseline::HoltDamped => Box::new(HoltDamped::default()),
+        Baseline::SeasonalNaive => Box::new(SeasonalNaive { season }),
+        Baseline::HoltWinters => Box::new(HoltWinters { season }),
     }
 }
 
 /// Rejects a forecast with any value that is not finite.
-pub(crate) fn finite(forecast: Forecast, forecaster: &'static str) -> Result<Forecast, ForecastError> {
+pub(crate) fn finite(forecast: Forecast) -> Result<Forecast, ForecastError> {
     let all = forecast.predicted.iter().chain(forecast.lower.iter().flatten()).chain(forecast.upper.iter().flatten());
-    if all.clone().all(|v| v.is_finite()) { Ok(forecast) } else { Err(ForecastError::NotFinite { forecaster }) }
+    if all.clone().all(|v| v.is_finite()) { Ok(forecast) } else { Err(ForecastError::NotFinite { forecaster: forecast.forecaster }) }
 }
 
-/// A forecast with a normal interval of `sigma * sqrt(h)` around `predicted`; demand does not
-/// go below zero.
+/// A forecast with a normal interval of `sigma * sqrt(h)` around `predicted`; the metrics
+/// Augur watches (demand, usage, temperature) do not go below zero.
 pub(crate) fn with_interval(forecaster: &str, predicted: Vec<f64>, sigma: f64, step_seconds: u32) -> Forecast {
     let spread = |h: usize| Z_P90 * sigma * ((h + 1) as f64).sqrt();
     let lower = predicted.iter().enumerate().map(|(h, v)| (v - spread(h)).max(0.0)).collect();
     let upper = predicted.iter().enumerate().map(|(h, v)| v + spread(h)).collect();
     let predicted = predicted.into_iter().map(|v| v.max(0.0)).collect();
     Forecast { forecaster: forecaster.to_string(), step_seconds, predicted, lower: Some(lower), upper: Some(upper) }
+}
+
+pub(crate) fn rms(values: &[f64]) -> f64 {
+    if values.is_empty() { 0.0 } else { (values.iter().map(|v| v * v).sum::<f64>() / values.len() as f64).sqrt() }
 }

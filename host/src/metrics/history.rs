@@ -23,11 +23,15 @@ impl History {
             self.values.pop_front();
         }
         self.values.push_back(value);
+        // Kept contiguous so that `values` can lend one slice (a window is small).
+        self.values.make_contiguous();
     }
 
     /// The values, oldest first, as one slice.
-    pub fn as_slice(&mut self) -> &[f64] {
-        self.values.make_contiguous()
+    pub fn values(&self) -> &[f64] {
+        let (front, back) = self.values.as_slices();
+        debug_assert!(back.is_empty(), "push keeps the buffer contiguous");
+        front
     }
 }
 
@@ -41,6 +45,6 @@ mod tests {
         for v in [1.0, 2.0, f64::NAN, 3.0, 4.0] {
             h.push(v);
         }
-        assert_eq!(h.as_slice(), &[2.0, 3.0, 4.0]);
+        assert_eq!(h.values(), &[2.0, 3.0, 4.0]);
     }
 }

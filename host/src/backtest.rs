@@ -1,0 +1,315 @@
+//! `host backtest`: rolling-origin evaluation of a forecaster on a CSV series.
+//!
+//! The series is split in time: the first part is "in-sample" (it scales MASE and fits the
+//! Holt-Winters parameters), the held-out tail supplies the forecast origins. At each origin
+//! `t` every forecaster sees only points before `t` and predicts `t .. t + horizon`. An
+//! origin is scored only when its window, its targets and the seasonal reference are all real
+//! data (a `--mask` column marks "no data"), so every forecaster is scored on the same
+//! origins and the figures are comparable.
+//!
+//! Per horizon step: MAE, RMSE, MASE (MAE over the in-sample one-step seasonal naive MAE),
+//! pinball loss (mean over p10, p50, p90) and the share of targets inside [p10, p90].
+
+use crate::domain::Forecast;
+use crate::forecast::{self, ForecastError, Forecaster, HoltWinters, HwState, OnnxModel, Row};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Model(PathBuf),
+    Baseline(crate::config::Baseline),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub series: PathBuf,
+    pub column: String,
+    pub subject: Subject,
+    /// Seconds between points; read from the file's time column when `None`.
+    pub step: Option<u32>,
+    /// A column that is non-zero where a point is not real data.
+    pub mask: Option<String>,
+    /// Share of the series held out for origins (the shipped models hold out the last 20%).
+    pub holdout: f64,
+    /// Points predicted at each origin; the model's horizon by default, else 15.
+    pub horizon: Option<usize>,
+    /// History for the non-seasonal forecasters; the model's window by default, else 60.
+    pub window: Option<usize>,
+    /// The season; one day by default.
+    pub season: Option<std::time::Duration>,
+    /// Score every `every`-th origin.
+    pub every: usize,
+}
+
+/// One horizon step's scores.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct StepScore {
+    pub h: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    pub mase: f64,
+    pub pinball: f64,
+    pub coverage: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub series: String,
+    pub column: String,
+    pub forecaster: String,
+    pub step_seconds: u32,
+    pub season: usize,
+    pub window: usize,
+    pub horizon: usize,
+    pub points: usize,
+    pub first_origin: usize,
+    pub origins: usize,
+    /// In-sample one-step seasonal naive MAE: the MASE denominator.
+    pub scale: f64,
+    pub steps: Vec<StepScore>,
+}
+
+/// A numeric column of a CSV file, with its mask and step.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub values: Vec<f64>,
+    /// `true` where the point is real data.
+    pub real: Vec<bool>,
+    pub step_seconds: Option<u32>,
+}
+
+impl Series {
+    /// Reads `column` of a CSV file (`,` or `;` separated; cells trimmed). The step comes from
+    /// a time column when there is one: `unix_time`, `timestamp` (`YYYY-MM-DD HH:MM[:SS]` or
+    /// Unix seconds), `Timestamp [ms]` (Unix seconds in the Bitbrains traces) or
+    /// `minute_index`.
+    pub fn read(path: &Path, column: &str, mask: Option<&str>) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read series {}", path.display()))?;
+        let origin = path.display();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let head = lines.next().unwrap_or_default();
+        let sep = if head.matches(';').count() > head.matches(',').count() { ';' } else { ',' };
+        let header: Vec<&str> = head.split(sep).map(str::trim).collect();
+        let find = |name: &str| header.iter().position(|h| *h == name);
+        let Some(at) = find(column) else {
+            bail!("{origin}: no column `{column}`; fix: pass `--column` with one of: {}", header.join(", "));
+        };
+        let mask_at = match mask {
+            Some(m) => Some(find(m).with_context(|| format!("{origin}: no mask column `{m}`; the columns are: {}", header.join(", ")))?),
+            None => None,
+        };
+        let time = ["unix_time", "timestamp", "Timestamp [ms]", "minute_index"].iter().find_map(|n| find(n).map(|i| (i, *n)));
+        let (mut values, mut real, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for (n, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(sep).map(str::trim).collect();
+            let cell = |i: usize| cells.get(i).copied().unwrap_or("");
+            let value: f64 = cell(at).parse().with_context(|| format!("{origin}: line {}: `{}` in column `{column}` is not a number", n + 2, cell(at)))?;
+            let masked = mask_at.is_some_and(|i| cell(i).parse::<f64>().map(|v| v != 0.0).unwrap_or(true));
+            real.push(value.is_finite() && !masked);
+            values.push(if value.is_finite() { value } else { 0.0 });
+            if let Some((i, name)) = time
+                && times.len() < 1000
+                && let Some(t) = parse_time(cell(i), name)
+            {
+                times.push(t);
+            }
+        }
+        let mut diffs: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+        diffs.sort_unstable();
+        let step_seconds = diffs.get(diffs.len() / 2).map(|d| (*d as f64 / 60.0).round().max(1.0) as u32 * 60).filter(|_| diffs.len() > 10);
+        Ok(Self { values, real, step_seconds })
+    }
+}
+
+fn parse_time(cell: &str, column: &str) -> Option<i64> {
+    if column == "minute_index" {
+        return cell.parse::<i64>().ok().map(|m| m * 60);
+    }
+    if let Ok(n) = cell.parse::<f64>() {
+        return Some(n as i64);
+    }
+    let cell = if cell.len() == 16 { format!("{cell}:00") } else { cell.to_string() };
+    humantime::parse_rfc3339_weak(&cell).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64)
+}
+
+/// The shipped default model: `models/default.yaml` names it (`model: <dir>/model.onnx`),
+/// looked up from the working directory, then beside the source tree of the binary.
+pub fn default_model() -> anyhow::Result<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Default {
+        model: PathBuf,
+    }
+    let mut places = vec![PathBuf::from("models")];
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        places.push(dir.join("../../models"));
+    }
+    for dir in &places {
+        let file = dir.join("default.yaml");
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let d: Default = yaml_serde::from_str(&text).with_context(|| format!("{}: expected `model: <dir>/model.onnx`", file.display()))?;
+            return Ok(dir.join(d.model));
+        }
+    }
+    bail!("no default model: models/default.yaml is not in the working directory; fix: run from the repository root, or pass --model or --baseline")
+}
+
+/// Runs a backtest.
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let series = Series::read(&options.series, &options.column, options.mask.as_deref())?;
+    let step = match (options.step, series.step_seconds) {
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => bail!("{}: cannot tell the series' step (no time column); fix: pass `--step 1m` or `--step 5m`", options.series.display()),
+    };
+    let model = match &options.subject {
+        Subject::Model(path) => Some(OnnxModel::shared(path)?),
+        Subject::Baseline(_) => None,
+    };
+    if let Some(model) = &model {
+        let card = model.card();
+        if !card.is_univariate() {
+            bail!("{}: model `{}` reads {} metrics together; backtest scores one series, so use a univariate model", model.path().display(), card.name, card.inputs.len());
+        }
+        if !card.steps.iter().any(|s| s.as_secs() == u64::from(step)) {
+            bail!("{}: model `{}` was trained on steps of {:?}, the series steps {step}s; fix: pass `--step` if the series' step was misread, or use a model for this step", model.path().display(), card.name, card.steps);
+        }
+    }
+    let horizon = options.horizon.or(model.as_ref().map(|m| m.card().horizon)).unwrap_or(15);
+    let window = options.window.or(model.as_ref().map(|m| m.card().window)).unwrap_or(60);
+    let season_seconds = options.season.map_or(86_400, |s| s.as_secs());
+    let season = ((season_seconds as f64 / f64::from(step.max(1))).round() as usize).max(1);
+    let n = series.values.len();
+    let split = ((n as f64) * (1.0 - options.holdout)).round() as usize;
+    if !(0.0..1.0).contains(&options.holdout) || split < window.max(2 * season + 1) {
+        bail!(
+            "{}: {n} points leave {split} in-sample points before the held-out {:.0}%, fewer than the {} needed (window {window}, two seasons of {season}); fix: use a longer series or a smaller --holdout or --season",
+            options.series.display(),
+            options.holdout * 100.0,
+            window.max(2 * season + 1)
+        );
+    }
+    // MASE scale: in-sample one-step seasonal naive MAE over real points.
+    let diffs: Vec<f64> = (season..split).filter(|&t| series.real[t] && series.real[t - season]).map(|t| (series.values[t] - series.values[t - season]).abs()).collect();
+    let scale = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
+    if scale.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        bail!("{}: the in-sample seasonal naive error is zero (a constant series?): MASE is undefined", options.series.display());
+    }
+    // Origins scored by every forecaster alike.
+    let mut bad = vec![0usize; n + 1];
+    for t in 0..n {
+        bad[t + 1] = bad[t] + usize::from(!series.real[t]);
+    }
+    let clean = |from: usize, to: usize| bad[to] - bad[from] == 0;
+    let origins: Vec<usize> = (split..=n.saturating_sub(horizon))
+        .step_by(options.every.max(1))
+        .filter(|&t| clean(t - window, t + horizon) && clean(t - season, t - season + horizon.min(season)))
+        .collect();
+    if origins.is_empty() {
+        bail!("{}: no held-out origin has {window} points of real history and {horizon} real targets", options.series.display());
+    }
+
+    let name;
+    let forecasts: Vec<Result<Forecast, ForecastError>> = match (&options.subject, &model) {
+        (Subject::Model(_), None) => unreachable!("a model subject is loaded above"),
+        (_, Some(model)) => {
+            name = model.name().to_string();
+            let mut out = Vec::with_capacity(origins.len());
+            for chunk in origins.chunks(1024) {
+                let rows: Vec<Row<'_>> = chunk.iter().map(|&t| vec![&series.values[t - window..t]]).collect();
+                out.extend(model.forecast_batch(&rows, horizon, step).into_iter().map(|r| r.map(|mut c| c.swap_remove(0))));
+            }
+            out
+        }
+        (Subject::Baseline(crate::config::Baseline::HoltWinters), None) => {
+            name = "holt-winters".into();
+            holt_winters_rolling(&series, split, season, horizon, step, &origins)?
+        }
+        (Subject::Baseline(b), None) => {
+            let forecaster = forecast::baseline(*b, season);
+            name = forecaster.name().to_string();
+            // Seasonal naive needs a season back; the others see the window.
+            let needed = forecaster.min_history().max(window);
+            origins.iter().map(|&t| forecaster.forecast(&series.values[t.saturating_sub(needed)..t], horizon, step)).collect()
+        }
+    };
+    let steps = score(&series.values, &origins, &forecasts, horizon, scale)?;
+    Ok(Report {
+        series: options.series.display().to_string(),
+        column: options.column.clone(),
+        forecaster: name,
+        step_seconds: step,
+        season,
+        window,
+        horizon,
+        points: n,
+        first_origin: split,
+        origins: origins.len(),
+        scale,
+        steps,
+    })
+}
+
+/// Holt-Winters with its parameters fitted once on the in-sample part, then filtered through
+/// the series, forecasting at each origin (refitting at every origin would cost O(n) each).
+fn holt_winters_rolling(series: &Series, split: usize, season: usize, horizon: usize, step: u32, origins: &[usize]) -> anyhow::Result<Vec<Result<Forecast, ForecastError>>> {
+    let observed: Vec<Option<f64>> = series.values.iter().zip(&series.real).map(|(v, r)| r.then_some(*v)).collect();
+    // Start at the first real point; gaps in the first two seasons are carried forward.
+    let start = observed.iter().position(Option::is_some).context("holt-winters: the series has no real data")?;
+    let hw = HoltWinters { season };
+    let (params, _, sigma) = hw.fit(&observed[start..split])?;
+    let mut state = HwState::init(&forecast::carry_forward(&observed[start..start + 2 * season]), season);
+    let mut out = Vec::with_capacity(origins.len());
+    let mut next = origins.iter().peekable();
+    for (t, y) in observed.iter().enumerate().skip(start + season) {
+        while next.peek().is_some_and(|&&o| o == t) {
+            next.next();
+            let predicted = (1..=horizon).map(|h| state.predict(&params, h)).collect();
+            out.push(forecast::finite(forecast::with_interval(hw.name(), predicted, sigma, step)));
+        }
+        state.update(&params, *y);
+    }
+    Ok(out)
+}
+
+/// Scores forecasts against the series. Errors (a forecaster that could not serve) fail the
+/// backtest: a silent gap would flatter it.
+pub fn score(values: &[f64], origins: &[usize], forecasts: &[Result<Forecast, ForecastError>], horizon: usize, scale: f64) -> anyhow::Result<Vec<StepScore>> {
+    let mut sums = vec![[0.0f64; 4]; horizon]; // abs, sq, pinball, covered
+    for (&t, forecast) in origins.iter().zip(forecasts) {
+        let f = forecast.as_ref().map_err(|e| anyhow::anyhow!("origin {t}: {e}"))?;
+        let (lower, upper) = (f.lower.as_ref().context("no p10")?, f.upper.as_ref().context("no p90")?);
+        for h in 0..horizon {
+            let y = values[t + h];
+            let e = y - f.predicted[h];
+            let s = &mut sums[h];
+            s[0] += e.abs();
+            s[1] += e * e;
+            s[2] += (pinball(0.1, y, lower[h]) + pinball(0.5, y, f.predicted[h]) + pinball(0.9, y, upper[h])) / 3.0;
+            s[3] += f64::from(u8::from(lower[h] <= y && y <= upper[h]));
+        }
+    }
+    let n = origins.len() as f64;
+    Ok(sums.iter().enumerate().map(|(h, s)| StepScore { h: h + 1, mae: s[0] / n, rmse: (s[1] / n).sqrt(), mase: s[0] / n / scale, pinball: s[2] / n, coverage: s[3] / n }).collect())
+}
+
+fn pinball(q: f64, y: f64, predicted: f64) -> f64 {
+    let d = y - predicted;
+    (q * d).max((q - 1.0) * d)
+}
+
+impl Report {
+    /// The readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} on {} column {} ({} points, step {}s, season {}, window {}; {} held-out origins from point {}; MASE scale {:.4})\n",
+            self.forecaster, self.series, self.column, self.points, self.step_seconds, self.season, self.window, self.origins, self.first_origin, self.scale
+        );
+        out.push_str(&format!("{:>4} {:>12} {:>12} {:>8} {:>12} {:>9}\n", "h", "mae", "rmse", "mase", "pinball", "coverage"));
+        for s in &self.steps {
+            out.push_str(&format!("{:>4} {:>12.4} {:>12.4} {:>8.4} {:>12.4} {:>8.1}%\n", s.h, s.mae, s.rmse, s.mase, s.pinball, 100.0 * s.coverage));
+        }
+        out
+    }
+}

@@ -1,0 +1,310 @@
+//! Trained forecasters: ONNX models run in-process by ONNX Runtime (through `ort`, with the
+//! runtime library loaded at start-up, never downloaded at build time).
+//!
+//! A model comes with its card, `model.yaml` beside `model.onnx`, written by
+//! `models/train.py`. The card says what the model reads and predicts; the host checks the
+//! card against the policy (`ModelCard::problems`, at load time, so `host validate` reports it)
+//! and the ONNX graph against the card (`OnnxModel::load`). One session per model file,
+//! shared by every policy that names it; `forecast_batch` runs one inference for all of a
+//! tick's rows.
+
+use super::{ForecastError, Forecaster, Row, finite};
+use crate::domain::Forecast;
+use ndarray::{Array3, ArrayViewD};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// The card format this host reads.
+pub const CARD_FORMAT: &str = "augur-forecaster/1";
+/// The ONNX Runtime release `make onnxruntime` fetches (from the PyPI `onnxruntime` wheel).
+pub const ORT_VERSION: &str = "1.32.0";
+/// Card input name meaning "whichever metric a risk rule forecasts" (univariate models).
+pub const ANY_INPUT: &str = "any";
+const QUANTILES: [f64; 3] = [0.1, 0.5, 0.9];
+
+/// What `models/<name>/model.yaml` says about a model. Fields the host does not use (training
+/// data, scores) are kept in the file for people.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub name: String,
+    #[serde(default)]
+    pub family: String,
+    /// Channel order; `[any]` for a univariate model.
+    pub inputs: Vec<String>,
+    pub window: usize,
+    pub horizon: usize,
+    /// Sampling steps the model was trained on.
+    #[serde(deserialize_with = "durations")]
+    pub steps: Vec<Duration>,
+    pub quantiles: Vec<f64>,
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let raw: Vec<String> = Vec::deserialize(d)?;
+    raw.iter().map(|s| humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("steps: `{s}`: {e}")))).collect()
+}
+
+impl ModelCard {
+    /// The card beside a model file.
+    pub fn path_for(model: &Path) -> PathBuf {
+        model.with_file_name("model.yaml")
+    }
+
+    /// Reads and checks the card of `model` (the `.onnx` path).
+    pub fn read(model: &Path) -> Result<Self, String> {
+        let path = Self::path_for(model);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: cannot read the model card: {e}; fix: keep model.yaml (written by models/train.py) beside the .onnx file", path.display()))?;
+        let card: Self = yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}; fix: regenerate it with models/train.py", path.display()))?;
+        if card.format != CARD_FORMAT {
+            return Err(format!("{}: format is `{}`; this host reads `{CARD_FORMAT}`; fix: retrain or re-export the model with this release's models/train.py", path.display(), card.format));
+        }
+        if card.quantiles != QUANTILES {
+            return Err(format!("{}: quantiles are {:?}; the host needs exactly [0.1, 0.5, 0.9]; fix: retrain with models/train.py", path.display(), card.quantiles));
+        }
+        if card.inputs.is_empty() || card.window == 0 || card.horizon == 0 {
+            return Err(format!("{}: inputs, window and horizon must be set; fix: regenerate it with models/train.py", path.display()));
+        }
+        Ok(card)
+    }
+
+    /// Channels of the ONNX input and output.
+    pub fn channels(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// A univariate model serves any one metric.
+    pub fn is_univariate(&self) -> bool {
+        self.inputs == [ANY_INPUT]
+    }
+
+    /// Everything in a policy's forecast section that does not fit this model, as
+    /// `(field, problem, fix)`. `metrics` are the policy's metric names, `forecast_metrics`
+    /// those its risk rules forecast.
+    pub fn problems(&self, window: Option<usize>, horizon: usize, step: Duration, metrics: &[&str], forecast_metrics: &[&str]) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        let steps = self.steps.iter().map(|s| humantime::format_duration(*s).to_string()).collect::<Vec<_>>().join(", ");
+        if !self.steps.contains(&step) {
+            out.push(("forecast.step", format!("is {}, but model `{}` was trained on steps of {steps}", humantime::format_duration(step), self.name), format!("set `step` to one of {steps}")));
+        }
+        if let Some(window) = window.filter(|w| *w != self.window) {
+            out.push(("forecast.window", format!("is {window}, but model `{}` reads exactly {} points", self.name, self.window), format!("remove `window` (the model's card sets it) or set it to {}", self.window)));
+        }
+        if horizon > self.horizon {
+            out.push(("forecast.horizon", format!("is {horizon}, but model `{}` predicts {} points", self.name, self.horizon), format!("use a horizon of at most {}", self.horizon)));
+        }
+        if !self.is_univariate() {
+            for input in &self.inputs {
+                if !metrics.contains(&input.as_str()) {
+                    out.push(("metrics", format!("has no metric `{input}`, which model `{}` reads (inputs, in order: {})", self.name, self.inputs.join(", ")), format!("add a metric named `{input}` or use a univariate model")));
+                }
+            }
+            for metric in forecast_metrics {
+                if !self.inputs.iter().any(|i| i == metric) {
+                    out.push(("risks", format!("forecast metric `{metric}`, which model `{}` does not predict (it predicts {})", self.name, self.inputs.join(", ")), "point the risk rule at one of the model's inputs or use a univariate model".into()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a model cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ModelError(String);
+
+/// Loads ONNX Runtime once per process. The library is found at `ORT_DYLIB_PATH`, else where
+/// `make onnxruntime` puts it, else beside the `host` binary.
+pub fn init_runtime() -> Result<&'static ort::environment::Environment, ModelError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    let result = ENV.get_or_init(|| {
+        let candidates = runtime_candidates();
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "ONNX Runtime is not installed (looked for {looked}); fix: run `make onnxruntime`, or set ORT_DYLIB_PATH to a libonnxruntime.so {ORT_VERSION}"
+            ));
+        };
+        let env = ort::init_from(path).map_err(|e| format!("{}: cannot load ONNX Runtime: {e}", path.display()))?;
+        env.with_name("augur").build().map_err(|e| format!("{}: cannot start ONNX Runtime: {e}", path.display()))
+    });
+    result.as_ref().map_err(|e| ModelError(e.clone()))
+}
+
+fn runtime_candidates() -> Vec<PathBuf> {
+    let file = format!("libonnxruntime.so.{ORT_VERSION}");
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        out.push(PathBuf::from(p));
+        return out;
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        out.push(Path::new(&home).join(".cache/augur").join(format!("onnxruntime-{ORT_VERSION}")).join(&file));
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        out.push(dir.join(&file));
+    }
+    out
+}
+
+/// A loaded model: its card and one ONNX Runtime session.
+pub struct OnnxModel {
+    card: ModelCard,
+    path: PathBuf,
+    label: String,
+    session: Mutex<Session>,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel").field("path", &self.path).field("card", &self.card).finish()
+    }
+}
+
+impl OnnxModel {
+    /// The model at `path`, loaded once per process and shared by every caller.
+    pub fn shared(path: &Path) -> Result<Arc<Self>, ModelError> {
+        static LOADED: OnceLock<Mutex<HashMap<PathBuf, Weak<OnnxModel>>>> = OnceLock::new();
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(model) = loaded.get(&key).and_then(Weak::upgrade) {
+            return Ok(model);
+        }
+        let model = Arc::new(Self::load(path)?);
+        loaded.insert(key, Arc::downgrade(&model));
+        Ok(model)
+    }
+
+    /// Reads the card, starts a session and checks the graph's input and output against the
+    /// card: `history` float32 [batch, window, channels] and `quantiles` float32
+    /// [batch, horizon, channels, 3].
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let card = ModelCard::read(path).map_err(ModelError)?;
+        let env = init_runtime()?;
+        let fail = |what: String| ModelError(format!("{}: {what}", path.display()));
+        let session = Session::builder(env)
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(ort::Error::<()>::from))
+            .and_then(|b| b.with_intra_threads(1).map_err(ort::Error::<()>::from))
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| fail(format!("ONNX Runtime cannot load it: {e}; fix: re-export it with models/train.py")))?;
+        let (c, w, h) = (card.channels() as i64, card.window as i64, card.horizon as i64);
+        check_outlet(session.inputs(), "history", &[-1, w, c]).map_err(|e| fail(format!("input: {e}; the card says window {w}, {c} channel(s); fix: re-export the model and its card together")))?;
+        check_outlet(session.outputs(), "quantiles", &[-1, h, c, 3]).map_err(|e| fail(format!("output: {e}; the card says horizon {h}, {c} channel(s), 3 quantiles; fix: re-export the model and its card together")))?;
+        let label = format!("model:{}", card.name);
+        Ok(Self { card, path: path.to_path_buf(), label, session: Mutex::new(session) })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs the graph on `[batch, window, channels]` and returns `[batch, horizon, channels, 3]`
+    /// exactly as the model computed it.
+    pub fn infer(&self, input: &Array3<f32>) -> Result<ndarray::ArrayD<f32>, String> {
+        let tensor = TensorRef::from_array_view(input.view()).map_err(|e| e.to_string())?;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session.run(ort::inputs!["history" => tensor]).map_err(|e| e.to_string())?;
+        let view: ArrayViewD<'_, f32> = outputs["quantiles"].try_extract_array::<f32>().map_err(|e| e.to_string())?;
+        Ok(view.to_owned())
+    }
+}
+
+fn check_outlet(outlets: &[ort::value::Outlet], name: &str, want: &[i64]) -> Result<(), String> {
+    let [outlet] = outlets else {
+        return Err(format!("the graph has {} of them, expected one named `{name}`", outlets.len()));
+    };
+    if outlet.name() != name {
+        return Err(format!("named `{}`, expected `{name}`", outlet.name()));
+    }
+    if outlet.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
+        return Err(format!("`{name}` is {:?}, expected a float32 tensor", outlet.dtype()));
+    }
+    let shape: &[i64] = outlet.dtype().tensor_shape().map(|s| &s[..]).unwrap_or(&[]);
+    let fits = shape.len() == want.len() && shape.iter().zip(want).all(|(have, want)| *want == -1 || have == want);
+    if !fits {
+        return Err(format!("`{name}` has shape {shape:?}, expected {want:?} (-1: any batch)"));
+    }
+    Ok(())
+}
+
+impl Forecaster for OnnxModel {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    fn min_history(&self) -> usize {
+        self.card.window
+    }
+
+    fn joint_inputs(&self) -> Option<&[String]> {
+        (!self.card.is_univariate()).then_some(&self.card.inputs[..])
+    }
+
+    fn forecast(&self, history: &[f64], horizon: usize, step_seconds: u32) -> Result<Forecast, ForecastError> {
+        let row: Row<'_> = vec![history; self.card.channels()];
+        let mut out = self.forecast_batch(&[row], horizon, step_seconds);
+        out.pop().expect("one row in, one out").map(|mut channels| channels.swap_remove(0))
+    }
+
+    /// Rows with less history than the window get `TooShort`; the rest go through one
+    /// inference. Each channel's forecast is cut to `horizon`; demand does not go below zero.
+    fn forecast_batch(&self, rows: &[Row<'_>], horizon: usize, step_seconds: u32) -> Vec<Result<Vec<Forecast>, ForecastError>> {
+        let (w, c) = (self.card.window, self.card.channels());
+        let mut results: Vec<Result<Vec<Forecast>, ForecastError>> = Vec::with_capacity(rows.len());
+        let mut ready = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let have = row.iter().map(|h| h.len()).min().unwrap_or(0);
+            if row.len() != c {
+                results.push(Err(ForecastError::Failed { forecaster: self.label.clone(), reason: format!("{} channel(s) given, the model reads {c}", row.len()) }));
+            } else if have < w {
+                results.push(Err(ForecastError::too_short(&self.label, w, have)));
+            } else {
+                results.push(Ok(Vec::new()));
+                ready.push(i);
+            }
+        }
+        if ready.is_empty() {
+            return results;
+        }
+        let mut input = Array3::<f32>::zeros((ready.len(), w, c));
+        for (b, &i) in ready.iter().enumerate() {
+            for (ch, history) in rows[i].iter().enumerate() {
+                for (t, v) in history[history.len() - w..].iter().enumerate() {
+                    input[[b, t, ch]] = *v as f32;
+                }
+            }
+        }
+        let output = match self.infer(&input) {
+            Ok(output) => output,
+            Err(reason) => {
+                for &i in &ready {
+                    results[i] = Err(ForecastError::Failed { forecaster: self.label.clone(), reason: reason.clone() });
+                }
+                return results;
+            }
+        };
+        let horizon = horizon.min(self.card.horizon);
+        for (b, &i) in ready.iter().enumerate() {
+            let channels = (0..c).map(|ch| {
+                let series = |q: usize| (0..horizon).map(|h| f64::from(output[[b, h, ch, q]])).collect::<Vec<f64>>();
+                // Checked before the floor at zero: f64::max would turn NaN into 0.
+                let raw = finite(Forecast { forecaster: self.label.clone(), step_seconds, predicted: series(1), lower: Some(series(0)), upper: Some(series(2)) })?;
+                let floor = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect::<Vec<f64>>();
+                Ok(Forecast { predicted: floor(raw.predicted), lower: raw.lower.map(floor), ..raw })
+            });
+            results[i] = channels.collect();
+        }
+        results
+    }
+}
