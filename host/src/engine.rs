@@ -118,11 +118,19 @@ impl PolicyRuntime {
                     continue;
                 }
             };
+            let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
             for proposal in proposals {
                 let mut record = base.get().clone();
                 record.forecast = Some(forecast.clone());
                 record.risk = Some(risk.clone());
                 record.remediation = Some(rule.name.clone());
+                if seen < self.policy.guard.min_history {
+                    record.verdict = Some(Verdict::Rejected);
+                    record.reason = format!("warming up: {seen} of guard.min_history {} points of `{}` seen; a forecast from so few points is not acted on", self.policy.guard.min_history, forecast.metric);
+                    record.proposal = Some(proposal);
+                    decision.records.push(record);
+                    continue;
+                }
                 guard_one(&self.policy.guard, &mut self.guard_state, &mut decision, record, proposal, workload, now, force_dry_run);
             }
         }

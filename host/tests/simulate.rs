@@ -77,6 +77,9 @@ fn the_acceptance_run_executes_a_scale_that_cites_a_predicted_breach() {
         assert!(!first[field].is_null(), "audit field {field} missing: {first}");
     }
     assert_eq!(first["forecast"]["predicted"].as_array().unwrap().len(), 10, "nginx.yaml forecasts 10 minutes ahead");
+    // guard.min_history: 10: nothing acts on the first minutes' forecasts; the audit says why.
+    assert!(all.iter().any(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("warming up: ")), "warm-up rejections are recorded");
+    assert!(first["time"].as_str().unwrap() >= "1995-07-05T08:09:00Z", "first action at {}", first["time"]);
     // The shipped model forecasts once it has its 60-point window; before that the fallback
     // serves and says so.
     let by = |r: &&serde_json::Value| r["forecast"]["forecaster"].as_str().unwrap_or_default().to_string();

@@ -65,7 +65,8 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
     assert_eq!(policy.target.to_string(), "Deployment default/nginx");
     assert_eq!(policy.selector, "app=nginx");
     assert_eq!(policy.metrics[0].query, r#"sum(rate(container_cpu_usage_seconds_total{namespace="default",pod=~"nginx-.*",image!=""}[5m]))"#);
-    assert_eq!((policy.forecast.window, policy.forecast.horizon), (20, 5));
+    // The model's card sets the window.
+    assert_eq!((policy.forecast.window, policy.forecast.horizon), (60, 10));
     let lines = augur::run::validate(&[file]).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
 }
@@ -89,7 +90,10 @@ fn the_good_fixture_is_valid() {
 #[case::unscalable_kind("kind: Deployment", "kind: CronJob", "target.kind: `CronJob` cannot be scaled by Augur; fix: use `Deployment` or `StatefulSet`")]
 #[case::bad_namespace("namespace: shop", "namespace: Shop_1", "target.namespace: `Shop_1` is not a valid Kubernetes name")]
 #[case::unknown_baseline("baseline: holt-damped", "baseline: prophet", "forecast.baseline: `prophet` is not a built-in forecaster; fix: use one of last-value, linear-trend, holt-damped")]
-#[case::window_too_large("window: 20", "window: 20000", "forecast.window: 20000 is out of range; fix: use 3 to 10000 points (the prototype used 20)")]
+#[case::seasonal_window_too_short("baseline: holt-damped", "baseline: holt-winters", "forecast.window: is 20, but holt-winters with a season of 1440 points needs 2881; fix: set `window` to at least 2881, or shorten `season`")]
+#[case::unknown_fallback("baseline: holt-damped,", "baseline: holt-damped, fallback: magic,", "forecast.fallback: `magic` is not a built-in forecaster")]
+#[case::missing_model("baseline: holt-damped", "model: ../models/none/model.onnx", "model.onnx does not exist; fix: give the path of a model.onnx relative to the policy file")]
+#[case::window_too_large("window: 20", "window: 200000", "forecast.window: 200000 is out of range; fix: use 3 to 100000 points (the prototype used 20)")]
 #[case::missing_required_field("  max_replicas: 10\n", "", "guard.max_replicas: is missing; fix: add `max_replicas:` with a whole number, e.g. `10`")]
 #[case::nested_setting("settings: { ratio: 1.5 }", "settings: { ratio: [1, 2] }", "risks[0].settings.ratio: is not a plain value")]
 #[case::zero_rate("max_actions_per_hour: 6", "max_actions_per_hour: 0", "guard.max_actions_per_hour: is 0, so no action could ever pass")]

@@ -143,6 +143,9 @@ pub struct GuardSpec {
     /// Least time from a scale-up to the next scale-down (the HPA's stabilisation window).
     pub scale_down_delay: Duration,
     pub max_actions_per_hour: u32,
+    /// Points of history a risk's metric must have before its remediations may act: a
+    /// forecast from a handful of points (a fresh start) has an interval too wild to act on.
+    pub min_history: usize,
     /// Action kinds this policy may execute; everything else is rejected.
     pub allowed_actions: BTreeSet<ActionKind>,
 }
@@ -396,7 +399,7 @@ fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String>
 
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";
-    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "allowed_actions"]);
+    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "min_history", "allowed_actions"]);
     let dry_run = r.optional(m, P, "dry_run", "`true` or `false`").unwrap_or(false);
     let remediate = r.optional(m, P, "remediate", "`true` or `false`").unwrap_or(false);
     let min_replicas: Option<u32> = r.required(m, P, "min_replicas", "a whole number, e.g. `1`");
@@ -416,11 +419,12 @@ fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     if max_step == 0 {
         r.problem("guard.max_step", "is 0, so no scale action could ever pass", "use at least 1");
     }
+    let min_history: usize = r.optional(m, P, "min_history", "a whole number of points").unwrap_or(10);
     if max_actions_per_hour == 0 {
         r.problem("guard.max_actions_per_hour", "is 0, so no action could ever pass", "use at least 1, or set `remediate: false`");
     }
     let allowed_actions = allowed_actions(r, m)?;
-    Some(GuardSpec { dry_run, remediate, min_replicas: min_replicas?, max_replicas: max_replicas?, max_step, cooldown: cooldown?, scale_down_delay: scale_down_delay?, max_actions_per_hour, allowed_actions })
+    Some(GuardSpec { dry_run, remediate, min_replicas: min_replicas?, max_replicas: max_replicas?, max_step, cooldown: cooldown?, scale_down_delay: scale_down_delay?, max_actions_per_hour, min_history, allowed_actions })
 }
 
 fn allowed_actions(r: &mut Reader, m: &Mapping) -> Option<BTreeSet<ActionKind>> {

@@ -165,6 +165,7 @@ mod tests {
             cooldown: Duration::from_secs(300),
             scale_down_delay: Duration::from_secs(900),
             max_actions_per_hour: 4,
+            min_history: 10,
             allowed_actions: ActionKind::ALL.into_iter().collect(),
         }
     }
