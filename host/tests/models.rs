@@ -145,6 +145,27 @@ fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_f
 }
 
 #[test]
+fn the_prototypes_seven_metric_layout_forecasts_its_metrics_together() {
+    const SEVEN: [&str; 7] = ["cpu_allocation_efficiency", "memory_allocation_efficiency", "disk_io", "network_latency", "node_cpu_usage", "node_memory_usage", "node_temperature"];
+    let metrics = SEVEN.iter().map(|m| format!("{{ name: {m}, query: {m} }}")).collect::<Vec<_>>().join(", ");
+    let text = policy_text(&format!("{{ model: {}, horizon: 5 }}", model("prototype").display()), &metrics).replace("metric: cpu,", "metric: node_cpu_usage,");
+    let policy = config::parse(&text, &common::root().join("policies/test.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(policy.forecast.window, 20, "the card's window");
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
+    let mut last = None;
+    for t in 0..20u64 {
+        let values = SEVEN.iter().enumerate().map(|(i, m)| (m.to_string(), 10.0 * (i + 1) as f64 + (t % 3) as f64)).collect();
+        let inputs = vec![Ok((Observation { values }, workload()))];
+        last = Some(decide_blocking(&plugins, &mut runtimes, &[0], &inputs, SystemTime::UNIX_EPOCH + Duration::from_secs(60 * t), true).remove(0));
+    }
+    let forecast = &last.unwrap().forecasts[0];
+    assert_eq!((forecast.metric.as_str(), forecast.forecast.forecaster.as_str(), &forecast.fallback), ("node_cpu_usage", "model:prototype", &None));
+    // node_cpu_usage hovers at 50-52: the joint model's median stays near it.
+    assert!(forecast.forecast.predicted.iter().all(|v| (45.0..58.0).contains(v)), "{:?}", forecast.forecast.predicted);
+}
+
+#[test]
 fn a_batch_gives_the_same_forecasts_as_one_row_at_a_time() {
     let model = OnnxModel::load(&model("lstm")).unwrap();
     let series: Vec<Vec<f64>> = (0..5).map(|k| (0..60).map(|i| 10.0 * (k + 1) as f64 + ((i * 7 + k) % 9) as f64).collect()).collect();
