@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: all setup onnxruntime train-env models tiny-model build plugins host demo test bench clean
+.PHONY: all setup onnxruntime train-env models tiny-model k8s build plugins host demo test bench clean
 
 all: build
 
@@ -52,6 +52,11 @@ models: train-env host
 	for m in $(MODELS); do $(TRAIN_PY) models/train.py --config models/configs/$$m.yaml --out models/$$m || exit 1; done
 	$(TRAIN_PY) models/score.py
 
+# A real control plane for the Kubernetes tests: kube-apiserver, kube-controller-manager and
+# etcd built from Go modules (~15 min the first time), cached in ~/.cache/augur/k8s-<version>.
+k8s:
+	bash scripts/build-k8s.sh
+
 # The CI model: the whole training pipeline in seconds, into var/models/tiny.
 tiny-model: train-env
 	$(TRAIN_PY) models/train.py --config models/configs/tiny.yaml --out var/models/tiny
@@ -76,7 +81,7 @@ demo: build
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins onnxruntime tiny-model
+test: plugins onnxruntime tiny-model k8s
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.

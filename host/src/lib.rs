@@ -7,6 +7,7 @@
 //! the built-in simulated cluster; `run` and `backtest` hold the commands' work.
 
 pub mod backtest;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -21,3 +21,4 @@ pub fn plugin(name: &str) -> PathBuf {
 pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_host"))
 }
+pub mod k8s;

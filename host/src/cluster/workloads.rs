@@ -1,0 +1,100 @@
+//! Reads a policy's target from the API: replicas, its pods (by the policy's selector) with
+//! their node and phase, and the nodes with their conditions and schedulability.
+
+use super::{CORDONED_BY, MANAGER};
+use crate::config::Policy;
+use crate::domain::{Node, Pod, Workload};
+use crate::metrics::{SourceError, WorkloadSource};
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Node as K8sNode, Pod as K8sPod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+const SOURCE: &str = "kubernetes";
+
+/// The workload source for a real cluster.
+pub struct KubeWorkloads {
+    client: Client,
+}
+
+impl KubeWorkloads {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Failed { source_name: SOURCE, reason: e.to_string() }
+}
+
+#[async_trait]
+impl WorkloadSource for KubeWorkloads {
+    async fn workload(&self, policy: &Policy) -> Result<Workload, SourceError> {
+        let t = &policy.target;
+        let unknown = || SourceError::UnknownTarget { source_name: SOURCE, target: t.to_string() };
+        let (replicas, ready_replicas) = match t.kind.as_str() {
+            "Deployment" => {
+                let d = Api::<Deployment>::namespaced(self.client.clone(), &t.namespace).get_opt(&t.name).await.map_err(failed)?.ok_or_else(unknown)?;
+                (d.spec.and_then(|s| s.replicas).unwrap_or(1), d.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+            }
+            "StatefulSet" => {
+                let s = Api::<StatefulSet>::namespaced(self.client.clone(), &t.namespace).get_opt(&t.name).await.map_err(failed)?.ok_or_else(unknown)?;
+                (s.spec.and_then(|s| s.replicas).unwrap_or(1), s.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+            }
+            _ => return Err(unknown()),
+        };
+        let now = Timestamp::now();
+        let pods = Api::<K8sPod>::namespaced(self.client.clone(), &t.namespace).list(&ListParams::default().labels(&policy.selector)).await.map_err(failed)?;
+        let pods = pods
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let status = p.status.unwrap_or_default();
+                let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                let started = status.start_time.map(|t| t.0).or(p.metadata.creation_timestamp.map(|t| t.0));
+                Pod {
+                    name: p.metadata.name.unwrap_or_default(),
+                    node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
+                    phase: status.phase.unwrap_or_else(|| "Unknown".into()),
+                    ready,
+                    // Per-pod usage comes from the metrics sources, not the API.
+                    cpu_cores: None,
+                    memory_bytes: None,
+                    age_seconds: started.map_or(0, |s| seconds_between(s, now)),
+                }
+            })
+            .collect();
+        let nodes = Api::<K8sNode>::all(self.client.clone()).list(&ListParams::default()).await.map_err(failed)?;
+        let nodes = nodes
+            .items
+            .into_iter()
+            .map(|n| {
+                let conditions = n.status.and_then(|s| s.conditions).unwrap_or_default();
+                let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
+                let ready = ready_condition.is_some_and(|c| c.status == "True");
+                let pressure = conditions.iter().filter(|c| c.type_.ends_with("Pressure") && c.status == "True").map(|c| c.type_.clone()).collect();
+                let healthy_seconds = match ready_condition {
+                    Some(c) if ready => c.last_transition_time.as_ref().map_or(0, |t| seconds_between(t.0, now)),
+                    _ => 0,
+                };
+                Node {
+                    schedulable: !n.spec.and_then(|s| s.unschedulable).unwrap_or(false),
+                    cordoned_by_augur: n.metadata.annotations.as_ref().is_some_and(|a| a.get(CORDONED_BY).is_some_and(|v| v == MANAGER)),
+                    name: n.metadata.name.unwrap_or_default(),
+                    ready,
+                    temperature_celsius: None,
+                    pressure,
+                    healthy_seconds,
+                }
+            })
+            .collect();
+        Ok(Workload { target: t.clone(), replicas: replicas.max(0) as u32, ready_replicas: ready_replicas.max(0) as u32, pods, nodes })
+    }
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> u64 {
+    (to.as_second() - from.as_second()).max(0) as u64
+}
