@@ -171,3 +171,95 @@ async fn the_workload_source_reads_replicas_pods_and_nodes() {
     let missing = config::parse(&text.replace("name: shop }", "name: gone }"), &common::root().join("policies/t.yaml")).unwrap();
     assert!(source.workload(&missing).await.unwrap_err().to_string().contains("not known"));
 }
+
+/// Applies deploy/rbac.yaml as it ships (as the admin).
+async fn apply_shipped_rbac(client: &Client) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let text = std::fs::read_to_string(common::root().join("deploy/rbac.yaml")).unwrap();
+    let pp = PostParams::default();
+    for doc in text.split("\n---\n") {
+        let value: serde_json::Value = yaml_serde::from_str(doc).unwrap();
+        let ns = value["metadata"]["namespace"].as_str().unwrap_or("augur").to_string();
+        let created = match value["kind"].as_str().unwrap() {
+            "Namespace" => Api::<Namespace>::all(client.clone()).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            "ClusterRole" => Api::<ClusterRole>::all(client.clone()).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone()).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            "Role" => Api::<Role>::namespaced(client.clone(), &ns).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), &ns).create(&pp, &serde_json::from_value(value).unwrap()).await.map(|_| ()),
+            other => panic!("deploy/rbac.yaml: unexpected kind {other}"),
+        };
+        if let Err(e) = created {
+            assert!(e.to_string().contains("AlreadyExists"), "{e}");
+        }
+    }
+}
+
+/// A client that authenticates as the augur ServiceAccount with a token from the TokenRequest
+/// API: the credentials Augur has in a cluster.
+async fn service_account_client(admin: &Client) -> Client {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request: TokenRequest = serde_json::from_value(json!({ "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 } })).unwrap();
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "augur").create_token_request("augur", &PostParams::default(), &request).await.unwrap();
+    let token = token.status.unwrap().token;
+    let plane = control_plane();
+    let path = plane.dir.join("augur-sa.kubeconfig");
+    common::k8s::write_kubeconfig(&path, &plane.server, &token);
+    plane.client_from(&path).await
+}
+
+async fn allowed(client: &Client, group: &str, resource: &str, subresource: &str, verb: &str, ns: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "spec": { "resourceAttributes": { "group": group, "resource": resource, "subresource": subresource, "verb": verb, "namespace": ns } }
+    }))
+    .unwrap();
+    let out = Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    out.status.unwrap().allowed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and_no_more() {
+    let admin = control_plane().client().await;
+    apply_shipped_rbac(&admin).await;
+    namespace(&admin, "rbac").await;
+    deployment(&admin, "rbac", "web", 2).await;
+    node(&admin, "rbac-node").await;
+    let sa = service_account_client(&admin).await;
+    let needed = [
+        ("apps", "deployments", "", "get"),
+        ("apps", "deployments", "scale", "patch"),
+        ("apps", "statefulsets", "scale", "patch"),
+        ("", "pods", "", "list"),
+        ("", "pods", "", "delete"),
+        ("", "nodes", "", "patch"),
+        ("events.k8s.io", "events", "", "create"),
+        ("metrics.k8s.io", "pods", "", "list"),
+    ];
+    for (group, resource, sub, verb) in needed {
+        assert!(allowed(&sa, group, resource, sub, verb, "rbac").await, "augur needs {verb} {group}/{resource}/{sub}");
+    }
+    assert!(allowed(&sa, "coordination.k8s.io", "leases", "", "update", "augur").await, "leader election in its namespace");
+    let refused = [
+        ("apps", "deployments", "", "delete"),
+        ("apps", "deployments", "", "update"),
+        ("apps", "deployments", "", "create"),
+        ("", "secrets", "", "get"),
+        ("", "nodes", "", "delete"),
+        ("", "pods", "", "create"),
+        ("rbac.authorization.k8s.io", "clusterroles", "", "create"),
+    ];
+    for (group, resource, sub, verb) in refused {
+        assert!(!allowed(&sa, group, resource, sub, verb, "rbac").await, "augur must not {verb} {group}/{resource}");
+    }
+    assert!(!allowed(&sa, "coordination.k8s.io", "leases", "", "update", "kube-system").await, "leases only in its own namespace");
+    // And for real, with those credentials: the executor works, deleting the Deployment is refused.
+    let executor = KubeExecutor::new(sa.clone(), "augur-test");
+    executor.execute(&target("rbac", "web"), &Action::Scale { replicas: 4 }, false, "rbac test").await.unwrap();
+    executor.execute(&target("rbac", "web"), &Action::CordonNode { node: "rbac-node".into() }, false, "rbac test").await.unwrap();
+    assert_eq!(replicas(&admin, "rbac", "web").await, 4);
+    let err = Api::<Deployment>::namespaced(sa.clone(), "rbac").delete("web", &Default::default()).await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+}
