@@ -124,9 +124,9 @@ impl PolicyRuntime {
                 record.forecast = Some(forecast.clone());
                 record.risk = Some(risk.clone());
                 record.remediation = Some(rule.name.clone());
-                if seen < self.policy.guard.min_history {
+                if let Some(reason) = guard::warming_up(&self.policy.guard, &forecast.metric, seen) {
                     record.verdict = Some(Verdict::Rejected);
-                    record.reason = format!("warming up: {seen} of guard.min_history {} points of `{}` seen; a forecast from so few points is not acted on", self.policy.guard.min_history, forecast.metric);
+                    record.reason = reason;
                     record.proposal = Some(proposal);
                     decision.records.push(record);
                     continue;

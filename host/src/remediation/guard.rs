@@ -22,6 +22,12 @@ pub enum Verdict {
 }
 
 /// Checks one proposal. `force_dry_run` is the CLI's `--dry-run`, which wins over the policy.
+/// `guard.min_history`: a proposal made from a forecast on fewer points than this is not acted
+/// on (a fresh start's intervals are too wild). Returns the rejection reason.
+pub fn warming_up(spec: &GuardSpec, metric: &str, seen: usize) -> Option<String> {
+    (seen < spec.min_history).then(|| format!("warming up: {seen} of guard.min_history {} points of `{metric}` seen; a forecast from so few points is not acted on", spec.min_history))
+}
+
 pub fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workload: &Workload, state: &GuardState, now: SystemTime) -> Verdict {
     let kind = proposal.action.kind();
     if !spec.allowed_actions.contains(&kind) {
@@ -311,5 +317,12 @@ mod tests {
             Verdict::DryRun { action, note } => with_note("dry-run", action, note),
             Verdict::Reject { reason } => format!("reject {reason}"),
         }
+    }
+
+    #[test]
+    fn a_forecast_from_too_few_points_is_not_acted_on() {
+        let reason = warming_up(&spec(), "cpu", 3).unwrap();
+        assert_eq!(reason, "warming up: 3 of guard.min_history 10 points of `cpu` seen; a forecast from so few points is not acted on");
+        assert_eq!(warming_up(&spec(), "cpu", 10), None);
     }
 }
