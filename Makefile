@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: all setup onnxruntime train-env models tiny-model k8s build plugins host demo test bench clean
+.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus build plugins host demo test bench clean
 
 all: build
 
@@ -57,6 +57,12 @@ models: train-env host
 k8s:
 	bash scripts/build-k8s.sh
 
+# A real Prometheus for the tests (Debian's package; nothing starts by itself: the tests
+# start their own on loopback). Needs root, as on a fresh machine of this kind.
+prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -1
+
 # The CI model: the whole training pipeline in seconds, into var/models/tiny.
 tiny-model: train-env
 	$(TRAIN_PY) models/train.py --config models/configs/tiny.yaml --out var/models/tiny
@@ -81,7 +87,7 @@ demo: build
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins onnxruntime tiny-model k8s
+test: plugins onnxruntime tiny-model k8s prometheus
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.

@@ -119,6 +119,8 @@ pub struct Workload {
 pub enum Action {
     Scale { replicas: u32 },
     RestartPod { pod: String },
+    /// Restart every pod of the workload, one by one, as `kubectl rollout restart` does.
+    RolloutRestart,
     CordonNode { node: String },
     UncordonNode { node: String },
 }
@@ -129,20 +131,27 @@ pub enum Action {
 pub enum ActionKind {
     Scale,
     RestartPod,
+    RolloutRestart,
     CordonNode,
     UncordonNode,
 }
 
 impl ActionKind {
     /// Every kind; used for parsing and error messages.
-    pub const ALL: [ActionKind; 4] =
-        [ActionKind::Scale, ActionKind::RestartPod, ActionKind::CordonNode, ActionKind::UncordonNode];
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Scale,
+        ActionKind::RestartPod,
+        ActionKind::RolloutRestart,
+        ActionKind::CordonNode,
+        ActionKind::UncordonNode,
+    ];
 
     /// The kind's name as written in policies and the audit log.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Scale => "scale",
             ActionKind::RestartPod => "restart-pod",
+            ActionKind::RolloutRestart => "rollout-restart",
             ActionKind::CordonNode => "cordon-node",
             ActionKind::UncordonNode => "uncordon-node",
         }
@@ -155,6 +164,7 @@ impl Action {
         match self {
             Action::Scale { .. } => ActionKind::Scale,
             Action::RestartPod { .. } => ActionKind::RestartPod,
+            Action::RolloutRestart => ActionKind::RolloutRestart,
             Action::CordonNode { .. } => ActionKind::CordonNode,
             Action::UncordonNode { .. } => ActionKind::UncordonNode,
         }
@@ -166,6 +176,7 @@ impl fmt::Display for Action {
         match self {
             Action::Scale { replicas } => write!(f, "scale to {replicas}"),
             Action::RestartPod { pod } => write!(f, "restart pod {pod}"),
+            Action::RolloutRestart => write!(f, "rollout restart"),
             Action::CordonNode { node } => write!(f, "cordon node {node}"),
             Action::UncordonNode { node } => write!(f, "uncordon node {node}"),
         }

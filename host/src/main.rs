@@ -3,7 +3,8 @@
 
 use augur::backtest;
 use augur::config::Baseline;
-use augur::run::{self, RunOptions};
+use augur::cluster::{self, StressOptions};
+use augur::run::{self, LeaseOptions, RunOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,39 @@ enum Command {
         /// Print only the final summary.
         #[arg(long, short)]
         quiet: bool,
+        /// On a cluster: act without competing for the leader Lease (run one replica only).
+        #[arg(long, conflicts_with = "simulate")]
+        no_leader_election: bool,
+        /// The namespace of the leader Lease `augur` (default: the pod's own, else `augur`).
+        #[arg(long)]
+        lease_namespace: Option<String>,
+        /// This replica's name in the Lease and in Events (default: $POD_NAME, else the host name).
+        #[arg(long)]
+        identity: Option<String>,
+        /// The kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).
+        #[arg(long, conflicts_with = "simulate")]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Load a pod (the prototype's stress_pod.py): exec a script in the first running pod that
+    /// matches, which holds memory in /dev/shm and busy-loops a CPU.
+    Stress {
+        #[arg(long, short, default_value = "default")]
+        namespace: String,
+        /// Label selector of the pod to stress.
+        #[arg(long, short = 'l', default_value = "app=nginx")]
+        selector: String,
+        /// How long to busy-loop, e.g. `300s` or `5m`.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        seconds: Duration,
+        /// Memory to hold in /dev/shm, as a Kubernetes quantity (`256Mi`, `1Gi`).
+        #[arg(long, default_value = "256Mi")]
+        memory: String,
+        /// The container to exec in (default: the pod's first).
+        #[arg(long, short)]
+        container: Option<String>,
+        /// The kubeconfig (default: $KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// Check policy files, their plugins and their forecasters without touching a cluster.
     Validate {
@@ -138,7 +172,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet } => {
+        Command::Stress { namespace, selector, seconds, memory, container, kubeconfig } => {
+            let memory_bytes = cluster::parse_quantity(&memory)
+                .filter(|b| *b >= 0.0)
+                .ok_or_else(|| anyhow::anyhow!("--memory `{memory}` is not a quantity; fix: write e.g. `256Mi` or `1Gi`"))? as u64;
+            let options = StressOptions { namespace, selector, duration: seconds, memory_bytes, container };
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async {
+                let client = cluster::connect(kubeconfig.as_deref()).await?;
+                println!("{}", cluster::stress(&client, &options).await?);
+                Ok(())
+            })
+        }
+        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig } => {
+            let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let options = RunOptions {
                 policies: run::expand_policy_args(&policies)?,
                 simulate,
@@ -148,6 +195,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 dry_run,
                 trace: trace.zip(trace_column),
                 echo: !quiet,
+                leader_election,
+                identity,
+                kubeconfig,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(run::run(options)).map(|_| ())

@@ -1,15 +1,21 @@
-//! The commands' work, behind the thin binary: `run` (the control loop, here on the built-in
-//! simulated cluster) and `validate` (a policy, its plugins and its forecaster, without
-//! touching a cluster).
+//! The commands' work, behind the thin binary: `run` (the control loop, on a real cluster or
+//! the built-in simulated one) and `validate` (a policy, its plugins and its forecaster,
+//! without touching a cluster).
 
-use crate::config::{self, Policy};
+use crate::cluster::{self, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource};
+use crate::config::{self, MetricSourceSpec, Policy};
+use crate::domain::{Action, Target};
 use crate::engine::{Engine, PolicyRuntime, TickCounts, check_plugins, forecaster_for};
+use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
+use crate::remediation::{ExecuteError, Executor};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
 use anyhow::{Context, bail};
+use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 
 /// Options of `host run`.
 #[derive(Debug, Clone)]
@@ -28,6 +34,30 @@ pub struct RunOptions {
     pub trace: Option<(PathBuf, String)>,
     /// Print readable lines to stdout.
     pub echo: bool,
+    /// On a real cluster: compete for a Lease so that one replica acts.
+    pub leader_election: Option<LeaseOptions>,
+    /// This replica's name in the Lease and in Events (default: `$POD_NAME`, else the host name).
+    pub identity: Option<String>,
+    /// The kubeconfig to use instead of the default chain.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where the leader-election Lease lives, and its timing.
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    pub namespace: String,
+    pub name: String,
+    /// (lease duration, renew deadline, retry period); `None`: client-go's 15 s, 10 s, 2 s.
+    pub timing: Option<(Duration, Duration, Duration)>,
+}
+
+impl LeaseOptions {
+    /// The Lease `augur` in `namespace`, or else in the pod's own namespace (in a cluster), or
+    /// else in `augur`.
+    pub fn in_namespace(namespace: Option<String>) -> Self {
+        let own = std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok().map(|s| s.trim().to_string());
+        Self { namespace: namespace.or(own).unwrap_or_else(|| "augur".into()), name: "augur".into(), timing: None }
+    }
 }
 
 /// What a run did, per policy.
@@ -84,12 +114,121 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
 /// `host run`.
 pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let policies = load_policies(&options.policies)?;
-    if !options.simulate {
-        bail!(
-            "no cluster connection: this build of Augur has no Kubernetes or Prometheus source yet, and it never falls back to the simulator by itself; fix: add `--simulate` to run on the built-in simulated cluster"
-        );
+    if options.simulate { simulate(policies, &options).await } else { on_cluster(policies, &options).await }
+}
+
+/// The control loop on a real cluster: kubeconfig or in-cluster credentials, the policies'
+/// metric sources, the Kubernetes workload source and executor, and (unless disabled) leader
+/// election, so that only the replica holding the Lease acts. A cluster that cannot be
+/// reached is an error before anything starts; there is no fallback to the simulator.
+async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let client = cluster::connect(options.kubeconfig.as_deref()).await?;
+    let identity = options.identity.clone().unwrap_or_else(default_identity);
+    let plugins = Arc::new(Plugins::new(Limits::default())?);
+    let mut runtimes = Vec::new();
+    for policy in policies {
+        let file = policy.source.clone();
+        runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), true).with_context(|| format!("cannot start policy {}", file.display()))?);
     }
-    simulate(policies, &options).await
+    let leadership = options.leader_election.as_ref().map(|lease| {
+        let mut elector = LeaderElector::new(client.clone(), &lease.namespace, &lease.name, &identity);
+        if let Some((duration, deadline, retry)) = lease.timing {
+            elector = elector.with_timing(duration, deadline, retry);
+        }
+        elector.spawn()
+    });
+    let metrics = Arc::new(SourceBySpec { prometheus: PrometheusSource::new()?, metrics_server: MetricsServerSource::new(client.clone()) });
+    let executor = Arc::new(LeaderOnly { inner: KubeExecutor::new(client.clone(), &identity), leading: leadership.as_ref().map(Leadership::watch) });
+    let mut engine = Engine::new(plugins, metrics, Arc::new(KubeWorkloads::new(client)), executor, runtimes, options.dry_run)?;
+    engine.set_echo(options.echo);
+    tracing::info!("running on the cluster as {identity}");
+    let report = drive_cluster(&mut engine, leadership.as_ref(), options).await;
+    if let Some(leadership) = leadership {
+        leadership.stop().await;
+    }
+    print_summary(&report);
+    Ok(report)
+}
+
+/// The wall clock: tick while leading, then sleep until the next policy is due.
+async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, options: &RunOptions) -> RunReport {
+    let started = Instant::now();
+    let deadline = options.run_for.map(|d| started + d);
+    let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
+    let mut leading = leadership.map(Leadership::watch);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let until_deadline = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    loop {
+        // A standby waits for the Lease: it neither collects nor acts.
+        if let Some(rx) = leading.as_mut()
+            && !*rx.borrow()
+        {
+            tokio::select! {
+                changed = rx.wait_for(|l| *l) => if changed.is_err() { break },
+                _ = &mut ctrl_c => break,
+                _ = &mut until_deadline => break,
+            }
+        }
+        let counts = engine.tick(SystemTime::now()).await;
+        report.ticks += 1;
+        add(&mut report.totals, counts);
+        let Some(next) = engine.next_due() else { break };
+        let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut ctrl_c => break,
+            _ = &mut until_deadline => break,
+        }
+    }
+    report
+}
+
+fn default_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| format!("augur-{}", std::process::id()))
+}
+
+/// Routes each policy to the source its `source:` names.
+struct SourceBySpec {
+    prometheus: PrometheusSource,
+    metrics_server: MetricsServerSource,
+}
+
+#[async_trait]
+impl MetricSource for SourceBySpec {
+    async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError> {
+        match policy.metric_source {
+            MetricSourceSpec::Prometheus { .. } => self.prometheus.collect(policy).await,
+            MetricSourceSpec::MetricsServer => self.metrics_server.collect(policy).await,
+        }
+    }
+}
+
+/// Executes only while this replica holds the Lease: the last check before a write, for a
+/// replica that lost it during a tick.
+struct LeaderOnly<E> {
+    inner: E,
+    leading: Option<watch::Receiver<bool>>,
+}
+
+#[async_trait]
+impl<E: Executor> Executor for LeaderOnly<E> {
+    async fn execute(&self, target: &Target, action: &Action, dry_run: bool, reason: &str) -> Result<String, ExecuteError> {
+        if self.leading.as_ref().is_some_and(|rx| !*rx.borrow()) {
+            return Err(ExecuteError::Refused("this replica no longer holds the leader Lease".into()));
+        }
+        self.inner.execute(target, action, dry_run, reason).await
+    }
 }
 
 async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result<RunReport> {

@@ -15,6 +15,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 async fn namespace(client: &Client, name: &str) {
@@ -231,14 +233,16 @@ async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and
     // (group, resource, subresource, verb, namespace, allowed?)
     let table = [
         ("apps", "deployments", "", "get", "rbac", true),
-        ("apps", "deployments", "scale", "patch", "rbac", true),
-        ("apps", "statefulsets", "scale", "patch", "rbac", true),
+        ("apps", "deployments", "scale", "update", "rbac", true),
+        ("apps", "statefulsets", "scale", "update", "rbac", true),
+        ("apps", "deployments", "", "patch", "rbac", true),
         ("", "pods", "", "list", "rbac", true),
         ("", "pods", "", "delete", "rbac", true),
         ("", "nodes", "", "patch", "rbac", true),
         ("events.k8s.io", "events", "", "create", "rbac", true),
         ("metrics.k8s.io", "pods", "", "list", "rbac", true),
         ("coordination.k8s.io", "leases", "", "update", "augur", true),
+        ("coordination.k8s.io", "leases", "", "create", "augur", true),
         ("apps", "deployments", "", "delete", "rbac", false),
         ("apps", "deployments", "", "update", "rbac", false),
         ("apps", "deployments", "", "create", "rbac", false),
@@ -258,4 +262,272 @@ async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and
     assert_eq!(replicas(&admin, "rbac", "web").await, 4);
     let err = Api::<Deployment>::namespaced(sa.clone(), "rbac").delete("web", &Default::default()).await.unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflict_is_retried_and_the_scale_applied_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let client = control_plane().client().await;
+    namespace(&client, "conflict").await;
+    deployment(&client, "conflict", "web", 2).await;
+    // Between the executor's read and its write, another writer changes the Deployment (once):
+    // the real API server then answers 409 Conflict to the stale write.
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let (other, counter) = (client.clone(), calls.clone());
+    let hook: augur::cluster::WriteHook = std::sync::Arc::new(move || {
+        let (other, counter) = (other.clone(), counter.clone());
+        Box::pin(async move {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                let patch = kube::api::Patch::Merge(json!({ "metadata": { "annotations": { "someone": "else" } } }));
+                Api::<Deployment>::namespaced(other, "conflict").patch("web", &Default::default(), &patch).await.unwrap();
+            }
+        })
+    });
+    let executor = KubeExecutor::new(client.clone(), "augur-test").before_write(hook);
+    let result = executor.execute(&target("conflict", "web"), &Action::Scale { replicas: 4 }, false, "surge").await.unwrap();
+    // At least our conflict; the Deployment controller's own status writes may add another.
+    let attempts = calls.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&attempts), "a conflict, then retries until the write lands: {attempts} attempts");
+    assert_eq!(result, "scaled 2 -> 4");
+    assert_eq!(replicas(&client, "conflict", "web").await, 4);
+    let scaled = events(&client, "conflict").await.into_iter().filter(|e| e.reason.as_deref() == Some("Scaled")).count();
+    assert_eq!(scaled, 1, "applied and explained once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_restart_stamps_the_template_and_the_controller_rolls_the_pods() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let client = control_plane().client().await;
+    namespace(&client, "rollout").await;
+    deployment(&client, "rollout", "web", 2).await;
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "rollout");
+    eventually("the first ReplicaSet", || { let s = sets.clone(); async move { s.list(&ListParams::default()).await.unwrap().items.len() == 1 } }).await;
+    let executor = KubeExecutor::new(client.clone(), "augur-test");
+    let dry = executor.execute(&target("rollout", "web"), &Action::RolloutRestart, true, "leak everywhere").await.unwrap();
+    assert_eq!(dry, "would restart every pod of Deployment rollout/web");
+    let template = |d: Deployment| d.spec.unwrap().template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "rollout");
+    assert!(!template(deployments.get("web").await.unwrap()).contains_key("kubectl.kubernetes.io/restartedAt"), "dry run changed nothing");
+    let result = executor.execute(&target("rollout", "web"), &Action::RolloutRestart, false, "leak everywhere").await.unwrap();
+    assert!(result.starts_with("restarting every pod of Deployment rollout/web"), "{result}");
+    assert!(template(deployments.get("web").await.unwrap()).contains_key("kubectl.kubernetes.io/restartedAt"));
+    eventually("a second ReplicaSet for the new template", || { let s = sets.clone(); async move { s.list(&ListParams::default()).await.unwrap().items.len() == 2 } }).await;
+    let reasons: Vec<String> = events(&client, "rollout").await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.contains(&"RolloutRestarted".to_string()) && reasons.contains(&"DryRunRolloutRestarted".to_string()), "{reasons:?}");
+}
+
+/// A policy for `host run` on the test cluster: CPU from the real Prometheus (a constant
+/// PromQL expression: 20 cores, far beyond 2 pods), scaled 3 pods a step, with a 1 s interval
+/// and cooldown so that a few seconds show several actions.
+fn cluster_policy(dir: &Path, ns: &str, prometheus: &str) -> PathBuf {
+    let text = format!(
+        r#"name: web
+target: {{ kind: Deployment, namespace: {ns}, name: web }}
+interval: 1s
+source: {{ kind: prometheus, url: "{prometheus}" }}
+metrics:
+  - {{ name: cpu, query: "vector(20)", unit: cores }}
+forecast: {{ baseline: last-value, horizon: 3, step: 1s }}
+risks:
+  - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
+remediations:
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+guard: {{ remediate: true, min_replicas: 1, max_replicas: 60, max_step: 3, cooldown: 1s, max_actions_per_hour: 1000, min_history: 1, allowed_actions: [scale] }}
+audit: {{ path: audit.jsonl }}
+"#,
+        risk = common::plugin("risk-cpu").display(),
+        scale = common::plugin("scale").display(),
+    );
+    let file = dir.join(format!("{ns}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duration, lease_ns: &str) -> augur::run::RunOptions {
+    augur::run::RunOptions {
+        policies: vec![policy.to_path_buf()],
+        simulate: false,
+        speed: 1.0,
+        run_for: Some(run_for),
+        audit_log: Some(audit.to_path_buf()),
+        dry_run: false,
+        trace: None,
+        echo: false,
+        leader_election: Some(augur::run::LeaseOptions {
+            namespace: lease_ns.into(),
+            name: "augur".into(),
+            timing: Some((Duration::from_secs(4), Duration::from_secs(3), Duration::from_millis(500))),
+        }),
+        identity: Some(identity.into()),
+        kubeconfig: Some(control_plane().kubeconfig.clone()),
+    }
+}
+
+fn executed(audit: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|r| r["verdict"] == "executed").collect()
+}
+
+/// Two replicas of Augur against the same cluster and policy, with leader election: only the
+/// Lease holder acts. The first starts and takes the Lease; the second starts while the first
+/// leads and stands by; when the first stops, it releases the Lease and the second takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_with_leader_election_only_one_acts() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = control_plane().client().await;
+    let prometheus = common::prometheus::prometheus();
+    namespace(&client, "leader").await;
+    deployment(&client, "leader", "web", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = cluster_policy(dir.path(), "leader", &prometheus.url);
+    let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+
+    let a = tokio::spawn(augur::run::run(cluster_options(&policy, &audit_a, "augur-a", Duration::from_secs(6), "leader")));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "leader");
+    let holder = |leases: Api<Lease>| async move { leases.get_opt("augur").await.unwrap().and_then(|l| l.spec?.holder_identity) };
+    eventually("augur-a to hold the Lease", || { let l = leases.clone(); async move { holder(l).await.as_deref() == Some("augur-a") } }).await;
+    let b_started = std::time::SystemTime::now();
+    let b = tokio::spawn(augur::run::run(cluster_options(&policy, &audit_b, "augur-b", Duration::from_secs(16), "leader")));
+    let report_a = a.await.unwrap().unwrap();
+    let a_stopped = std::time::SystemTime::now();
+    let report_b = b.await.unwrap().unwrap();
+
+    let (acts_a, acts_b) = (executed(&audit_a), executed(&audit_b));
+    let reasons = |audit: &Path| std::fs::read_to_string(audit).unwrap_or_default().lines().take(3).collect::<Vec<_>>().join("\n");
+    assert!(!acts_a.is_empty() && report_a.totals.executed > 0, "the leader acted; its audit begins:\n{}", reasons(&audit_a));
+    assert!(!acts_b.is_empty() && report_b.totals.executed > 0, "the standby took over once the leader stopped");
+    // The standby did nothing while the leader held the Lease: all its records are later.
+    let b_first = k8s_openapi::jiff::Timestamp::from_str(acts_b[0]["time"].as_str().unwrap()).unwrap();
+    let a_last = k8s_openapi::jiff::Timestamp::from_str(acts_a.last().unwrap()["time"].as_str().unwrap()).unwrap();
+    assert!(b_first > a_last, "augur-b acted at {b_first}, before augur-a's last action at {a_last}");
+    assert!(std::time::SystemTime::from(b_first) >= a_stopped - Duration::from_secs(1), "augur-b acted only after augur-a stopped");
+    assert!(std::time::SystemTime::from(b_first) > b_started);
+    // Every action is explained once, by the replica that did it.
+    let scaled: Vec<Event> = events(&client, "leader").await.into_iter().filter(|e| e.reason.as_deref() == Some("Scaled")).collect();
+    let by = |who: &str| scaled.iter().filter(|e| e.reporting_instance.as_deref() == Some(who)).count();
+    assert_eq!((by("augur-a"), by("augur-b")), (acts_a.len(), acts_b.len()), "{scaled:#?}");
+    let lease = leases.get("augur").await.unwrap().spec.unwrap();
+    assert!(lease.lease_transitions.unwrap_or(0) >= 1, "{lease:?}");
+    assert_eq!(lease.holder_identity, None, "released on a clean stop");
+}
+
+/// No cluster: `host run` without `--simulate` refuses to start and says how to fix it; it
+/// never falls back to the simulator.
+#[test]
+fn without_a_reachable_cluster_host_run_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.kubeconfig");
+    common::k8s::write_kubeconfig(&dead, "https://127.0.0.1:9", "token");
+    let missing = dir.path().join("missing.kubeconfig");
+    for (kubeconfig, expect) in [(&dead, "does not answer"), (&missing, "no Kubernetes cluster configured")] {
+        let out = std::process::Command::new(common::host_binary())
+            .args(["run", "--policy"])
+            .arg(common::root().join("policies/nginx.yaml"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(expect) && stderr.contains("--simulate"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("ticks"), "no loop ran");
+    }
+}
+
+/// Every object in deploy/ as it ships is accepted by the real API server (server-side dry
+/// run, after the Namespace exists): the kinds, fields and references are valid.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deploy_manifests_are_accepted_by_the_api_server() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let client = control_plane().client().await;
+    namespace(&client, "augur").await;
+    let mut checked = Vec::new();
+    for file in ["deploy/rbac.yaml", "deploy/augur.yaml"] {
+        let text = std::fs::read_to_string(common::root().join(file)).unwrap();
+        for doc in text.split("\n---\n") {
+            let object: DynamicObject = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let types = object.types.clone().unwrap_or_else(|| panic!("{file}: a document without apiVersion/kind"));
+            let gvk = GroupVersionKind::try_from(&types).unwrap();
+            let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap_or_else(|e| panic!("{file}: {} is not served: {e}", types.kind));
+            let api: Api<DynamicObject> = match caps.scope {
+                kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or("default"), &resource),
+                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+            };
+            let _: &ApiResource = &resource;
+            let params = PostParams { dry_run: true, field_manager: None };
+            match api.create(&params, &object).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("AlreadyExists") => {}
+                Err(e) => panic!("{file}: {} {}: {e}", types.kind, object.metadata.name.unwrap_or_default()),
+            }
+            checked.push(types.kind);
+        }
+    }
+    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
+        assert!(checked.iter().any(|k| k == kind), "deploy/ has no {kind}: {checked:?}");
+    }
+}
+
+/// metrics-server reads pods' usage from kubelets, which this test cluster has none of, so
+/// here (and only here) a stand-in serves the metrics.k8s.io API: a loopback HTTP server that
+/// answers the PodMetricsList request as metrics-server does. It checks the request and the
+/// sums; the real API server is not involved.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_server_source_sums_the_target_pods_usage() {
+    use augur::metrics::MetricSource;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = json!({
+        "kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {},
+        "items": [
+            { "metadata": { "name": "shop-a", "namespace": "shop" }, "timestamp": "2026-11-24T10:00:00Z", "window": "15s",
+              "containers": [{ "name": "web", "usage": { "cpu": "250m", "memory": "100Mi" } }, { "name": "log", "usage": { "cpu": "50000000n", "memory": "28Mi" } }] },
+            { "metadata": { "name": "shop-b", "namespace": "shop" }, "timestamp": "2026-11-24T10:00:00Z", "window": "15s",
+              "containers": [{ "name": "web", "usage": { "cpu": "1", "memory": "1Gi" } }] }
+        ]
+    })
+    .to_string();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 4096];
+        let n = socket.read(&mut request).await.unwrap();
+        let request = String::from_utf8_lossy(&request[..n]).to_string();
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        socket.write_all(response.as_bytes()).await.unwrap();
+        request
+    });
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    augur::cluster::install_tls_provider();
+    let source = augur::cluster::MetricsServerSource::new(Client::try_from(config).unwrap());
+    let text = "name: shop\ntarget: { kind: Deployment, namespace: shop, name: shop }\nsource: { kind: metrics-server }\nmetrics: [{ name: cpu, resource: cpu }, { name: memory, resource: memory }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
+    let policy = config::parse(text, &common::root().join("policies/t.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    let observation = source.collect(&policy).await.unwrap();
+    let request = server.await.unwrap();
+    assert!(request.starts_with("GET /apis/metrics.k8s.io/v1beta1/namespaces/shop/pods?"), "{request}");
+    assert!(request.contains("labelSelector=app%3Dshop"), "{request}");
+    assert!((observation.values["cpu"] - 1.3).abs() < 1e-9, "{observation:?}");
+    assert_eq!(observation.values["memory"], (128.0 + 1024.0) * 1024.0 * 1024.0);
+}
+
+/// `host stress` finds its pod through the real API server; with no kubelet no pod runs, so
+/// the exec itself (a kubelet's streaming endpoint) cannot be exercised here: the script is
+/// run under a real `sh` by a unit test in host/src/cluster/stress.rs instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn stress_picks_a_running_pod_or_says_why_not() {
+    let client = control_plane().client().await;
+    namespace(&client, "stress").await;
+    let none = augur::cluster::choose_pod(&client, "stress", "app=nginx").await.unwrap_err().to_string();
+    assert!(none.contains("no pod in namespace stress matches `app=nginx`"), "{none}");
+    deployment(&client, "stress", "nginx", 2).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "stress");
+    eventually("2 pods", || { let p = pods.clone(); async move { p.list(&ListParams::default().labels("app=nginx")).await.unwrap().items.len() == 2 } }).await;
+    let pending = augur::cluster::choose_pod(&client, "stress", "app=nginx").await.unwrap_err().to_string();
+    assert!(pending.contains("2 pod(s)") && pending.contains("none is Running"), "{pending}");
+    // Mark one Running through the status subresource, as its kubelet would.
+    let name = pods.list(&ListParams::default().labels("app=nginx")).await.unwrap().items[1].metadata.name.clone().unwrap();
+    let status = kube::api::Patch::Merge(json!({ "status": { "phase": "Running" } }));
+    pods.patch_status(&name, &Default::default(), &status).await.unwrap();
+    assert_eq!(augur::cluster::choose_pod(&client, "stress", "app=nginx").await.unwrap(), name);
 }

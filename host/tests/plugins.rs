@@ -108,7 +108,7 @@ fn plugins_check_their_settings() {
 fn a_plugin_of_the_wrong_world_is_incompatible() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let err = plugins.load(&common::plugin("scale"), World::Risk).err().expect("scale is not a risk plugin");
-    assert!(matches!(err, PluginError::Incompatible { ref plugin, world: "augur:plugin/risk-plugin@0.1.0", .. } if plugin == "scale"), "{err}");
+    assert!(matches!(err, PluginError::Incompatible { ref plugin, world: "augur:plugin/risk-plugin@0.2.0", .. } if plugin == "scale"), "{err}");
 }
 
 #[test]

@@ -71,6 +71,25 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
 }
 
+/// The cluster policy of the kind walkthrough: Prometheus of kube-prometheus-stack, and each
+/// metric also readable from metrics-server.
+#[test]
+fn the_kind_policy_is_valid_and_reads_prometheus() {
+    let file = common::root().join("policies/kind-nginx.yaml");
+    let policy = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into() });
+    assert_eq!(policy.metrics[0].resource, Some(config::PodResource::Cpu));
+    assert!(policy.guard.remediate && policy.guard.allowed_actions.contains(&augur::domain::ActionKind::Scale));
+    let lines = augur::run::validate(std::slice::from_ref(&file)).unwrap();
+    assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
+    // One line switches it to metrics-server, minus the metric metrics-server cannot serve.
+    let text = std::fs::read_to_string(common::root().join("policies/kind-nginx.yaml")).unwrap();
+    let switched = text.replace("  kind: prometheus\n  url: http://kube-prometheus-stack-prometheus.monitoring:9090\n", "  kind: metrics-server\n");
+    let found: Vec<String> = config::parse(&switched, &file).unwrap_err().iter().map(|p| p.to_string()).collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].starts_with("metrics[2].resource: is missing for `replicas`"), "{found:#?}");
+}
+
 #[test]
 fn the_good_fixture_is_valid() {
     assert_eq!(problems(&good()), Vec::<String>::new());
@@ -83,7 +102,12 @@ fn the_good_fixture_is_valid() {
 #[case::bad_duration("cooldown: 5m", "cooldown: soon", "guard.cooldown: `soon` is not a duration; fix: write a duration such as `60s`, `5m` or `1h`")]
 #[case::wrong_type("min_replicas: 2", "min_replicas: two", "guard.min_replicas: `two` is not valid here; fix: write a whole number, e.g. `1`")]
 #[case::bad_trigger("trigger: high", "trigger: severe", "remediations[0].trigger: `severe` is not a risk level; fix: use one of none, low, medium, high, critical")]
-#[case::unknown_action_kind("allowed_actions: [scale]", "allowed_actions: [scale, evict]", "guard.allowed_actions[1]: `evict` is not an action kind; fix: use any of scale, restart-pod, cordon-node, uncordon-node")]
+#[case::unknown_action_kind("allowed_actions: [scale]", "allowed_actions: [scale, evict]", "guard.allowed_actions[1]: `evict` is not an action kind; fix: use any of scale, restart-pod, rollout-restart, cordon-node, uncordon-node")]
+#[case::unknown_source("interval: 30s", "interval: 30s\nsource: { kind: graphite }", "source.kind: `graphite` is not a metric source; fix: use `prometheus` (PromQL `query` per metric) or `metrics-server` (`resource` per metric)")]
+#[case::source_url_not_http("interval: 30s", "interval: 30s\nsource: { url: prometheus:9090 }", "source.url: `prometheus:9090` is not an http(s) URL")]
+#[case::metrics_server_needs_resource("interval: 30s", "interval: 30s\nsource: { kind: metrics-server }", "metrics[0].resource: is missing for `cpu` (the source is metrics-server, which serves only the pods' cpu and memory); fix: add `resource: cpu` or `resource: memory`")]
+#[case::prometheus_needs_query("query: 'sum(rate(container_cpu_usage_seconds_total[5m]))'", "resource: cpu", "metrics[0].query: is missing (the source is Prometheus); fix: add `query:` with the PromQL expression")]
+#[case::unknown_resource("unit: cores", "unit: cores, resource: gpu", "metrics[0].resource: `gpu` is not a resource metrics-server serves")]
 #[case::risk_on_unknown_metric("metric: cpu,", "metric: memory,", "risks[0].metric: `memory` is not a metric of this policy; fix: use one of: cpu")]
 #[case::remediation_on_unknown_risk("risk: cpu,", "risk: latency,", "remediations[0].risk: `latency` is not a risk of this policy; fix: use one of: cpu")]
 #[case::missing_plugin("scale.wasm", "scale-v2.wasm", "scale-v2.wasm does not exist; fix: run `make build` to build the plugins, or fix the path (relative to the policy file)")]
@@ -142,6 +166,6 @@ fn every_plugin_that_does_not_load_is_reported_at_once() {
     let swapped = good().replace("risk-cpu.wasm", "SWAP").replace("scale.wasm", "risk-cpu.wasm").replace("SWAP", "scale.wasm");
     let file = write(dir.path(), &swapped);
     let message = format!("{:#}", augur::run::validate(&[file]).unwrap_err());
-    assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.1.0"), "{message}");
-    assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.1.0"), "{message}");
+    assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.2.0"), "{message}");
+    assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.2.0"), "{message}");
 }

@@ -6,22 +6,39 @@ use crate::remediation::{ExecuteError, Executor};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{Api, Client, Resource};
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Runs between the read and the write of an optimistic update (see [`KubeExecutor::before_write`]).
+pub type WriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The executor for a real cluster.
 pub struct KubeExecutor {
     client: Client,
-    recorder: Recorder,
+    /// This replica's name in the Events (`reportingInstance`).
+    instance: String,
+    before_write: Option<WriteHook>,
 }
 
 impl KubeExecutor {
     /// `instance` names this Augur replica in the Events it publishes (its pod name in a cluster).
     pub fn new(client: Client, instance: &str) -> Self {
-        let reporter = Reporter { controller: MANAGER.into(), instance: Some(instance.to_string()) };
-        Self { recorder: Recorder::new(client.clone(), reporter), client }
+        Self { instance: instance.to_string(), client, before_write: None }
+    }
+
+    /// For tests: `hook` runs after a scale has been read and before it is written back, so a
+    /// test can change the object in between and make the real API server answer 409 Conflict.
+    #[doc(hidden)]
+    pub fn before_write(mut self, hook: WriteHook) -> Self {
+        self.before_write = Some(hook);
+        self
     }
 
     fn params(dry_run: bool) -> PatchParams {
@@ -31,12 +48,9 @@ impl KubeExecutor {
     }
 
     async fn scale(&self, target: &Target, replicas: u32, dry_run: bool) -> Result<String, ExecuteError> {
-        let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-        let params = Self::params(dry_run);
-        let what = format!("scale {target}");
         let (before, after) = match target.kind.as_str() {
-            "Deployment" => scale_api(Api::<Deployment>::namespaced(self.client.clone(), &target.namespace), &target.name, &patch, &params, &what).await?,
-            "StatefulSet" => scale_api(Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace), &target.name, &patch, &params, &what).await?,
+            "Deployment" => self.scale_api(Api::<Deployment>::namespaced(self.client.clone(), &target.namespace), target, replicas, dry_run).await?,
+            "StatefulSet" => self.scale_api(Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace), target, replicas, dry_run).await?,
             other => return Err(ExecuteError::Refused(format!("{other} cannot be scaled by Augur"))),
         };
         let verb = if dry_run { "would scale" } else { "scaled" };
@@ -56,6 +70,52 @@ impl KubeExecutor {
             Err(e) if !dry_run && matches!(status(&e), Some(404 | 409)) => Ok(format!("pod {pod} was already gone")),
             Err(e) => Err(failed(e)),
         }
+    }
+
+    /// Sets the replica count through the scale subresource as an optimistic update: read the
+    /// scale with its resourceVersion, write it back with the new count. If anything changed
+    /// the workload in between, the API server answers 409 Conflict and the whole read-write
+    /// is retried; the count is absolute, so a retry never scales twice.
+    async fn scale_api<K>(&self, api: Api<K>, target: &Target, replicas: u32, dry_run: bool) -> Result<(i32, i32), ExecuteError>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let params = PostParams { dry_run, field_manager: Some(MANAGER.into()) };
+        let what = format!("scale {target}");
+        let result = with_retries(&what, || async {
+            let mut scale = api.get_scale(&target.name).await?;
+            let before = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            if let Some(hook) = &self.before_write {
+                hook().await;
+            }
+            scale.spec.get_or_insert_default().replicas = Some(replicas as i32);
+            let after = api.replace_scale(&target.name, &params, &scale).await?;
+            Ok((before, after.spec.and_then(|s| s.replicas).unwrap_or(0)))
+        })
+        .await;
+        result.map_err(|e| if status(&e) == Some(404) { ExecuteError::Refused(format!("{what}: not found")) } else { failed(e) })
+    }
+
+    /// `kubectl rollout restart`: stamps the pod template with the time, so the Deployment's
+    /// controller replaces every pod under its rollout strategy. The stamp is chosen once, so
+    /// a retry writes the same template and starts no second rollout.
+    async fn rollout_restart(&self, target: &Target, dry_run: bool) -> Result<String, ExecuteError> {
+        let stamp = Timestamp::now().to_string();
+        let patch = Patch::Merge(json!({ "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: stamp } } } } }));
+        let params = Self::params(dry_run);
+        let what = format!("rollout restart {target}");
+        match target.kind.as_str() {
+            "Deployment" => {
+                let api = Api::<Deployment>::namespaced(self.client.clone(), &target.namespace);
+                with_retries(&what, || api.patch(&target.name, &params, &patch)).await.map_err(failed)?;
+            }
+            "StatefulSet" => {
+                let api = Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace);
+                with_retries(&what, || api.patch(&target.name, &params, &patch)).await.map_err(failed)?;
+            }
+            other => return Err(ExecuteError::Refused(format!("{other} cannot be rollout-restarted by Augur"))),
+        }
+        Ok(if dry_run { format!("would restart every pod of {target}") } else { format!("restarting every pod of {target} (restartedAt {stamp})") })
     }
 
     async fn set_unschedulable(&self, node: &str, cordon: bool, dry_run: bool) -> Result<String, ExecuteError> {
@@ -83,28 +143,40 @@ impl KubeExecutor {
         let (kind_reason, object) = match action {
             Action::Scale { .. } => ("Scaled", workload_ref(target)),
             Action::RestartPod { .. } => ("RestartedPod", workload_ref(target)),
+            Action::RolloutRestart => ("RolloutRestarted", workload_ref(target)),
             Action::CordonNode { node } => ("CordonedNode", node_ref(node)),
             Action::UncordonNode { node } => ("UncordonedNode", node_ref(node)),
         };
         let event_reason = if dry_run { format!("DryRun{kind_reason}") } else { kind_reason.to_string() };
         let mut note = format!("{result}: {reason}");
         note.truncate(1000);
-        let event = Event { type_: EventType::Normal, reason: event_reason, note: Some(note), action: kind_reason.into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, &object).await {
+        // One Event per action, each with its own note. (kube's `Recorder` folds repeats of a
+        // reason on an object into a series that keeps the first note, which would lose the
+        // reasons of every later action.)
+        let now = Timestamp::now();
+        let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = format!("{}.augur-{:x}", object.name.as_deref().unwrap_or("object"), now.as_nanosecond());
+        let event = Event {
+            metadata: kube::api::ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
+            event_time: Some(MicroTime(now)),
+            type_: Some("Normal".into()),
+            reason: Some(event_reason),
+            action: Some(kind_reason.into()),
+            note: Some(note),
+            regarding: Some(object),
+            reporting_controller: Some(MANAGER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = events.create(&PostParams::default(), &event).await {
             tracing::warn!("cannot publish the Event for {target}: {e}");
         }
     }
 }
 
-async fn scale_api<K>(api: Api<K>, name: &str, patch: &Patch<serde_json::Value>, params: &PatchParams, what: &str) -> Result<(i32, i32), ExecuteError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let before = api.get_scale(name).await.map_err(|e| if status(&e) == Some(404) { ExecuteError::Refused(format!("{what}: not found")) } else { failed(e) })?;
-    let before = before.spec.and_then(|s| s.replicas).unwrap_or(0);
-    let after = with_retries(what, || api.patch_scale(name, params, patch)).await.map_err(failed)?;
-    Ok((before, after.spec.and_then(|s| s.replicas).unwrap_or(0)))
-}
+/// The pod-template annotation `kubectl rollout restart` sets.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 fn failed(e: kube::Error) -> ExecuteError {
     match status(&e) {
@@ -128,6 +200,7 @@ impl Executor for KubeExecutor {
         let result = match action {
             Action::Scale { replicas } => self.scale(target, *replicas, dry_run).await,
             Action::RestartPod { pod } => self.restart_pod(target, pod, dry_run).await,
+            Action::RolloutRestart => self.rollout_restart(target, dry_run).await,
             Action::CordonNode { node } => self.set_unschedulable(node, true, dry_run).await,
             Action::UncordonNode { node } => self.set_unschedulable(node, false, dry_run).await,
         }?;

@@ -7,11 +7,18 @@
 //! UID, a node's unschedulable flag), so a retry after a lost response never acts twice.
 
 mod executor;
+mod leader;
+mod metrics_server;
+mod stress;
 mod workloads;
 
-pub use executor::KubeExecutor;
+pub use executor::{KubeExecutor, WriteHook};
+pub use leader::{LeaderElector, Leadership};
+pub use metrics_server::{MetricsServerSource, Usage, parse_quantity};
+pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
 
+use std::path::Path;
 use std::time::Duration;
 
 /// The field manager of every write, and the Events' reporting controller.
@@ -25,14 +32,22 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
-/// account, checked by asking the API server its version: a cluster that cannot be reached is
-/// an error here, never later.
-pub async fn connect() -> anyhow::Result<kube::Client> {
+/// A client from `kubeconfig` if given, else the default chain (`KUBECONFIG`,
+/// `~/.kube/config`, the in-cluster service account), checked by asking the API server its
+/// version: a cluster that cannot be reached is an error here, never later.
+pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
     install_tls_provider();
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("no Kubernetes cluster configured: {e}; fix: set KUBECONFIG (or run in a pod with a service account), or add `--simulate` to use the built-in simulated cluster")
-    })?;
+    let no_cluster = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("no Kubernetes cluster configured: {e}; fix: pass --kubeconfig or set KUBECONFIG (or run in a pod with a service account), or add `--simulate` to use the built-in simulated cluster")
+    };
+    let client = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| no_cluster(&format!("{}: {e}", path.display())))?;
+            let config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await.map_err(|e| no_cluster(&format!("{}: {e}", path.display())))?;
+            kube::Client::try_from(config).map_err(|e| no_cluster(&e))?
+        }
+        None => kube::Client::try_default().await.map_err(|e| no_cluster(&e))?,
+    };
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await;
     match version {
         Ok(Ok(_)) => Ok(client),

@@ -1,6 +1,8 @@
 //! Reads a policy's target from the API: replicas, its pods (by the policy's selector) with
-//! their node and phase, and the nodes with their conditions and schedulability.
+//! their node and phase, and the nodes with their conditions and schedulability. Per-pod CPU
+//! and memory come from metrics-server when the cluster serves metrics.k8s.io.
 
+use super::metrics_server::MetricsServerSource;
 use super::{CORDONED_BY, MANAGER};
 use crate::config::Policy;
 use crate::domain::{Node, Pod, Workload};
@@ -11,17 +13,42 @@ use k8s_openapi::api::core::v1::{Node as K8sNode, Pod as K8sPod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use super::metrics_server::Usage;
 
 const SOURCE: &str = "kubernetes";
 
 /// The workload source for a real cluster.
 pub struct KubeWorkloads {
     client: Client,
+    usage: MetricsServerSource,
+    /// Set once metrics.k8s.io answered that it is not served; pods then carry no usage.
+    no_usage: AtomicBool,
 }
 
 impl KubeWorkloads {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { usage: MetricsServerSource::new(client.clone()), client, no_usage: AtomicBool::new(false) }
+    }
+
+    /// Each pod's usage from metrics-server, or nothing (said once) when it is not installed.
+    async fn usage(&self, policy: &Policy) -> BTreeMap<String, Usage> {
+        if self.no_usage.load(Ordering::Relaxed) {
+            return BTreeMap::new();
+        }
+        match self.usage.pod_usage(&policy.target.namespace, &policy.selector).await {
+            Ok(usage) => usage,
+            Err(e) => {
+                if matches!(super::status(&e), Some(404 | 503)) {
+                    self.no_usage.store(true, Ordering::Relaxed);
+                    tracing::info!("metrics.k8s.io is not served ({e}); pods carry no CPU or memory usage (the restart plugin needs it: install metrics-server)");
+                } else {
+                    tracing::warn!("cannot read pod usage from metrics.k8s.io: {e}");
+                }
+                BTreeMap::new()
+            }
+        }
     }
 }
 
@@ -45,6 +72,7 @@ impl WorkloadSource for KubeWorkloads {
             }
             _ => return Err(unknown()),
         };
+        let usage = self.usage(policy).await;
         let now = Timestamp::now();
         let pods = Api::<K8sPod>::namespaced(self.client.clone(), &t.namespace).list(&ListParams::default().labels(&policy.selector)).await.map_err(failed)?;
         let pods = pods
@@ -55,14 +83,15 @@ impl WorkloadSource for KubeWorkloads {
                 let status = p.status.unwrap_or_default();
                 let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
                 let started = status.start_time.map(|t| t.0).or(p.metadata.creation_timestamp.map(|t| t.0));
+                let name = p.metadata.name.unwrap_or_default();
+                let used = usage.get(&name);
                 Pod {
-                    name: p.metadata.name.unwrap_or_default(),
                     node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
                     phase: status.phase.unwrap_or_else(|| "Unknown".into()),
                     ready,
-                    // Per-pod usage comes from the metrics sources, not the API.
-                    cpu_cores: None,
-                    memory_bytes: None,
+                    cpu_cores: used.map(|u| u.cpu_cores),
+                    memory_bytes: used.map(|u| u.memory_bytes),
+                    name,
                     age_seconds: started.map_or(0, |s| seconds_between(s, now)),
                 }
             })

@@ -25,6 +25,8 @@ pub struct Policy {
     pub selector: String,
     /// Time between two ticks.
     pub interval: Duration,
+    /// Where the metrics come from on a real cluster (the simulator serves them by name).
+    pub metric_source: MetricSourceSpec,
     pub metrics: Vec<Metric>,
     pub forecast: ForecastSpec,
     pub risks: Vec<RiskRule>,
@@ -34,12 +36,37 @@ pub struct Policy {
     pub audit_path: PathBuf,
 }
 
+/// Where a policy's metrics come from on a real cluster (`source:` in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSourceSpec {
+    /// A Prometheus server's HTTP API; each metric is a PromQL `query`.
+    Prometheus { url: String },
+    /// The resource metrics API (metrics.k8s.io, served by metrics-server); each metric is a
+    /// `resource` of the target's pods.
+    MetricsServer,
+}
+
+impl MetricSourceSpec {
+    pub const DEFAULT_PROMETHEUS: &'static str = "http://localhost:9090";
+}
+
+/// A resource metric of the target's pods, from metrics-server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodResource {
+    /// CPU cores in use, summed over the target's pods.
+    Cpu,
+    /// Working-set bytes, summed over the target's pods.
+    Memory,
+}
+
 /// A metric to collect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     pub name: String,
-    /// PromQL for the Prometheus source; the simulator serves the metric by name.
+    /// PromQL for the Prometheus source (empty when the policy reads metrics-server only).
     pub query: String,
+    /// What metrics-server provides for this metric, if anything.
+    pub resource: Option<PodResource>,
     pub unit: String,
 }
 
@@ -150,7 +177,7 @@ pub struct GuardSpec {
     pub allowed_actions: BTreeSet<ActionKind>,
 }
 
-const TOP: &[&str] = &["name", "target", "interval", "metrics", "forecast", "risks", "remediations", "guard", "audit"];
+const TOP: &[&str] = &["name", "target", "interval", "source", "metrics", "forecast", "risks", "remediations", "guard", "audit"];
 const DNS_LABEL: &str = "lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters";
 
 /// Parses and validates a policy from its text; `source` is used to resolve relative paths
@@ -178,7 +205,14 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     if interval.is_some_and(|i| i < Duration::from_secs(1)) {
         r.problem("interval", "is below 1s", "use an interval of at least `1s` (the prototype used `60s`)");
     }
+    let metric_source = match top.get("source") {
+        None => Some(MetricSourceSpec::Prometheus { url: MetricSourceSpec::DEFAULT_PROMETHEUS.into() }),
+        Some(value) => r.mapping(value, "source").and_then(|m| metric_source(&mut r, m)),
+    };
     let metrics = list(&mut r, top, "metrics", metric).unwrap_or_default();
+    if let Some(spec) = &metric_source {
+        source_problems(&mut r, spec, &metrics);
+    }
     let forecast = section(&mut r, top, "forecast", |r, m| forecast(r, m, base));
     let risks = list(&mut r, top, "risks", |r, m, p| risk_rule(r, m, p, base)).unwrap_or_default();
     let remediations = list(&mut r, top, "remediations", |r, m, p| remediation_rule(r, m, p, base)).unwrap_or_default();
@@ -193,12 +227,12 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     if let (Some(Some(spec)), Some(Value::Mapping(m))) = (&forecast, top.get("forecast")) {
         model_problems(&mut r, m, spec, &metrics, &risks);
     }
-    match (name, target, interval, forecast.flatten(), guard.flatten(), audit_path.flatten()) {
-        (Some(name), Some(target), Some(interval), Some(forecast), Some(guard), Some(audit_path))
+    match (name, target, interval, metric_source, forecast.flatten(), guard.flatten(), audit_path.flatten()) {
+        (Some(name), Some(target), Some(interval), Some(metric_source), Some(forecast), Some(guard), Some(audit_path))
             if r.problems.is_empty() =>
         {
             let selector = selector.unwrap_or_else(|| format!("app={}", target.name));
-            Ok(Policy { name, source: source.to_path_buf(), target, selector, interval, metrics, forecast, risks, remediations, guard, audit_path })
+            Ok(Policy { name, source: source.to_path_buf(), target, selector, interval, metric_source, metrics, forecast, risks, remediations, guard, audit_path })
         }
         _ => Err(r.problems),
     }
@@ -251,15 +285,69 @@ fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>)> {
     Some((Target { kind: kind?, namespace: namespace?, name: name? }, selector))
 }
 
+fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {
+    r.deny_unknown(m, "source", &["kind", "url"]);
+    let kind: String = r.optional(m, "source", "kind", "`prometheus` or `metrics-server`").unwrap_or_else(|| "prometheus".into());
+    let url: Option<String> = r.optional(m, "source", "url", "the Prometheus base URL, e.g. `http://prometheus.monitoring:9090`");
+    match kind.as_str() {
+        "prometheus" => {
+            let url = url.unwrap_or_else(|| MetricSourceSpec::DEFAULT_PROMETHEUS.into());
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                r.problem("source.url", format!("`{url}` is not an http(s) URL"), "write the Prometheus base URL, e.g. `http://prometheus.monitoring:9090`");
+                return None;
+            }
+            Some(MetricSourceSpec::Prometheus { url: url.trim_end_matches('/').to_string() })
+        }
+        "metrics-server" => {
+            if url.is_some() {
+                r.problem("source.url", "is set, but metrics-server is reached through the Kubernetes API", "remove `url:` (or use `kind: prometheus`)");
+            }
+            Some(MetricSourceSpec::MetricsServer)
+        }
+        other => {
+            r.problem("source.kind", format!("`{other}` is not a metric source"), "use `prometheus` (PromQL `query` per metric) or `metrics-server` (`resource` per metric)");
+            None
+        }
+    }
+}
+
 fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
-    r.deny_unknown(m, path, &["name", "query", "unit"]);
+    r.deny_unknown(m, path, &["name", "query", "resource", "unit"]);
     let name: Option<String> = r.required(m, path, "name", "a short name such as `cpu`");
-    let query: Option<String> = r.required(m, path, "query", "the PromQL expression");
-    if query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+    let query: String = r.optional(m, path, "query", "the PromQL expression").unwrap_or_default();
+    if m.contains_key("query") && query.trim().is_empty() {
         r.problem(join(path, "query"), "is empty", "write the PromQL expression that yields this metric");
     }
+    let resource = match r.optional::<String>(m, path, "resource", "`cpu` or `memory`").as_deref() {
+        None => None,
+        Some("cpu") => Some(PodResource::Cpu),
+        Some("memory") => Some(PodResource::Memory),
+        Some(other) => {
+            r.problem(join(path, "resource"), format!("`{other}` is not a resource metrics-server serves"), "use `cpu` (cores) or `memory` (working-set bytes), summed over the target's pods");
+            None
+        }
+    };
     let unit = r.optional(m, path, "unit", "a unit such as `cores` or `bytes`").unwrap_or_default();
-    Some(Metric { name: name?, query: query?, unit })
+    Some(Metric { name: name?, query, resource, unit })
+}
+
+/// Each metric must say how the policy's source yields it.
+fn source_problems(r: &mut Reader, spec: &MetricSourceSpec, metrics: &[Metric]) {
+    for (i, metric) in metrics.iter().enumerate() {
+        match spec {
+            MetricSourceSpec::Prometheus { .. } if metric.query.trim().is_empty() => r.problem(
+                format!("metrics[{i}].query"),
+                "is missing (the source is Prometheus)",
+                "add `query:` with the PromQL expression, or set `source: { kind: metrics-server }` and `resource: cpu|memory`",
+            ),
+            MetricSourceSpec::MetricsServer if metric.resource.is_none() => r.problem(
+                format!("metrics[{i}].resource"),
+                format!("is missing for `{}` (the source is metrics-server, which serves only the pods' cpu and memory)", metric.name),
+                "add `resource: cpu` or `resource: memory`, remove the metric, or use `source: { kind: prometheus }`",
+            ),
+            _ => {}
+        }
+    }
 }
 
 fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {

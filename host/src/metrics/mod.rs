@@ -5,8 +5,10 @@
 //! Sources only read; they never act on the cluster.
 
 mod history;
+mod prometheus;
 
 pub use history::History;
+pub use prometheus::PrometheusSource;
 
 use crate::config::Policy;
 use crate::domain::Workload;

@@ -122,6 +122,7 @@ impl From<wit::Proposal> for domain::Proposal {
         let action = match p.action {
             wit::Action::Scale(replicas) => domain::Action::Scale { replicas },
             wit::Action::RestartPod(pod) => domain::Action::RestartPod { pod },
+            wit::Action::RolloutRestart => domain::Action::RolloutRestart,
             wit::Action::CordonNode(node) => domain::Action::CordonNode { node },
             wit::Action::UncordonNode(node) => domain::Action::UncordonNode { node },
         };

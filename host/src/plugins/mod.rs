@@ -78,8 +78,8 @@ pub enum World {
 impl World {
     pub fn wit_name(self) -> &'static str {
         match self {
-            World::Risk => "augur:plugin/risk-plugin@0.1.0",
-            World::Remediation => "augur:plugin/remediation-plugin@0.1.0",
+            World::Risk => "augur:plugin/risk-plugin@0.2.0",
+            World::Remediation => "augur:plugin/remediation-plugin@0.2.0",
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn cooldown_key(action: &Action, workload: &Workload) -> &'static str {
         Action::Scale { replicas } if *replicas > workload.replicas => "scale-up",
         Action::Scale { .. } => "scale-down",
         Action::RestartPod { .. } => "restart-pod",
+        Action::RolloutRestart => "rollout-restart",
         Action::CordonNode { .. } => "cordon-node",
         Action::UncordonNode { .. } => "uncordon-node",
     }
@@ -83,6 +84,7 @@ fn cooldown_checks(action: &Action, workload: &Workload) -> &'static [(&'static 
         Action::Scale { replicas } if *replicas > workload.replicas => &[("scale-up", Delay::Cooldown)],
         Action::Scale { .. } => &[("scale-up", Delay::ScaleDown), ("scale-down", Delay::ScaleDown)],
         Action::RestartPod { .. } => &[("restart-pod", Delay::Cooldown)],
+        Action::RolloutRestart => &[("rollout-restart", Delay::Cooldown), ("restart-pod", Delay::Cooldown)],
         Action::CordonNode { .. } => &[("cordon-node", Delay::Cooldown)],
         Action::UncordonNode { .. } => &[("uncordon-node", Delay::Cooldown)],
     }
@@ -99,6 +101,12 @@ fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Resu
             }
             if workload.ready_replicas < workload.replicas {
                 return Err(format!("only {} of {} replicas are ready; restarting another pod now would cut capacity further", workload.ready_replicas, workload.replicas));
+            }
+            Ok((action.clone(), None))
+        }
+        Action::RolloutRestart => {
+            if workload.ready_replicas < workload.replicas {
+                return Err(format!("only {} of {} replicas are ready; a rollout restart now would cut capacity further", workload.ready_replicas, workload.replicas));
             }
             Ok((action.clone(), None))
         }

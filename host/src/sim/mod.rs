@@ -305,6 +305,19 @@ impl SimState {
         Ok(format!("deleted pod {pod_name}; replacement {name} starting"))
     }
 
+    /// Replaces every pod with a new one (the simulator has no surge: the new pods start
+    /// together, as a rollout with `maxUnavailable: 0` would end).
+    fn rollout_restart(&mut self, target: &Target, dry_run: bool) -> Result<String, ExecuteError> {
+        let names: Vec<String> = self.deployment(target)?.pods.iter().map(|p| p.name.clone()).collect();
+        if dry_run {
+            return Ok(format!("would restart {} pods", names.len()));
+        }
+        for name in &names {
+            self.restart(target, name, false)?;
+        }
+        Ok(format!("restarted {} pods", names.len()))
+    }
+
     fn set_schedulable(&mut self, node_name: &str, schedulable: bool, dry_run: bool) -> Result<String, ExecuteError> {
         let verb = if schedulable { "uncordon" } else { "cordon" };
         let node = self.node(node_name)?;
@@ -384,6 +397,7 @@ impl Executor for SimCluster {
         match action {
             Action::Scale { replicas } => s.scale(target, *replicas, dry_run),
             Action::RestartPod { pod } => s.restart(target, pod, dry_run),
+            Action::RolloutRestart => s.rollout_restart(target, dry_run),
             Action::CordonNode { node } => s.set_schedulable(node, false, dry_run),
             Action::UncordonNode { node } => s.set_schedulable(node, true, dry_run),
         }

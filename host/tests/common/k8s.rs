@@ -26,7 +26,7 @@ pub fn control_plane() -> &'static ControlPlane {
     PLANE.get_or_init(|| start().unwrap_or_else(|e| panic!("cannot start the test control plane: {e}")))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -40,7 +40,7 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 
 /// Starts `program args` in the background under a watchdog that kills it when this test
 /// process exits (and then removes `cleanup`, if given); its output goes to `log`.
-fn spawn(program: &Path, args: &[String], log: &Path, cleanup: Option<&Path>) -> Result<(), String> {
+pub fn spawn(program: &Path, args: &[String], log: &Path, cleanup: Option<&Path>) -> Result<(), String> {
     let quoted: Vec<String> = std::iter::once(program.display().to_string()).chain(args.iter().cloned()).map(|a| format!("'{a}'")).collect();
     let script = format!(
         "{} >'{}' 2>&1 & child=$!; parent={}; while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; {}",

@@ -22,3 +22,4 @@ pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_host"))
 }
 pub mod k8s;
+pub mod prometheus;

@@ -2,6 +2,10 @@
 //! prototype's `restart_pod`), one at a time: nothing is proposed while any pod of the
 //! workload is not ready (a restart may still be in progress), nor for a pod younger than
 //! `min-age-seconds`.
+//!
+//! With `mode: rollout` it proposes a rollout restart of the whole workload instead (every pod
+//! replaced one by one, as `kubectl rollout restart` does): for a leak that every pod has, where
+//! deleting the heaviest pod only moves the problem.
 
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
@@ -13,6 +17,8 @@ use augur_plugin_sdk::{Settings};
 pub struct Config {
     /// Pods younger than this are never restarted.
     pub min_age_seconds: u64,
+    /// Delete the heaviest pod (`pod`, the prototype's way) or restart them all (`rollout`).
+    pub rollout: bool,
 }
 
 impl Config {
@@ -20,7 +26,8 @@ impl Config {
     pub fn read(lookup: impl Fn(&str) -> Option<String>) -> (Self, Vec<String>) {
         let mut s = Settings::new(lookup);
         let age = s.number("min-age-seconds", 300.0, "a whole number of seconds at or above 0", |v| v >= 0.0 && v.fract() == 0.0);
-        (Self { min_age_seconds: age as u64 }, s.finish())
+        let mode = s.choice("mode", "pod", &["pod", "rollout"]);
+        (Self { min_age_seconds: age as u64, rollout: mode == "rollout" }, s.finish())
     }
 }
 
@@ -39,14 +46,18 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
         .filter_map(|pod| pod.memory_bytes.map(|memory| (pod, memory)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let Some((pod, memory)) = heaviest else { return Vec::new() };
-    vec![proposal(pod, memory, risk)]
+    vec![proposal(config, pod, memory, risk)]
 }
 
-fn proposal(pod: &Pod, memory: f64, risk: &Risk) -> Proposal {
-    Proposal {
-        action: Action::RestartPod(pod.name.clone()),
-        reason: format!("restart {} (most memory: {:.0} MiB): {}", pod.name, memory / 1_048_576.0, risk.reason),
+fn proposal(config: &Config, pod: &Pod, memory: f64, risk: &Risk) -> Proposal {
+    let mib = memory / 1_048_576.0;
+    if config.rollout {
+        return Proposal {
+            action: Action::RolloutRestart,
+            reason: format!("rollout restart (heaviest pod {}: {mib:.0} MiB): {}", pod.name, risk.reason),
+        };
     }
+    Proposal { action: Action::RestartPod(pod.name.clone()), reason: format!("restart {} (most memory: {mib:.0} MiB): {}", pod.name, risk.reason) }
 }
 
 augur_plugin_sdk::remediation_plugin!(Config, plan);
@@ -91,6 +102,24 @@ mod tests {
         assert_eq!(proposals.len(), 1);
         assert!(matches!(&proposals[0].action, Action::RestartPod(name) if name == "b"));
         assert!(proposals[0].reason.contains("240 MiB"));
+    }
+
+    #[test]
+    fn rollout_mode_restarts_the_workload() {
+        let (config, problems) = Config::read(|key| (key == "mode").then(|| "rollout".to_string()));
+        assert!(problems.is_empty(), "{problems:?}");
+        let w = workload(vec![pod("a", 100.0, true, 900), pod("b", 240.0, true, 900)]);
+        let proposals = plan(&config, &risk(Level::High), Level::High, &w);
+        assert_eq!(proposals.len(), 1);
+        assert!(matches!(proposals[0].action, Action::RolloutRestart));
+        assert!(proposals[0].reason.contains("heaviest pod b: 240 MiB"), "{}", proposals[0].reason);
+    }
+
+    #[test]
+    fn an_unknown_mode_is_a_problem() {
+        let (_, problems) = Config::read(|key| (key == "mode").then(|| "all".to_string()));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("mode"), "{problems:?}");
     }
 
     #[test]
