@@ -80,14 +80,14 @@ fn setup(n: usize) -> Setup {
     let mut observations = Vec::with_capacity(n);
     for i in 0..n {
         runtimes.push(PolicyRuntime::new(policy(dir.path(), i), &plugins, None, false).unwrap());
-        observations.push(Observation { values: BTreeMap::from([("cpu".to_string(), 1.5)]) });
+        observations.push(Observation { values: BTreeMap::from([("cpu".to_string(), 1.5)]), ..Default::default() });
     }
     // Fill every history with 20 points, as after 20 ticks.
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let workloads: Vec<Workload> = (0..n).map(workload).collect();
     let due: Vec<usize> = (0..n).collect();
     for value in series() {
-        let inputs: Vec<_> = workloads.iter().map(|w| Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]) }, w.clone()))).collect();
+        let inputs: Vec<_> = workloads.iter().map(|w| Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]), ..Default::default() }, w.clone()))).collect();
         decide_blocking(&plugins, &mut runtimes, &due, &inputs, t0, true);
     }
     Setup { plugins, runtimes, workloads, observations, _dir: dir }

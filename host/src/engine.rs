@@ -10,7 +10,8 @@
 use crate::config::{ForecastMethod, GuardSpec, Policy};
 use crate::domain::{Action, Forecast, Proposal, Risk, Workload};
 use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel, Row};
-use crate::metrics::{History, MetricSource, Observation, WorkloadSource};
+use crate::metrics::{History, MetricSource, Observation, SourceError, WorkloadSource};
+use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, RuleLabels, Telemetry};
 use crate::plugins::bindings::ForecastInput;
 use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
 use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, RiskRecord, Verdict};
@@ -98,7 +99,10 @@ impl PolicyRuntime {
                 continue;
             };
             let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: workload.replicas, ready_replicas: workload.ready_replicas };
-            match session.assess(&rule.plugin, &self.risk_settings[i], &input) {
+            let started = std::time::Instant::now();
+            let assessed_risk = session.assess(&rule.plugin, &self.risk_settings[i], &input);
+            decision.plugin_calls.push((plugin_name(&rule.plugin), "assess", started.elapsed()));
+            match assessed_risk {
                 Ok(risk) => {
                     if self.summarize {
                         decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
@@ -111,7 +115,10 @@ impl PolicyRuntime {
         }
         for (i, rule) in self.policy.remediations.iter().enumerate() {
             let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
-            let proposals = match session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, workload) {
+            let started = std::time::Instant::now();
+            let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, workload);
+            decision.plugin_calls.push((plugin_name(&rule.plugin), "plan", started.elapsed()));
+            let proposals = match planned {
                 Ok(proposals) => proposals,
                 Err(e) => {
                     decision.push_error(base.get(), "plan", e.to_string());
@@ -134,7 +141,7 @@ impl PolicyRuntime {
                 guard_one(&self.policy.guard, &mut self.guard_state, &mut decision, record, proposal, workload, now, force_dry_run);
             }
         }
-        decision.forecasts = assessed.into_values().map(|(forecast, _)| forecast).collect();
+        (decision.forecasts, decision.risks) = assessed.into_values().unzip();
         decision
     }
 }
@@ -209,6 +216,10 @@ pub struct Decision {
     pub summary: Vec<String>,
     /// The forecast each risk rule assessed, with the fallback note when one served.
     pub forecasts: Vec<ForecastRecord>,
+    /// The risk of each rule, beside `forecasts`.
+    pub risks: Vec<RiskRecord>,
+    /// Each plugin call: the plugin, `assess` or `plan`, and how long it took.
+    pub plugin_calls: Vec<(String, &'static str, std::time::Duration)>,
     state_changed: bool,
 }
 
@@ -249,6 +260,9 @@ pub struct Engine {
     audits: BTreeMap<PathBuf, AuditLog>,
     force_dry_run: bool,
     echo: bool,
+    telemetry: Option<Arc<Telemetry>>,
+    /// The forecaster last reported per (policy, metric), to retire its info series.
+    forecaster_in_use: BTreeMap<(String, String), String>,
 }
 
 impl Engine {
@@ -259,9 +273,21 @@ impl Engine {
                 audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
             }
         }
-        let mut engine = Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: false };
+        let mut engine = Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new() };
         engine.set_echo(true);
         Ok(engine)
+    }
+
+    /// Exports each tick's values, forecasts, risks, verdicts and timings to `telemetry`.
+    pub fn set_telemetry(&mut self, telemetry: Arc<Telemetry>) {
+        for runtime in &self.policies {
+            telemetry.reload_ok.get_or_create(&ReloadLabels { kind: "policy".into(), name: runtime.policy.name.clone() }).set(1);
+            let plugins = runtime.policy.risks.iter().map(|r| &r.plugin).chain(runtime.policy.remediations.iter().map(|r| &r.plugin));
+            for plugin in plugins {
+                telemetry.reload_ok.get_or_create(&ReloadLabels { kind: "plugin".into(), name: plugin_name(plugin) }).set(1);
+            }
+        }
+        self.telemetry = Some(telemetry);
     }
 
     /// Print readable lines to stdout (on by default).
@@ -281,13 +307,43 @@ impl Engine {
         self.policies.iter().filter_map(|p| p.next_due).min()
     }
 
+    /// The warm start: refills each policy's history from its metric source's past (up to a
+    /// window of points, one per interval, ending one interval before `now`), so that the
+    /// first tick can forecast and act instead of waiting a window's worth of intervals.
+    /// Returns, per policy, the points filled per metric; a source without history (the
+    /// simulator) fills nothing, and a failure leaves the history to fill tick by tick.
+    pub async fn warm_start(&mut self, now: SystemTime) -> Vec<(String, BTreeMap<String, usize>)> {
+        let mut report = Vec::new();
+        for runtime in &mut self.policies {
+            let end = now.checked_sub(runtime.policy.interval).unwrap_or(now);
+            match self.metrics.backfill(&runtime.policy, runtime.policy.forecast.window, end).await {
+                Ok(series) => {
+                    let mut filled = BTreeMap::new();
+                    for (metric, values) in series {
+                        if let Some(history) = runtime.histories.get_mut(&metric) {
+                            history.clear();
+                            values.iter().for_each(|v| history.push(*v));
+                            filled.insert(metric, history.values().len());
+                        }
+                    }
+                    tracing::info!(policy = %runtime.policy.name, "warm start: {filled:?} points");
+                    report.push((runtime.policy.name.clone(), filled));
+                }
+                Err(e) => tracing::warn!(policy = %runtime.policy.name, "warm start failed ({e}); the history fills tick by tick"),
+            }
+        }
+        report
+    }
+
     /// Runs one tick of every policy that is due at `now`.
     pub async fn tick(&mut self, now: SystemTime) -> TickCounts {
+        let started = std::time::Instant::now();
         let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
         let mut inputs = Vec::with_capacity(due.len());
         for &i in &due {
             let policy = &self.policies[i].policy;
             let collected = tokio::join!(self.metrics.collect(policy), self.workloads.workload(policy));
+            self.export_collection(policy, &collected);
             inputs.push(match collected {
                 (Ok(observation), Ok(workload)) => Ok((observation, workload)),
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
@@ -297,9 +353,82 @@ impl Engine {
         let mut counts = TickCounts::default();
         for (&i, mut decision) in due.iter().zip(decisions) {
             self.execute(i, &mut decision).await;
+            self.export_decision(i, &decision);
             self.finish(i, decision, now, &mut counts);
         }
+        if let Some(t) = &self.telemetry {
+            t.tick.observe(started.elapsed().as_secs_f64());
+            t.set_ready();
+        }
         counts
+    }
+
+    fn export_collection(&self, policy: &Policy, collected: &(Result<Observation, SourceError>, Result<Workload, SourceError>)) {
+        let Some(t) = &self.telemetry else { return };
+        let stale = t.data_stale.get_or_create(&PolicyLabels { policy: policy.name.clone() });
+        match collected {
+            (Ok(observation), Ok(_)) => {
+                stale.set(0);
+                for (metric, value) in &observation.values {
+                    t.observed.get_or_create(&MetricLabels { policy: policy.name.clone(), metric: metric.clone() }).set(*value);
+                }
+                for (metric, age) in &observation.ages {
+                    t.data_age.get_or_create(&MetricLabels { policy: policy.name.clone(), metric: metric.clone() }).set(*age);
+                }
+            }
+            (metrics, workload) => {
+                stale.set(1);
+                let stage = match (metrics, workload) {
+                    (Err(SourceError::Stale { .. }), _) => "stale",
+                    (Err(_), _) => "collect",
+                    _ => "workload",
+                };
+                t.errors.get_or_create(&ErrorLabels { policy: policy.name.clone(), stage: stage.into() }).inc();
+            }
+        }
+    }
+
+    fn export_decision(&mut self, i: usize, decision: &Decision) {
+        let Some(t) = &self.telemetry else { return };
+        let policy = &self.policies[i].policy.name;
+        for (plugin, call, took) in &decision.plugin_calls {
+            t.plugin_call(plugin, call, *took);
+        }
+        for record in &decision.forecasts {
+            let f = &record.forecast;
+            let bands = [("p10", f.lower.as_ref()), ("p50", Some(&f.predicted)), ("p90", f.upper.as_ref())];
+            for (quantile, values) in bands {
+                for (step, value) in values.into_iter().flatten().enumerate() {
+                    let labels = ForecastLabels { policy: policy.clone(), metric: record.metric.clone(), step: (step + 1).to_string(), quantile: quantile.into() };
+                    t.forecast.get_or_create(&labels).set(*value);
+                }
+            }
+            let key = (policy.clone(), record.metric.clone());
+            if let Some(previous) = self.forecaster_in_use.insert(key, f.forecaster.clone())
+                && previous != f.forecaster
+            {
+                t.forecaster.remove(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: previous });
+            }
+            t.forecaster.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: f.forecaster.clone() }).set(1);
+        }
+        for risk in &decision.risks {
+            let labels = RuleLabels { policy: policy.clone(), rule: risk.rule.clone() };
+            t.risk_score.get_or_create(&labels).set(risk.risk.score);
+            t.risk_level.get_or_create(&labels).set(risk.risk.level as i64);
+        }
+        for record in &decision.records {
+            if let (Some(verdict), Some(proposal)) = (record.verdict, &record.proposal) {
+                let verdict = match verdict {
+                    Verdict::Executed => "executed",
+                    Verdict::DryRun => "dry-run",
+                    Verdict::Rejected => "rejected",
+                    Verdict::Failed => "failed",
+                };
+                t.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: proposal.action.kind().as_str().into(), verdict: verdict.into() }).inc();
+            } else if let Some(stage) = record.error_stage.filter(|s| *s != "collect") {
+                t.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.into() }).inc();
+            }
+        }
     }
 
     /// Forecasts every due policy (one batch per forecaster) and decides, on a blocking

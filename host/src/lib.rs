@@ -4,7 +4,8 @@
 //! The modules follow the data's trip through one tick: `config` (policy files), `metrics`
 //! (sources), `forecast` (forecasters), `plugins` (the wasm runtime), `remediation` (guard,
 //! executor, audit, state), and `engine`, which walks a tick through them in order. `sim` is
-//! the built-in simulated cluster; `run` and `backtest` hold the commands' work.
+//! the built-in simulated cluster; `telemetry` Augur's own metrics; `run` and `backtest` hold
+//! the commands' work.
 
 pub mod backtest;
 pub mod cluster;
@@ -17,3 +18,4 @@ pub mod plugins;
 pub mod remediation;
 pub mod run;
 pub mod sim;
+pub mod telemetry;

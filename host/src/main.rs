@@ -61,6 +61,9 @@ enum Command {
         /// The kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).
         #[arg(long, conflicts_with = "simulate")]
         kubeconfig: Option<PathBuf>,
+        /// Serve Augur's own /metrics (OpenMetrics), /healthz and /readyz here, e.g. `0.0.0.0:9464`.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Load a pod (the prototype's stress_pod.py): exec a script in the first running pod that
     /// matches, which holds memory in /dev/shm and busy-loops a CPU.
@@ -184,7 +187,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig } => {
+        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let options = RunOptions {
                 policies: run::expand_policy_args(&policies)?,
@@ -198,6 +201,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 leader_election,
                 identity,
                 kubeconfig,
+                metrics_addr,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(run::run(options)).map(|_| ())

@@ -12,6 +12,8 @@ use crate::remediation::{ExecuteError, Executor};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use crate::telemetry::Telemetry;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,6 +42,8 @@ pub struct RunOptions {
     pub identity: Option<String>,
     /// The kubeconfig to use instead of the default chain.
     pub kubeconfig: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz here.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where the leader-election Lease lives, and its timing.
@@ -141,8 +145,9 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     let executor = Arc::new(LeaderOnly { inner: KubeExecutor::new(client.clone(), &identity), leading: leadership.as_ref().map(Leadership::watch) });
     let mut engine = Engine::new(plugins, metrics, Arc::new(KubeWorkloads::new(client)), executor, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
+    let telemetry = serve_telemetry(&mut engine, options).await?;
     tracing::info!("running on the cluster as {identity}");
-    let report = drive_cluster(&mut engine, leadership.as_ref(), options).await;
+    let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), options).await;
     if let Some(leadership) = leadership {
         leadership.stop().await;
     }
@@ -151,7 +156,7 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
 }
 
 /// The wall clock: tick while leading, then sleep until the next policy is due.
-async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, options: &RunOptions) -> RunReport {
+async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, options: &RunOptions) -> RunReport {
     let started = Instant::now();
     let deadline = options.run_for.map(|d| started + d);
     let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
@@ -165,16 +170,30 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, opt
         }
     };
     tokio::pin!(until_deadline);
+    let mut warm = false;
     loop {
         // A standby waits for the Lease: it neither collects nor acts.
         if let Some(rx) = leading.as_mut()
             && !*rx.borrow()
         {
+            if let Some(t) = telemetry {
+                t.leader.set(0);
+                t.set_ready();
+            }
             tokio::select! {
                 changed = rx.wait_for(|l| *l) => if changed.is_err() { break },
                 _ = &mut ctrl_c => break,
                 _ = &mut until_deadline => break,
             }
+            warm = false;
+        }
+        // On start and on taking the Lease over: the histories from the source's past.
+        if !warm {
+            engine.warm_start(SystemTime::now()).await;
+            warm = true;
+        }
+        if let Some(t) = telemetry {
+            t.leader.set(1);
         }
         let counts = engine.tick(SystemTime::now()).await;
         report.ticks += 1;
@@ -188,6 +207,15 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, opt
         }
     }
     report
+}
+
+/// Starts the /metrics server when asked, and connects the engine to it.
+async fn serve_telemetry(engine: &mut Engine, options: &RunOptions) -> anyhow::Result<Option<Arc<Telemetry>>> {
+    let Some(addr) = options.metrics_addr else { return Ok(None) };
+    let telemetry = Telemetry::new();
+    telemetry.serve(addr).await?;
+    engine.set_telemetry(telemetry.clone());
+    Ok(Some(telemetry))
 }
 
 fn default_identity() -> String {
@@ -249,6 +277,9 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
     }
     let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
+    if let Some(t) = serve_telemetry(&mut engine, options).await? {
+        t.leader.set(1);
+    }
     let report = drive(&mut engine, &sim, options).await;
     let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();
     let report = RunReport { simulated, ..report };

@@ -126,7 +126,7 @@ fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_f
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
     let mut tick = |value: f64, t: u64| {
-        let inputs = vec![Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]) }, workload()))];
+        let inputs = vec![Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]), ..Default::default() }, workload()))];
         let mut decisions = decide_blocking(&plugins, &mut runtimes, &[0], &inputs, SystemTime::UNIX_EPOCH + Duration::from_secs(60 * t), true);
         decisions.remove(0).forecasts.remove(0)
     };
@@ -156,7 +156,7 @@ fn the_prototypes_seven_metric_layout_forecasts_its_metrics_together() {
     let mut last = None;
     for t in 0..20u64 {
         let values = SEVEN.iter().enumerate().map(|(i, m)| (m.to_string(), 10.0 * (i + 1) as f64 + (t % 3) as f64)).collect();
-        let inputs = vec![Ok((Observation { values }, workload()))];
+        let inputs = vec![Ok((Observation { values, ..Default::default() }, workload()))];
         last = Some(decide_blocking(&plugins, &mut runtimes, &[0], &inputs, SystemTime::UNIX_EPOCH + Duration::from_secs(60 * t), true).remove(0));
     }
     let forecast = &last.unwrap().forecasts[0];

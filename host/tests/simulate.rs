@@ -39,6 +39,7 @@ fn options(policies: Vec<PathBuf>, run_for: &str, dry_run: bool, trace: Option<&
         leader_election: None,
         identity: None,
         kubeconfig: None,
+        metrics_addr: None,
     }
 }
 

@@ -90,6 +90,21 @@ fn the_kind_policy_is_valid_and_reads_prometheus() {
     assert!(found[0].starts_with("metrics[2].resource: is missing for `replicas`"), "{found:#?}");
 }
 
+/// `{ preset: prototype }` is the prototype's seven PromQL expressions for the target.
+#[test]
+fn the_prototype_preset_expands_to_its_queries_for_the_target() {
+    let text = good().replace("{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[5m]))', unit: cores }", "{ preset: prototype }");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = config::load(&write(dir.path(), &text)).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = policy.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["cpu", "memory", "replicas", "disk_io", "latency_p95", "node_temperature"]);
+    let cpu = &policy.metrics[0];
+    assert_eq!(cpu.query, r#"sum(rate(container_cpu_usage_seconds_total{namespace="shop",pod=~"web-.*",image!=""}[5m]))"#);
+    assert_eq!(cpu.fallback_query.as_deref(), Some(r#"sum(rate(container_cpu_cfs_periods_total{namespace="shop",pod=~"web-.*",image!=""}[5m]))"#));
+    assert_eq!(policy.metrics[2].query, r#"kube_deployment_status_replicas{namespace="shop",deployment="web"}"#);
+    assert_eq!(policy.metrics[5].query, "avg(node_thermal_zone_temp) * 0.001");
+}
+
 #[test]
 fn the_good_fixture_is_valid() {
     assert_eq!(problems(&good()), Vec::<String>::new());
@@ -107,6 +122,8 @@ fn the_good_fixture_is_valid() {
 #[case::source_url_not_http("interval: 30s", "interval: 30s\nsource: { url: prometheus:9090 }", "source.url: `prometheus:9090` is not an http(s) URL")]
 #[case::metrics_server_needs_resource("interval: 30s", "interval: 30s\nsource: { kind: metrics-server }", "metrics[0].resource: is missing for `cpu` (the source is metrics-server, which serves only the pods' cpu and memory); fix: add `resource: cpu` or `resource: memory`")]
 #[case::prometheus_needs_query("query: 'sum(rate(container_cpu_usage_seconds_total[5m]))'", "resource: cpu", "metrics[0].query: is missing (the source is Prometheus); fix: add `query:` with the PromQL expression")]
+#[case::bad_promql("[5m]))'", "[5m])'", "metrics[0].query: is not valid PromQL")]
+#[case::unknown_preset("{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[5m]))', unit: cores }", "{ preset: legacy }", "metrics[0].preset: `legacy` is not a preset; fix: use `prototype`")]
 #[case::unknown_resource("unit: cores", "unit: cores, resource: gpu", "metrics[0].resource: `gpu` is not a resource metrics-server serves")]
 #[case::risk_on_unknown_metric("metric: cpu,", "metric: memory,", "risks[0].metric: `memory` is not a metric of this policy; fix: use one of: cpu")]
 #[case::remediation_on_unknown_risk("risk: cpu,", "risk: latency,", "remediations[0].risk: `latency` is not a risk of this policy; fix: use one of: cpu")]

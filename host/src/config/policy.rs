@@ -65,6 +65,8 @@ pub struct Metric {
     pub name: String,
     /// PromQL for the Prometheus source (empty when the policy reads metrics-server only).
     pub query: String,
+    /// PromQL tried when `query` yields no series (the prototype's CPU fallback).
+    pub fallback_query: Option<String>,
     /// What metrics-server provides for this metric, if anything.
     pub resource: Option<PodResource>,
     pub unit: String,
@@ -209,7 +211,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
         None => Some(MetricSourceSpec::Prometheus { url: MetricSourceSpec::DEFAULT_PROMETHEUS.into() }),
         Some(value) => r.mapping(value, "source").and_then(|m| metric_source(&mut r, m)),
     };
-    let metrics = list(&mut r, top, "metrics", metric).unwrap_or_default();
+    let metrics: Vec<Metric> = list(&mut r, top, "metrics", |r, m, p| metric_entry(r, m, p, target.as_ref())).map(|v| v.into_iter().flatten().collect()).unwrap_or_default();
     if let Some(spec) = &metric_source {
         source_problems(&mut r, spec, &metrics);
     }
@@ -311,12 +313,50 @@ fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {
     }
 }
 
+/// A `metrics[]` entry: one metric, or `{ preset: prototype }` for the prototype's queries.
+fn metric_entry(r: &mut Reader, m: &Mapping, path: &str, target: Option<&Target>) -> Option<Vec<Metric>> {
+    if !m.contains_key("preset") {
+        return metric(r, m, path).map(|metric| vec![metric]);
+    }
+    r.deny_unknown(m, path, &["preset"]);
+    let preset: String = r.required(m, path, "preset", "`prototype`")?;
+    if preset != "prototype" {
+        r.problem(join(path, "preset"), format!("`{preset}` is not a preset"), "use `prototype` (the Python prototype's PromQL for the target), or list the metrics");
+        return None;
+    }
+    Some(prototype_metrics(target?))
+}
+
+/// The prototype's PromQL (../shared/ORIGIN.md) for `target`: CPU (with its cfs-periods
+/// fallback), memory, replicas, disk I/O, p95 latency and node temperature.
+pub fn prototype_metrics(target: &Target) -> Vec<Metric> {
+    let (ns, name) = (&target.namespace, &target.name);
+    let pods = format!("namespace=\"{ns}\",pod=~\"{name}-.*\",image!=\"\"");
+    let metric = |name: &str, query: String, fallback_query: Option<String>, resource: Option<PodResource>, unit: &str| Metric { name: name.into(), query, fallback_query, resource, unit: unit.into() };
+    vec![
+        metric("cpu", format!("sum(rate(container_cpu_usage_seconds_total{{{pods}}}[5m]))"), Some(format!("sum(rate(container_cpu_cfs_periods_total{{{pods}}}[5m]))")), Some(PodResource::Cpu), "cores"),
+        metric("memory", format!("sum(container_memory_working_set_bytes{{{pods}}})"), None, Some(PodResource::Memory), "bytes"),
+        metric("replicas", format!("kube_deployment_status_replicas{{namespace=\"{ns}\",deployment=\"{name}\"}}"), None, None, "pods"),
+        metric("disk_io", "sum(rate(node_disk_read_bytes_total[5m]) + rate(node_disk_written_bytes_total[5m]))".into(), None, None, "bytes/s"),
+        metric("latency_p95", "histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket[5m])) by (le))".into(), None, None, "seconds"),
+        metric("node_temperature", "avg(node_thermal_zone_temp) * 0.001".into(), None, None, "celsius"),
+    ]
+}
+
 fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
-    r.deny_unknown(m, path, &["name", "query", "resource", "unit"]);
+    r.deny_unknown(m, path, &["name", "query", "fallback_query", "resource", "unit"]);
     let name: Option<String> = r.required(m, path, "name", "a short name such as `cpu`");
     let query: String = r.optional(m, path, "query", "the PromQL expression").unwrap_or_default();
     if m.contains_key("query") && query.trim().is_empty() {
         r.problem(join(path, "query"), "is empty", "write the PromQL expression that yields this metric");
+    }
+    let fallback_query: Option<String> = r.optional(m, path, "fallback_query", "a PromQL expression");
+    for (field, text) in [("query", Some(&query)), ("fallback_query", fallback_query.as_ref())] {
+        if let Some(text) = text.filter(|t| !t.trim().is_empty())
+            && let Err(e) = crate::metrics::promql::check(text)
+        {
+            r.problem(join(path, field), format!("is not valid PromQL: {}", e.lines().next().unwrap_or_default()), "fix the expression (try it in Prometheus' expression browser)");
+        }
     }
     let resource = match r.optional::<String>(m, path, "resource", "`cpu` or `memory`").as_deref() {
         None => None,
@@ -328,7 +368,7 @@ fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
         }
     };
     let unit = r.optional(m, path, "unit", "a unit such as `cores` or `bytes`").unwrap_or_default();
-    Some(Metric { name: name?, query, resource, unit })
+    Some(Metric { name: name?, query, fallback_query, resource, unit })
 }
 
 /// Each metric must say how the policy's source yields it.

@@ -27,6 +27,11 @@ impl History {
         self.values.make_contiguous();
     }
 
+    /// Forgets every value.
+    pub fn clear(&mut self) {
+        self.values.clear();
+    }
+
     /// The values, oldest first, as one slice.
     pub fn values(&self) -> &[f64] {
         let (front, back) = self.values.as_slices();

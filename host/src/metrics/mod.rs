@@ -6,6 +6,7 @@
 
 mod history;
 mod prometheus;
+pub mod promql;
 
 pub use history::History;
 pub use prometheus::PrometheusSource;
@@ -14,12 +15,15 @@ use crate::config::Policy;
 use crate::domain::Workload;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 /// The values of a policy's metrics at one instant, by metric name. A metric the source could
 /// not provide is absent, never NaN.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub values: BTreeMap<String, f64>,
+    /// How old each metric's data is, in seconds, where the source knows.
+    pub ages: BTreeMap<String, f64>,
 }
 
 /// Why a source gave nothing this tick.
@@ -29,12 +33,21 @@ pub enum SourceError {
     UnknownTarget { source_name: &'static str, target: String },
     #[error("the {source_name} source failed: {reason}")]
     Failed { source_name: &'static str, reason: String },
+    /// The data is too old to act on.
+    #[error("stale data from the {source_name} source: {reason}")]
+    Stale { source_name: &'static str, reason: String },
 }
 
 /// Reads the current value of a policy's metrics.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError>;
+
+    /// Up to `points` past values of each metric, one per policy interval, oldest first,
+    /// ending at `end`: the warm start. A source without history returns nothing.
+    async fn backfill(&self, _policy: &Policy, _points: usize, _end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 /// Reads the state of a policy's target workload: replicas, pods, nodes.

@@ -1,15 +1,19 @@
-//! The Prometheus source: each metric of a policy is a PromQL expression, evaluated as an
-//! instant query (`/api/v1/query`) against the policy's `source.url`.
+//! The Prometheus source: each metric of a policy is a PromQL expression, evaluated through the
+//! HTTP API (`/api/v1/query`, and `/api/v1/query_range` for the warm start) of the policy's
+//! `source.url`: Prometheus, or an API-compatible store (Thanos, VictoriaMetrics, Mimir).
 //!
-//! A query must yield one number: a scalar, or a vector of exactly one series. An empty vector
-//! means "no data now" and leaves the metric out of the observation; several series are an
-//! error that says to aggregate. A metric that fails does not hide the others: the observation
-//! holds what could be read, and the source fails only when nothing could.
+//! Bad data is never acted on. A query must yield one number: a scalar, one series, or one
+//! series per pod (summed). If any metric of a policy yields nothing (even after its
+//! `fallback_query`), a value that is not finite, data older than two intervals (measured per
+//! selector with `timestamp()`, since an instant query reports the evaluation time), or an
+//! error or timeout, the whole observation fails: that tick records why and takes no action.
+//! The next tick tries again, so collection recovers by itself when Prometheus does.
 
-use super::{MetricSource, Observation, SourceError};
-use crate::config::{MetricSourceSpec, Policy};
+use super::{MetricSource, Observation, SourceError, promql};
+use crate::config::{Metric, MetricSourceSpec, Policy};
 use async_trait::async_trait;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SOURCE: &str = "prometheus";
@@ -20,6 +24,14 @@ pub struct PrometheusSource {
     http: reqwest::Client,
 }
 
+/// One metric's reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub value: f64,
+    /// Seconds since the newest sample behind the query (0 for a query without selectors).
+    pub age_seconds: f64,
+}
+
 impl PrometheusSource {
     pub fn new() -> anyhow::Result<Self> {
         crate::cluster::install_tls_provider();
@@ -27,61 +39,140 @@ impl PrometheusSource {
         Ok(Self { http })
     }
 
-    /// Evaluates one PromQL expression at `at` (now, when `None`). `Ok(None)`: no series.
-    pub async fn instant(&self, url: &str, query: &str, at: Option<SystemTime>) -> Result<Option<f64>, String> {
-        let at = at.unwrap_or_else(SystemTime::now).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        let response = self
-            .http
-            .get(format!("{url}/api/v1/query"))
-            .query(&[("query", query), ("time", &format!("{at:.3}"))])
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?;
+    async fn api(&self, url: &str, path: &str, params: &[(&str, String)]) -> Result<QueryData, String> {
+        let response = self.http.get(format!("{url}{path}")).query(params).send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?;
         let status = response.status();
         let body: ApiResponse = response.json().await.map_err(|e| format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}"))?;
         if body.status != "success" {
             return Err(format!("Prometheus rejected the query ({}): {}", body.error_type.unwrap_or_default(), body.error.unwrap_or_default()));
         }
-        let data = body.data.ok_or_else(|| "Prometheus answered success without data".to_string())?;
-        let sample = match data {
-            QueryData::Scalar { result } => Some(result),
-            QueryData::Vector { result } => match result.len() {
-                0 => None,
-                1 => Some(result.into_iter().next().map(|s| s.value).unwrap_or_default()),
-                n => return Err(format!("the query yields {n} series, not one; fix: aggregate it, e.g. `sum({query})`")),
-            },
-            QueryData::Other => return Err("the query yields a matrix or a string, not a number; fix: write an instant vector or scalar expression".into()),
+        body.data.ok_or_else(|| "Prometheus answered success without data".to_string())
+    }
+
+    /// Evaluates one PromQL expression now. `Ok(None)`: no series. Several series are summed
+    /// when each is a pod's (a `pod` label); otherwise they are an error.
+    pub async fn instant(&self, url: &str, query: &str) -> Result<Option<f64>, String> {
+        let at = unix(SystemTime::now());
+        let data = self.api(url, "/api/v1/query", &[("query", query.to_string()), ("time", format!("{at:.3}"))]).await?;
+        let values: Vec<f64> = match data {
+            QueryData::Scalar { result } => vec![parse(&result.1)?],
+            QueryData::Vector { result } => {
+                if result.len() > 1 && !result.iter().all(|s| s.metric.contains_key("pod")) {
+                    return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
+                }
+                result.iter().map(|s| parse(&s.value.1)).collect::<Result<_, _>>()?
+            }
+            QueryData::Matrix { .. } | QueryData::Other => return Err("the query yields a range or a string, not a number; fix: write an instant vector or scalar expression".into()),
         };
-        let Some(Sample(_, text)) = sample else { return Ok(None) };
-        let value: f64 = text.parse().map_err(|_| format!("Prometheus returned `{text}`, not a number"))?;
-        Ok(value.is_finite().then_some(value))
+        Ok((!values.is_empty()).then(|| values.iter().sum()))
+    }
+
+    /// Evaluates one expression over `[start, end]` every `step`: the (unix time, value) points
+    /// of its single series (or the per-pod sums).
+    pub async fn range(&self, url: &str, query: &str, start: SystemTime, end: SystemTime, step: Duration) -> Result<Vec<(f64, f64)>, String> {
+        let params = [("query", query.to_string()), ("start", format!("{:.3}", unix(start))), ("end", format!("{:.3}", unix(end))), ("step", format!("{}s", step.as_secs().max(1)))];
+        let data = self.api(url, "/api/v1/query_range", &params).await?;
+        let QueryData::Matrix { result } = data else { return Err("a range query did not yield a matrix".into()) };
+        if result.len() > 1 && !result.iter().all(|s| s.metric.contains_key("pod")) {
+            return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
+        }
+        let mut points: BTreeMap<i64, f64> = BTreeMap::new();
+        for series in result {
+            for Sample(t, v) in series.values {
+                if let Ok(v) = parse(&v) {
+                    *points.entry((t * 1000.0).round() as i64).or_default() += v;
+                }
+            }
+        }
+        Ok(points.into_iter().map(|(t, v)| (t as f64 / 1000.0, v)).filter(|(_, v)| v.is_finite()).collect())
+    }
+
+    /// Reads one metric: its query, else its fallback query; then the age of its data.
+    pub async fn read(&self, url: &str, metric: &Metric) -> Result<Reading, String> {
+        let mut used = &metric.query;
+        let mut value = self.instant(url, &metric.query).await?;
+        if value.is_none()
+            && let Some(fallback) = &metric.fallback_query
+        {
+            used = fallback;
+            value = self.instant(url, fallback).await?;
+        }
+        let Some(value) = value else {
+            return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
+        };
+        if !value.is_finite() {
+            return Err(format!("the value is {value}, not a number Augur can act on"));
+        }
+        let mut age_seconds: f64 = 0.0;
+        for selector in promql::selectors(used)? {
+            match self.instant(url, &promql::age_query(&selector)).await? {
+                Some(age) => age_seconds = age_seconds.max(age),
+                None => return Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale")),
+            }
+        }
+        Ok(Reading { value, age_seconds })
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+fn parse(text: &str) -> Result<f64, String> {
+    text.parse().map_err(|_| format!("Prometheus returned `{text}`, not a number"))
+}
+
+fn url(policy: &Policy) -> Result<&str, SourceError> {
+    match &policy.metric_source {
+        MetricSourceSpec::Prometheus { url } => Ok(url),
+        _ => Err(SourceError::Failed { source_name: SOURCE, reason: format!("policy {} does not read Prometheus", policy.name) }),
     }
 }
 
 #[async_trait]
 impl MetricSource for PrometheusSource {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError> {
-        let MetricSourceSpec::Prometheus { url } = &policy.metric_source else {
-            return Err(SourceError::Failed { source_name: SOURCE, reason: format!("policy {} does not read Prometheus", policy.name) });
-        };
+        let url = url(policy)?;
+        let limit = 2.0 * policy.interval.as_secs_f64();
         let mut observation = Observation::default();
-        let mut failures = Vec::new();
+        let (mut failures, mut stale) = (Vec::new(), Vec::new());
         for metric in &policy.metrics {
-            match self.instant(url, &metric.query, None).await {
-                Ok(Some(value)) => {
-                    observation.values.insert(metric.name.clone(), value);
+            match self.read(url, metric).await {
+                Ok(reading) if reading.age_seconds > limit => {
+                    stale.push(format!("{}: the newest sample is {:.0}s old (more than two intervals, {limit:.0}s)", metric.name, reading.age_seconds));
+                    observation.ages.insert(metric.name.clone(), reading.age_seconds);
                 }
-                Ok(None) => tracing::debug!(policy = %policy.name, metric = %metric.name, "no series for the query now"),
-                Err(reason) => {
-                    tracing::warn!(policy = %policy.name, metric = %metric.name, "{reason}");
-                    failures.push(format!("{}: {reason}", metric.name));
+                Ok(reading) => {
+                    observation.values.insert(metric.name.clone(), reading.value);
+                    observation.ages.insert(metric.name.clone(), reading.age_seconds);
                 }
+                Err(reason) => failures.push(format!("{}: {reason}", metric.name)),
             }
         }
-        if observation.values.is_empty() && !failures.is_empty() {
-            return Err(SourceError::Failed { source_name: SOURCE, reason: failures.join("; ") });
+        if !failures.is_empty() {
+            return Err(SourceError::Failed { source_name: SOURCE, reason: failures.into_iter().chain(stale).collect::<Vec<_>>().join("; ") });
+        }
+        if !stale.is_empty() {
+            return Err(SourceError::Stale { source_name: SOURCE, reason: stale.join("; ") });
         }
         Ok(observation)
+    }
+
+    async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
+        let url = url(policy)?;
+        let step = policy.interval;
+        let start = end - step * (points.saturating_sub(1) as u32);
+        let mut filled = BTreeMap::new();
+        for metric in &policy.metrics {
+            let mut series = self.range(url, &metric.query, start, end, step).await.map_err(|reason| SourceError::Failed { source_name: SOURCE, reason: format!("{}: {reason}", metric.name) })?;
+            if series.is_empty()
+                && let Some(fallback) = &metric.fallback_query
+            {
+                series = self.range(url, fallback, start, end, step).await.map_err(|reason| SourceError::Failed { source_name: SOURCE, reason: format!("{}: {reason}", metric.name) })?;
+            }
+            filled.insert(metric.name.clone(), series.into_iter().map(|(_, v)| v).collect());
+        }
+        Ok(filled)
     }
 }
 
@@ -99,18 +190,28 @@ struct ApiResponse {
 enum QueryData {
     Scalar { result: Sample },
     Vector { result: Vec<Series> },
+    Matrix { result: Vec<RangeSeries> },
     #[serde(other)]
     Other,
 }
 
 #[derive(Debug, Deserialize)]
 struct Series {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
     value: Sample,
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    values: Vec<Sample>,
 }
 
 /// `[unix seconds, "value"]`.
 #[derive(Debug, Default, Deserialize)]
-struct Sample(serde::de::IgnoredAny, String);
+struct Sample(f64, String);
 
 #[cfg(test)]
 mod tests {
@@ -122,8 +223,10 @@ mod tests {
         assert!(matches!(vector.data, Some(QueryData::Vector { ref result }) if result[0].value.1 == "0.25"));
         let scalar: ApiResponse = serde_json::from_str(r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"4"]}}"#).unwrap();
         assert!(matches!(scalar.data, Some(QueryData::Scalar { result: Sample(_, ref v) }) if v == "4"));
-        let matrix: ApiResponse = serde_json::from_str(r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#).unwrap();
-        assert!(matches!(matrix.data, Some(QueryData::Other)));
+        let matrix: ApiResponse = serde_json::from_str(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"2"],[2,"3"]]}]}}"#).unwrap();
+        assert!(matches!(matrix.data, Some(QueryData::Matrix { ref result }) if result[0].values.len() == 2));
+        let string: ApiResponse = serde_json::from_str(r#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#).unwrap();
+        assert!(matches!(string.data, Some(QueryData::Other)));
         let error: ApiResponse = serde_json::from_str(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#).unwrap();
         assert_eq!(error.error.as_deref(), Some("parse error"));
     }

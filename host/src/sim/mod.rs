@@ -350,7 +350,7 @@ impl MetricSource for SimCluster {
             };
             values.extend(value.map(|v| (metric.name.clone(), v)));
         }
-        Ok(Observation { values })
+        Ok(Observation { values, ..Default::default() })
     }
 }
 

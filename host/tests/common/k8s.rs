@@ -39,13 +39,15 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 /// Starts `program args` in the background under a watchdog that kills it when this test
-/// process exits (and then removes `cleanup`, if given); its output goes to `log`.
+/// process exits (and then removes `cleanup`, if given); its output goes to `log`, its PID to
+/// `log` with the extension `pid`.
 pub fn spawn(program: &Path, args: &[String], log: &Path, cleanup: Option<&Path>) -> Result<(), String> {
     let quoted: Vec<String> = std::iter::once(program.display().to_string()).chain(args.iter().cloned()).map(|a| format!("'{a}'")).collect();
     let script = format!(
-        "{} >'{}' 2>&1 & child=$!; parent={}; while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; {}",
+        "{} >'{}' 2>&1 & child=$!; echo $child >'{}'; parent={}; while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; {}",
         quoted.join(" "),
         log.display(),
+        log.with_extension("pid").display(),
         std::process::id(),
         cleanup.map(|d| format!("sleep 2; rm -rf '{}'", d.display())).unwrap_or_default()
     );

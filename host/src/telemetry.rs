@@ -1,0 +1,188 @@
+//! Augur's own metrics (OpenMetrics, through `prometheus-client`) and the small HTTP server
+//! that serves them with `/healthz` and `/readyz`, on `--metrics-addr`.
+//!
+//! What a dashboard or an alert needs to see Augur work: per workload the observed value, the
+//! forecast per horizon step and quantile, the risk score and level, and the age of the data;
+//! actions by kind and verdict; plugin call latency; the forecaster in use; tick duration;
+//! collection failures; reload status per plugin and policy; leadership.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub policy: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForecastLabels {
+    pub policy: String,
+    pub metric: String,
+    /// Steps ahead, 1 = the next point.
+    pub step: String,
+    /// `p10`, `p50` or `p90`.
+    pub quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub policy: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub policy: String,
+    pub kind: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    /// `assess` or `plan`.
+    pub call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `policy` or `plugin`.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub policy: String,
+    pub metric: String,
+    pub forecaster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub policy: String,
+    /// The stage that failed: `collect`, `stale`, `forecast`, `assess`, `plan`, ...
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+/// Every metric Augur exports.
+pub struct Telemetry {
+    registry: Registry,
+    pub observed: Family<MetricLabels, FloatGauge>,
+    pub data_age: Family<MetricLabels, FloatGauge>,
+    pub forecast: Family<ForecastLabels, FloatGauge>,
+    pub risk_score: Family<RuleLabels, FloatGauge>,
+    pub risk_level: Family<RuleLabels, Gauge>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub data_stale: Family<PolicyLabels, Gauge>,
+    pub plugin_call: Histograms<PluginLabels>,
+    pub reload_ok: Family<ReloadLabels, Gauge>,
+    pub forecaster: Family<ModelLabels, Gauge>,
+    pub tick: Histogram,
+    pub leader: Gauge,
+    ready: AtomicBool,
+}
+
+fn plugin_buckets() -> Histogram {
+    // 5 us .. ~1.3 s: a warm call is ~4 us, a fresh instance ~50 us, the deadline 250 ms.
+    Histogram::new(exponential_buckets(5e-6, 4.0, 10))
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("augur");
+        let t = Self {
+            observed: Family::default(),
+            data_age: Family::default(),
+            forecast: Family::default(),
+            risk_score: Family::default(),
+            risk_level: Family::default(),
+            actions: Family::default(),
+            errors: Family::default(),
+            data_stale: Family::default(),
+            plugin_call: Family::new_with_constructor(plugin_buckets),
+            reload_ok: Family::default(),
+            forecaster: Family::default(),
+            tick: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
+            leader: Gauge::default(),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register("observed_value", "The last value collected, per policy and metric", t.observed.clone());
+        registry.register("data_age_seconds", "Age of the newest sample behind each metric at the last collection", t.data_age.clone());
+        registry.register("forecast_value", "The last forecast per policy, metric, step ahead and quantile (p10, p50, p90)", t.forecast.clone());
+        registry.register("risk_score", "The last risk score (0..1) per policy and risk rule", t.risk_score.clone());
+        registry.register("risk_level", "The last risk level per policy and risk rule: 0 none, 1 low, 2 medium, 3 high, 4 critical", t.risk_level.clone());
+        registry.register("actions", "Proposed actions by kind and verdict (executed, dry-run, rejected, failed)", t.actions.clone());
+        registry.register("stage_errors", "Ticks of a policy that failed at a stage (collect, stale, forecast, assess, plan)", t.errors.clone());
+        registry.register("data_stale", "1 while a policy's last collection failed or was stale (it takes no action), else 0", t.data_stale.clone());
+        registry.register("plugin_call_seconds", "Time of one plugin call", t.plugin_call.clone());
+        registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
+        registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
+        registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
+        registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());
+        Arc::new(Self { registry, ..t })
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Marks the host ready (its first tick, or its warm start, is done).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn plugin_call(&self, plugin: &str, call: &str, took: Duration) {
+        self.plugin_call.get_or_create(&PluginLabels { plugin: plugin.into(), call: call.into() }).observe(took.as_secs_f64());
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends. Returns the
+    /// address bound (for `:0`).
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics: {e}; fix: pick a free --metrics-addr"))?;
+        let bound = listener.local_addr()?;
+        let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).with_state(self.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("the /metrics server stopped: {e}");
+            }
+        });
+        tracing::info!("serving /metrics, /healthz and /readyz on http://{bound}");
+        Ok(bound)
+    }
+}
+
+async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.encode())
+}
+
+async fn ready(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    if t.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") }
+}

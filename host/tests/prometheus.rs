@@ -1,0 +1,249 @@
+//! The Prometheus source against a real Prometheus (Debian's package; see common/prometheus.rs):
+//! instant and range queries, one number or a clear refusal, the prototype's fallback query,
+//! stale and missing data never acted on, the warm start from history backfilled with
+//! promtool, and an outage mid-run: no action, then recovery by itself.
+
+mod common;
+
+use augur::config::{self, Policy};
+use augur::engine::{Engine, PolicyRuntime};
+use augur::metrics::{MetricSource, PrometheusSource, SourceError};
+use augur::plugins::{Limits, Plugins};
+use augur::sim::{SimCluster, SimConfig};
+use common::prometheus::{Prometheus, prometheus};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A policy on the simulator's `shop/web` that reads `metrics` (YAML list items) from `url`.
+fn policy(dir: &Path, url: &str, metrics: &str, interval: &str) -> Policy {
+    let text = format!(
+        r#"name: web
+target: {{ kind: Deployment, namespace: shop, name: web }}
+interval: {interval}
+source: {{ kind: prometheus, url: "{url}" }}
+metrics:
+{metrics}
+forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: {interval} }}
+risks:
+  - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
+remediations:
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+guard: {{ remediate: true, min_replicas: 2, max_replicas: 20, max_step: 3, cooldown: 1s, max_actions_per_hour: 100, min_history: 10, allowed_actions: [scale] }}
+audit: {{ path: audit.jsonl }}
+"#,
+        risk = common::plugin("risk-cpu").display(),
+        scale = common::plugin("scale").display(),
+    );
+    config::parse(&text, &dir.join("web.yaml")).unwrap_or_else(|p| panic!("{p:#?}"))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Waits for the shared Prometheus' first scrapes of itself.
+async fn scraped(source: &PrometheusSource, url: &str) {
+    for _ in 0..100 {
+        if source.instant(url, "sum(up)").await.ok().flatten().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Prometheus never scraped itself");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instant_queries_give_one_number_or_say_why_not() {
+    let url = &prometheus().url;
+    let source = PrometheusSource::new().unwrap();
+    scraped(&source, url).await;
+    assert_eq!(source.instant(url, "vector(3)").await, Ok(Some(3.0)));
+    assert_eq!(source.instant(url, "scalar(vector(2)) * 2").await, Ok(Some(4.0)));
+    assert_eq!(source.instant(url, "up{job=\"prometheus\"}").await, Ok(Some(1.0)));
+    assert_eq!(source.instant(url, "augur_no_such_metric").await, Ok(None));
+    let many = source.instant(url, "prometheus_http_requests_total").await.unwrap_err();
+    assert!(many.contains("series, not one; fix: aggregate it, e.g. `sum(prometheus_http_requests_total)`"), "{many}");
+    let bad = source.instant(url, "sum(rate(x[5m])").await.unwrap_err();
+    assert!(bad.starts_with("Prometheus rejected the query (bad_data)"), "{bad}");
+    let down = source.instant("http://127.0.0.1:9", "up").await.unwrap_err();
+    assert!(down.starts_with("cannot reach Prometheus at http://127.0.0.1:9"), "{down}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collect_reads_fresh_data_uses_the_fallback_and_refuses_missing_data() {
+    let url = &prometheus().url;
+    let dir = tempfile::tempdir().unwrap();
+    let source = PrometheusSource::new().unwrap();
+    scraped(&source, url).await;
+    let fresh = policy(dir.path(), url, "  - { name: cpu, query: 'sum(up{job=\"prometheus\"})' }", "30s");
+    let observation = source.collect(&fresh).await.unwrap();
+    assert_eq!(observation.values["cpu"], 1.0);
+    assert!(observation.ages["cpu"] < 5.0, "scraped every second: {:?}", observation.ages);
+    // The prototype's CPU fallback: the first query yields nothing, the fallback serves.
+    let fallback = policy(dir.path(), url, "  - { name: cpu, query: 'sum(augur_no_such_metric)', fallback_query: 'sum(up)' }", "30s");
+    assert_eq!(source.collect(&fallback).await.unwrap().values["cpu"], 1.0);
+    // Nothing at all: no observation, and the reason says which metric and what to check.
+    let missing = policy(dir.path(), url, "  - { name: cpu, query: 'sum(augur_no_such_metric)' }", "30s");
+    let err = source.collect(&missing).await.unwrap_err().to_string();
+    assert!(err.contains("cpu: no series now (an empty result)"), "{err}");
+}
+
+/// One gauge per series, a sample a minute from `from` to `to` seconds ago, `value(i)` each.
+fn series(name: &str, from_minutes_ago: u32, to_seconds_ago: f64, value: impl Fn(usize) -> f64) -> String {
+    let end = unix_now() - to_seconds_ago;
+    let mut text = format!("# TYPE {name} gauge\n");
+    let points = from_minutes_ago as usize;
+    for i in 0..=points {
+        let t = end - 60.0 * (points - i) as f64;
+        text.push_str(&format!("{name} {} {t:.3}\n", value(i)));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_data_is_never_acted_on() {
+    let text = format!(
+        "{}{}# EOF\n",
+        series("augur_test_old_cores", 30, 200.0, |_| 1.0),      // newest sample 200 s ago
+        series("augur_test_gone_cores", 30, 900.0, |_| 1.0),     // newest 15 min ago: beyond the lookback
+    );
+    let prometheus = Prometheus::backfilled(&text);
+    let dir = tempfile::tempdir().unwrap();
+    let source = PrometheusSource::new().unwrap();
+    let old = policy(dir.path(), &prometheus.url, "  - { name: cpu, query: 'sum(augur_test_old_cores)' }", "60s");
+    let err = source.collect(&old).await.unwrap_err();
+    assert!(matches!(err, SourceError::Stale { .. }), "{err}");
+    assert!(err.to_string().contains("more than two intervals, 120s"), "{err}");
+    // With a longer interval the same data is fresh enough.
+    let slow = policy(dir.path(), &prometheus.url, "  - { name: cpu, query: 'sum(augur_test_old_cores)' }", "5m");
+    assert_eq!(source.collect(&slow).await.unwrap().values["cpu"], 1.0);
+    let gone = policy(dir.path(), &prometheus.url, "  - { name: cpu, query: 'sum(augur_test_gone_cores)' }", "60s");
+    assert!(source.collect(&gone).await.unwrap_err().to_string().contains("no series now"));
+}
+
+/// An engine over the simulator's cluster with the Prometheus source.
+fn engine(policy: Policy, sim: &Arc<SimCluster>, source: PrometheusSource, audit: &Path) -> Engine {
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    sim.add_deployment(&policy.target, 2);
+    let runtime = PolicyRuntime::new(policy, &plugins, Some(audit), false).unwrap();
+    Engine::new(plugins, Arc::new(source), sim.clone(), sim.clone(), vec![runtime], false).unwrap()
+}
+
+fn audit(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The warm start fills the window from the past an hour of backfilled CPU, so the first tick
+/// acts; without it the first tick is refused as warming up. Then Prometheus goes away: that
+/// tick records why and acts on nothing; when it is back, collection recovers by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_start_acts_on_the_first_tick_and_an_outage_stops_action_until_recovery() {
+    // CPU climbing from 0.5 to 3.5 cores over the last hour, the newest sample 20 s ago.
+    let text = format!("{}# EOF\n", series("augur_test_cpu_cores", 60, 20.0, |i| 0.5 + 3.0 * i as f64 / 60.0));
+    let prometheus = Prometheus::backfilled(&text);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = "  - { name: cpu, query: 'sum(augur_test_cpu_cores)', unit: cores }";
+    let t0 = SystemTime::now();
+
+    let cold_audit = dir.path().join("cold.jsonl");
+    let mut cold = engine(policy(dir.path(), &prometheus.url, metrics, "60s"), &Arc::new(SimCluster::new(SimConfig::default())), PrometheusSource::new().unwrap(), &cold_audit);
+    let counts = cold.tick(t0).await;
+    assert_eq!((counts.executed, counts.rejected), (0, 1), "{:?}", audit(&cold_audit));
+    assert!(audit(&cold_audit)[0]["reason"].as_str().unwrap().contains("warming up"), "{:?}", audit(&cold_audit));
+
+    let warm_audit = dir.path().join("warm.jsonl");
+    let sim = Arc::new(SimCluster::new(SimConfig::default()));
+    let mut warm = engine(policy(dir.path(), &prometheus.url, metrics, "60s"), &sim, PrometheusSource::new().unwrap(), &warm_audit);
+    let filled = warm.warm_start(t0).await;
+    assert_eq!(filled[0].1["cpu"], 20, "a full window: {filled:?}");
+    let counts = warm.tick(t0).await;
+    assert_eq!(counts.executed, 1, "{:?}", audit(&warm_audit));
+    let first = &audit(&warm_audit)[0];
+    assert_eq!(first["proposal"]["action"], "scale", "{first}");
+
+    prometheus.stop();
+    let counts = warm.tick(t0 + Duration::from_secs(60)).await;
+    assert_eq!((counts.executed, counts.errors), (0, 1));
+    let outage = audit(&warm_audit).last().cloned().unwrap();
+    assert_eq!(outage["error_stage"], "collect", "{outage}");
+    assert!(outage["reason"].as_str().unwrap().contains("cannot reach Prometheus"), "{outage}");
+
+    prometheus.restart();
+    let counts = warm.tick(t0 + Duration::from_secs(120)).await;
+    assert_eq!(counts.errors, 0, "collection recovered: {:?}", audit(&warm_audit).last());
+    assert!(counts.executed + counts.rejected >= 1, "{:?}", audit(&warm_audit).last());
+}
+
+/// Augur's own /metrics, scraped by a real Prometheus while the host runs the simulator:
+/// values, forecasts with their quantiles, risks, actions, plugin latency, tick duration, the
+/// forecaster in use, reload status and leadership all arrive; /healthz and /readyz answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_scrapes_augurs_own_metrics() {
+    let port = common::k8s::free_port();
+    let prometheus = Prometheus::scraping(&[format!("127.0.0.1:{port}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::root().join("policies/nginx.yaml")).unwrap();
+    let text = text.replace("../plugins/dist", &common::root().join("plugins/dist").display().to_string()).replace("../models", &common::root().join("models").display().to_string());
+    let file = dir.path().join("nginx.yaml");
+    std::fs::write(&file, text).unwrap();
+    let options = augur::run::RunOptions {
+        policies: vec![file],
+        simulate: true,
+        speed: 3600.0,
+        run_for: Some(Duration::from_secs(12 * 3600)),
+        audit_log: Some(dir.path().join("audit.jsonl")),
+        dry_run: false,
+        trace: None,
+        echo: false,
+        leader_election: None,
+        identity: None,
+        kubeconfig: None,
+        metrics_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+    };
+    let run = tokio::spawn(augur::run::run(options));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut healthy = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "/healthz answers");
+    let source = PrometheusSource::new().unwrap();
+    let url = &prometheus.url;
+    let queries = [
+        "augur_observed_value{policy=\"nginx\",metric=\"cpu\"}",
+        "augur_forecast_value{policy=\"nginx\",metric=\"cpu\",step=\"10\",quantile=\"p90\"}",
+        "augur_risk_level{policy=\"nginx\",rule=\"cpu\"}",
+        "sum(augur_actions_total{policy=\"nginx\",verdict=\"executed\"})",
+        "sum(augur_plugin_call_seconds_count{plugin=\"risk-cpu\",call=\"assess\"})",
+        "augur_tick_duration_seconds_count",
+        "count(augur_forecaster_info{policy=\"nginx\",metric=\"cpu\"})",
+        "augur_reload_ok{kind=\"plugin\",name=\"scale\"}",
+        "augur_leader",
+    ];
+    let mut missing = queries.to_vec();
+    for _ in 0..160 {
+        let mut still = Vec::new();
+        for q in missing {
+            if !matches!(source.instant(url, q).await, Ok(Some(v)) if v > 0.0) {
+                still.push(q);
+            }
+        }
+        missing = still;
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(missing.is_empty(), "no data in Prometheus for {missing:#?}");
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    run.await.unwrap().unwrap();
+}
