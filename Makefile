@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus build plugins host demo test bench clean
+.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus demo-prometheus build plugins host demo test bench clean
 
 all: build
 
@@ -83,6 +83,11 @@ build: plugins host
 # The whole loop on the built-in simulated cluster, fast: 12 simulated hours in about 90 s.
 demo: build
 	target/release/host run --policy policies/nginx.yaml --simulate --speed 480 --for 12h --audit-log var/demo-audit.jsonl
+
+# The simulator -> Prometheus -> Augur -> simulator loop on one machine, in real time, until
+# Ctrl-C: Prometheus on http://127.0.0.1:9090, Augur's /metrics on 127.0.0.1:9464.
+demo-prometheus: build prometheus
+	bash scripts/demo-prometheus.sh
 
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the

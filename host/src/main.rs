@@ -64,6 +64,14 @@ enum Command {
         /// Serve Augur's own /metrics (OpenMetrics), /healthz and /readyz here, e.g. `0.0.0.0:9464`.
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// With --simulate: serve the simulated cluster's metrics (cAdvisor and kube-state-metrics
+        /// style) at http://ADDR/metrics, for a real Prometheus to scrape.
+        #[arg(long, requires = "simulate")]
+        expose_sim: Option<std::net::SocketAddr>,
+        /// With --simulate: read the metrics through the policies' Prometheus (which scrapes
+        /// --expose-sim) instead of from the simulator directly.
+        #[arg(long, requires = "simulate")]
+        sim_via_prometheus: bool,
     },
     /// Load a pod (the prototype's stress_pod.py): exec a script in the first running pod that
     /// matches, which holds memory in /dev/shm and busy-loops a CPU.
@@ -187,7 +195,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr } => {
+        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let options = RunOptions {
                 policies: run::expand_policy_args(&policies)?,
@@ -202,6 +210,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 identity,
                 kubeconfig,
                 metrics_addr,
+                expose_sim,
+                sim_via_prometheus,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(run::run(options)).map(|_| ())

@@ -44,6 +44,12 @@ pub struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz here.
     pub metrics_addr: Option<SocketAddr>,
+    /// With `simulate`: serve the simulated cluster's metrics (cAdvisor and kube-state-metrics
+    /// style) here, for a real Prometheus to scrape.
+    pub expose_sim: Option<SocketAddr>,
+    /// With `simulate`: read the metrics through the policies' Prometheus instead of from the
+    /// simulator directly (the simulator -> Prometheus -> Augur -> simulator loop).
+    pub sim_via_prometheus: bool,
 }
 
 /// Where the leader-election Lease lives, and its timing.
@@ -268,6 +274,9 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
         sim_config.trace = Trace::from_file(file, column)?;
     }
     let sim = Arc::new(SimCluster::new(sim_config));
+    if let Some(addr) = options.expose_sim {
+        crate::sim::serve(sim.clone(), addr).await?;
+    }
     let plugins = Arc::new(Plugins::new(Limits::default())?);
     let mut runtimes = Vec::new();
     for policy in policies {
@@ -275,10 +284,21 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
         let file = policy.source.clone();
         runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), false).with_context(|| format!("cannot start policy {}", file.display()))?);
     }
-    let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), runtimes, options.dry_run)?;
+    let metrics: Arc<dyn MetricSource> = if options.sim_via_prometheus {
+        if let Some(p) = runtimes.iter().find(|r| !matches!(r.policy.metric_source, MetricSourceSpec::Prometheus { .. })) {
+            bail!("{}: `source` is not Prometheus, but --sim-via-prometheus reads every policy's metrics through Prometheus; fix: set `source: {{ kind: prometheus, url: ... }}`", p.policy.source.display());
+        }
+        Arc::new(PrometheusSource::new()?)
+    } else {
+        sim.clone()
+    };
+    let mut engine = Engine::new(plugins, metrics, sim.clone(), sim.clone(), runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
     if let Some(t) = serve_telemetry(&mut engine, options).await? {
         t.leader.set(1);
+    }
+    if options.sim_via_prometheus {
+        engine.warm_start(sim.now()).await;
     }
     let report = drive(&mut engine, &sim, options).await;
     let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();

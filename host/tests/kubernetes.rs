@@ -361,6 +361,8 @@ fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duratio
         identity: Some(identity.into()),
         kubeconfig: Some(control_plane().kubeconfig.clone()),
         metrics_addr: None,
+        expose_sim: None,
+        sim_via_prometheus: false,
     }
 }
 

@@ -200,6 +200,8 @@ async fn prometheus_scrapes_augurs_own_metrics() {
         identity: None,
         kubeconfig: None,
         metrics_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        expose_sim: None,
+        sim_via_prometheus: false,
     };
     let run = tokio::spawn(augur::run::run(options));
     let http = reqwest::Client::new();
@@ -246,4 +248,90 @@ async fn prometheus_scrapes_augurs_own_metrics() {
     let body = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
     run.await.unwrap().unwrap();
+}
+
+/// A policy on the simulator's default/nginx that reads `metrics` through Prometheus at `url`.
+fn sim_policy(dir: &Path, name: &str, url: &str, metrics: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name: {name}
+target: {{ kind: Deployment, namespace: default, name: nginx }}
+interval: 60s
+source: {{ kind: prometheus, url: "{url}" }}
+metrics:
+{metrics}
+forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
+risks:
+  - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
+remediations:
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+guard: {{ remediate: true, min_replicas: 2, max_replicas: 10, max_step: 3, cooldown: 2m, max_actions_per_hour: 100, min_history: 3, allowed_actions: [scale] }}
+audit: {{ path: audit.jsonl }}
+"#,
+        risk = common::plugin("risk-cpu").display(),
+        scale = common::plugin("scale").display(),
+    );
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn sim_options(policy: std::path::PathBuf, audit: &Path, minutes: u64, sim_port: u16, augur_port: u16) -> augur::run::RunOptions {
+    augur::run::RunOptions {
+        policies: vec![policy],
+        simulate: true,
+        speed: 240.0,
+        run_for: Some(Duration::from_secs(minutes * 60)),
+        audit_log: Some(audit.to_path_buf()),
+        dry_run: false,
+        trace: Some((common::root().join("host/tests/fixtures/surge.csv"), "requests".into())),
+        echo: false,
+        leader_election: None,
+        identity: None,
+        kubeconfig: None,
+        metrics_addr: Some(format!("127.0.0.1:{augur_port}").parse().unwrap()),
+        expose_sim: Some(format!("127.0.0.1:{sim_port}").parse().unwrap()),
+        sim_via_prometheus: true,
+    }
+}
+
+/// The whole loop on one machine: the simulator's cAdvisor-style metrics scraped by a real
+/// Prometheus, read back by Augur through it, and the simulated nginx scaled up when its load
+/// surges (tests/fixtures/surge.csv), Augur's own metrics scraped beside.
+///
+/// First the prototype's seven queries (`{ preset: prototype }`): every one of its six
+/// metrics reaches Augur through Prometheus. Then the surge, with the same queries but rate
+/// windows of 10 s instead of 5 m: the simulation runs 240 times faster than Prometheus'
+/// clock, and `rate()` over 5 minutes of a series scraped for a few seconds reads a tiny
+/// fraction of the usage (it divides by the whole range).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_simulation_through_prometheus_reads_the_prototypes_queries_and_scales_a_surge() {
+    let ports: Vec<u16> = (0..4).map(|_| common::k8s::free_port()).collect();
+    let prometheus = Prometheus::scraping(&ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let source = PrometheusSource::new().unwrap();
+
+    let preset = sim_policy(dir.path(), "preset", &prometheus.url, "  - { preset: prototype }");
+    augur::run::run(sim_options(preset, &dir.path().join("preset.jsonl"), 60, ports[0], ports[1])).await.unwrap();
+    for metric in ["cpu", "memory", "replicas", "disk_io", "latency_p95", "node_temperature"] {
+        let query = format!("max_over_time(augur_observed_value{{policy=\"preset\",metric=\"{metric}\"}}[5m])");
+        let value = source.instant(&prometheus.url, &query).await.unwrap();
+        assert!(value.is_some_and(|v| v > 0.0), "{metric} was read through Prometheus: {value:?}");
+    }
+
+    // The first run's exporter still serves (frozen) beside this one: select this run's instance.
+    let this = format!("instance=\"127.0.0.1:{}\"", ports[2]);
+    let fast = format!(
+        r#"  - {{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total{{namespace="default",pod=~"nginx-.*",image!="",{this}}}[10s]))', unit: cores }}
+  - {{ name: memory, query: 'sum(container_memory_working_set_bytes{{namespace="default",pod=~"nginx-.*",image!="",{this}}})', unit: bytes }}
+  - {{ name: replicas, query: 'kube_deployment_status_replicas{{namespace="default",deployment="nginx",{this}}}', unit: pods }}"#
+    );
+    let surge = sim_policy(dir.path(), "surge", &prometheus.url, &fast);
+    let audit_file = dir.path().join("surge.jsonl");
+    let report = augur::run::run(sim_options(surge, &audit_file, 110, ports[2], ports[3])).await.unwrap();
+    let records = audit(&audit_file);
+    let scaled: Vec<&serde_json::Value> = records.iter().filter(|r| r["verdict"] == "executed").collect();
+    assert!(!scaled.is_empty() && report.totals.executed > 0, "the surge was met: {:#?}", records.iter().rev().take(3).collect::<Vec<_>>());
+    assert_eq!(scaled[0]["proposal"]["action"], "scale");
+    assert!(scaled[0]["observed"]["cpu"].as_f64().unwrap() > 0.5, "it acts once the ramp lifts CPU above the flat hour (0.4 cores): {}", scaled[0]);
+    assert!(report.simulated[0].1.peak_replicas > 2);
 }

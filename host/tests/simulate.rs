@@ -40,6 +40,8 @@ fn options(policies: Vec<PathBuf>, run_for: &str, dry_run: bool, trace: Option<&
         identity: None,
         kubeconfig: None,
         metrics_addr: None,
+        expose_sim: None,
+        sim_via_prometheus: false,
     }
 }
 

@@ -71,6 +71,15 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
 }
 
+/// Every policy shipped in policies/ validates with its plugins and forecaster.
+#[test]
+fn every_shipped_policy_validates() {
+    let files = augur::run::expand_policy_args(&[common::root().join("policies")]).unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let lines = augur::run::validate(&files).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(lines.len(), files.len(), "{lines:?}");
+}
+
 /// The cluster policy of the kind walkthrough: Prometheus of kube-prometheus-stack, and each
 /// metric also readable from metrics-server.
 #[test]

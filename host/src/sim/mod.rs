@@ -6,7 +6,10 @@
 //!
 //! Time is simulated: the run loop calls `advance`; nothing here sleeps or reads the clock.
 
+mod exporter;
 mod trace;
+
+pub use exporter::{Exporter, serve};
 
 pub use trace::Trace;
 
