@@ -282,6 +282,16 @@ impl Engine {
     pub fn set_telemetry(&mut self, telemetry: Arc<Telemetry>) {
         for runtime in &self.policies {
             telemetry.reload_ok.get_or_create(&ReloadLabels { kind: "policy".into(), name: runtime.policy.name.clone() }).set(1);
+            // Counters start at 0, so that the first action or error shows as an increase.
+            let policy = &runtime.policy.name;
+            for kind in &runtime.policy.guard.allowed_actions {
+                for verdict in ["executed", "dry-run", "rejected", "failed"] {
+                    let _ = telemetry.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: kind.as_str().into(), verdict: verdict.into() });
+                }
+            }
+            for stage in ["collect", "stale", "workload", "forecast", "assess", "plan"] {
+                let _ = telemetry.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.into() });
+            }
             let plugins = runtime.policy.risks.iter().map(|r| &r.plugin).chain(runtime.policy.remediations.iter().map(|r| &r.plugin));
             for plugin in plugins {
                 telemetry.reload_ok.get_or_create(&ReloadLabels { kind: "plugin".into(), name: plugin_name(plugin) }).set(1);

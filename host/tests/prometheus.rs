@@ -334,4 +334,105 @@ async fn the_simulation_through_prometheus_reads_the_prototypes_queries_and_scal
     assert_eq!(scaled[0]["proposal"]["action"], "scale");
     assert!(scaled[0]["observed"]["cpu"].as_f64().unwrap() > 0.5, "it acts once the ramp lifts CPU above the flat hour (0.4 cores): {}", scaled[0]);
     assert!(report.simulated[0].1.peak_replicas > 2);
+
+    // Every query of the Grafana dashboard has data in this Prometheus.
+    let vars = [("__rate_interval", "5m"), ("policy", "surge"), ("namespace", "default"), ("workload", "nginx")];
+    let mut empty = Vec::new();
+    for query in dashboard_queries(&vars) {
+        if source.series_count(&prometheus.url, &query).await.unwrap_or(0) == 0 {
+            empty.push(query);
+        }
+    }
+    assert!(empty.is_empty(), "dashboard queries without data: {empty:#?}");
+}
+
+/// The Grafana dashboard (deploy/grafana-dashboard.json).
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(common::root().join("deploy/grafana-dashboard.json")).unwrap()).unwrap()
+}
+
+/// Every PromQL expression of the dashboard (panels' targets, annotations, and the template
+/// variables' `label_values(metric, label)` as the PromQL it stands for), with its variables
+/// replaced by `vars`.
+fn dashboard_queries(vars: &[(&str, &str)]) -> Vec<String> {
+    let d = dashboard();
+    let mut out: Vec<String> = Vec::new();
+    for panel in d["panels"].as_array().unwrap() {
+        out.extend(panel["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()));
+    }
+    out.extend(d["annotations"]["list"].as_array().unwrap().iter().map(|a| a["expr"].as_str().unwrap().to_string()));
+    for var in d["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
+        let q = var["query"]["query"].as_str().unwrap();
+        let inner = q.strip_prefix("label_values(").and_then(|s| s.strip_suffix(')')).unwrap();
+        let (metric, label) = inner.rsplit_once(", ").unwrap();
+        out.push(format!("count by ({label}) ({metric})"));
+    }
+    out.into_iter()
+        .map(|q| vars.iter().fold(q, |q, (name, value)| q.replace(&format!("${name}"), value)))
+        .collect()
+}
+
+/// Grafana's dashboard model, as far as a dashboard file must follow it to import: a uid,
+/// title and schemaVersion; panels with unique ids, a type, a gridPos inside 24 columns and
+/// targets with unique refIds; every query through the `datasource` variable (type
+/// `datasource`, plugin `prometheus`); every variable used is defined or one of Grafana's; and
+/// every expression is PromQL.
+#[test]
+fn the_dashboard_follows_grafanas_dashboard_model() {
+    let d = dashboard();
+    assert_eq!(d["uid"], "augur-overview");
+    assert!(d["title"].is_string() && d["schemaVersion"].as_u64().unwrap() >= 36);
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let datasource = vars.iter().find(|v| v["name"] == "datasource").expect("a datasource variable");
+    assert_eq!((datasource["type"].as_str(), datasource["query"].as_str()), (Some("datasource"), Some("prometheus")));
+    let defined: Vec<String> = vars.iter().map(|v| v["name"].as_str().unwrap().to_string()).collect();
+    let through_variable = |ds: &serde_json::Value| ds["type"] == "prometheus" && ds["uid"] == "${datasource}";
+    let mut ids = std::collections::BTreeSet::new();
+    let kinds = ["timeseries", "stat", "gauge", "table", "bargauge", "text", "state-timeline"];
+    for panel in d["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "{title}: duplicate id");
+        assert!(kinds.contains(&panel["type"].as_str().unwrap()), "{title}: type");
+        let g = &panel["gridPos"];
+        let (x, w, h) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0 && g["y"].is_u64(), "{title}: gridPos {g}");
+        assert!(through_variable(&panel["datasource"]), "{title}: datasource");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no targets");
+        let refs: std::collections::BTreeSet<&str> = targets.iter().map(|t| t["refId"].as_str().unwrap()).collect();
+        assert_eq!(refs.len(), targets.len(), "{title}: refIds");
+        assert!(targets.iter().all(|t| through_variable(&t["datasource"])), "{title}: a target's datasource");
+    }
+    let builtin = ["__rate_interval", "__interval", "__range"];
+    let text = serde_json::to_string(&d).unwrap();
+    for used in text.split('$').skip(1) {
+        let name: String = used.trim_start_matches('{').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        assert!(defined.contains(&name) || builtin.contains(&name.as_str()), "`${name}` is not a variable of the dashboard");
+    }
+    for query in dashboard_queries(&[("__rate_interval", "5m"), ("policy", "p"), ("namespace", "n"), ("workload", "w")]) {
+        augur::metrics::promql::check(&query).unwrap_or_else(|e| panic!("not PromQL: {query}: {e}"));
+    }
+}
+
+/// The alert rules as shipped (deploy/prometheus-rules.yaml, a PrometheusRule) pass
+/// `promtool check rules` and their unit tests (tests/fixtures/augur-rules-test.yaml): each
+/// alert fires on the series that should raise it.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let text = std::fs::read_to_string(common::root().join("deploy/prometheus-rules.yaml")).unwrap();
+    let rule: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), yaml_serde::to_string(&rule["spec"]).unwrap()).unwrap();
+    std::fs::copy(common::root().join("host/tests/fixtures/augur-rules-test.yaml"), dir.path().join("test.yaml")).unwrap();
+    let check = std::process::Command::new("promtool").args(["check", "rules", "rules.yaml"]).current_dir(dir.path()).output().unwrap();
+    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let test = std::process::Command::new("promtool").args(["test", "rules", "test.yaml"]).current_dir(dir.path()).output().unwrap();
+    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap().len();
+    let tested = std::fs::read_to_string(dir.path().join("test.yaml")).unwrap();
+    for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        assert!(tested.contains(&format!("alertname: {}", r["alert"].as_str().unwrap())), "{} has no promtool test", r["alert"]);
+    }
+    assert_eq!(alerts, 5);
 }

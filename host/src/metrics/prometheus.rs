@@ -67,6 +67,18 @@ impl PrometheusSource {
         Ok((!values.is_empty()).then(|| values.iter().sum()))
     }
 
+    /// How many series (or 1 for a scalar) an instant query yields now: for checking that a
+    /// dashboard's or an alert's expression has data.
+    pub async fn series_count(&self, url: &str, query: &str) -> Result<usize, String> {
+        let at = unix(SystemTime::now());
+        match self.api(url, "/api/v1/query", &[("query", query.to_string()), ("time", format!("{at:.3}"))]).await? {
+            QueryData::Scalar { .. } => Ok(1),
+            QueryData::Vector { result } => Ok(result.len()),
+            QueryData::Matrix { result } => Ok(result.len()),
+            QueryData::Other => Ok(0),
+        }
+    }
+
     /// Evaluates one expression over `[start, end]` every `step`: the (unix time, value) points
     /// of its single series (or the per-pod sums).
     pub async fn range(&self, url: &str, query: &str, start: SystemTime, end: SystemTime, step: Duration) -> Result<Vec<(f64, f64)>, String> {
