@@ -355,7 +355,10 @@ impl Engine {
             let collected = tokio::join!(self.metrics.collect(policy), self.workloads.workload(policy));
             self.export_collection(policy, &collected);
             inputs.push(match collected {
-                (Ok(observation), Ok(workload)) => Ok((observation, workload)),
+                (Ok(observation), Ok(mut workload)) => {
+                    observation.fill_pod_usage(policy, &mut workload);
+                    Ok((observation, workload))
+                }
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             });
         }

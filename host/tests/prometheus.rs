@@ -436,3 +436,27 @@ fn the_alert_rules_pass_promtool() {
     }
     assert_eq!(alerts, 5);
 }
+
+/// Per-pod series (`sum by (pod) (...)`) give the metric's total and each pod's value, which
+/// the workload's pods then carry (the restart plugin picks the heaviest pod by them).
+#[tokio::test(flavor = "multi_thread")]
+async fn per_pod_series_give_the_total_and_each_pods_usage() {
+    let text = format!(
+        "# TYPE augur_test_pod_memory_bytes gauge\naugur_test_pod_memory_bytes{{pod=\"web-a\"}} 100 {t:.3}\naugur_test_pod_memory_bytes{{pod=\"web-b\"}} 300 {t:.3}\n# EOF\n",
+        t = unix_now() - 10.0
+    );
+    let prometheus = Prometheus::backfilled(&text);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = "  - { name: cpu, query: 'vector(0.5)', unit: cores }\n  - { name: memory, query: 'sum by (pod) (augur_test_pod_memory_bytes)', resource: memory, unit: bytes }";
+    let policy = policy(dir.path(), &prometheus.url, metrics, "60s");
+    let source = PrometheusSource::new().unwrap();
+    let observation = source.collect(&policy).await.unwrap();
+    assert_eq!(observation.values["memory"], 400.0);
+    assert_eq!(observation.per_pod["memory"], std::collections::BTreeMap::from([("web-a".to_string(), 100.0), ("web-b".to_string(), 300.0)]));
+    let pod = |name: &str| augur::domain::Pod { name: name.into(), node: "n".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 900 };
+    let mut workload = augur::domain::Workload { target: policy.target.clone(), replicas: 3, ready_replicas: 3, pods: vec![pod("web-a"), pod("web-b"), pod("web-c")], nodes: vec![] };
+    observation.fill_pod_usage(&policy, &mut workload);
+    let memory: Vec<Option<f64>> = workload.pods.iter().map(|p| p.memory_bytes).collect();
+    assert_eq!(memory, [Some(100.0), Some(300.0), None]);
+    assert!(workload.pods.iter().all(|p| p.cpu_cores.is_none()), "cpu has no per-pod series and no resource");
+}

@@ -24,6 +24,26 @@ pub struct Observation {
     pub values: BTreeMap<String, f64>,
     /// How old each metric's data is, in seconds, where the source knows.
     pub ages: BTreeMap<String, f64>,
+    /// Each pod's value of a metric, where the source reads it per pod (by pod name).
+    pub per_pod: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Observation {
+    /// Gives the workload's pods the per-pod values of the metrics that are a pod `resource`
+    /// (`cpu` cores, `memory` bytes): the restart plugin finds the heaviest pod by them.
+    pub fn fill_pod_usage(&self, policy: &Policy, workload: &mut crate::domain::Workload) {
+        for metric in &policy.metrics {
+            let (Some(resource), Some(values)) = (metric.resource, self.per_pod.get(&metric.name)) else { continue };
+            for pod in &mut workload.pods {
+                if let Some(value) = values.get(&pod.name) {
+                    match resource {
+                        crate::config::PodResource::Cpu => pod.cpu_cores = Some(*value),
+                        crate::config::PodResource::Memory => pod.memory_bytes = Some(*value),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why a source gave nothing this tick.

@@ -28,6 +28,8 @@ pub struct PrometheusSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub value: f64,
+    /// Each pod's value, when the query yields one series per pod.
+    pub per_pod: BTreeMap<String, f64>,
     /// Seconds since the newest sample behind the query (0 for a query without selectors).
     pub age_seconds: f64,
 }
@@ -52,19 +54,28 @@ impl PrometheusSource {
     /// Evaluates one PromQL expression now. `Ok(None)`: no series. Several series are summed
     /// when each is a pod's (a `pod` label); otherwise they are an error.
     pub async fn instant(&self, url: &str, query: &str) -> Result<Option<f64>, String> {
+        Ok(self.instant_per_pod(url, query).await?.map(|(value, _)| value))
+    }
+
+    /// Like [`instant`](Self::instant), with each pod's value when the series are per pod
+    /// (every series has a `pod` label, e.g. `sum by (pod) (...)`).
+    pub async fn instant_per_pod(&self, url: &str, query: &str) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
         let at = unix(SystemTime::now());
         let data = self.api(url, "/api/v1/query", &[("query", query.to_string()), ("time", format!("{at:.3}"))]).await?;
-        let values: Vec<f64> = match data {
-            QueryData::Scalar { result } => vec![parse(&result.1)?],
+        let (values, per_pod): (Vec<f64>, BTreeMap<String, f64>) = match data {
+            QueryData::Scalar { result } => (vec![parse(&result.1)?], BTreeMap::new()),
             QueryData::Vector { result } => {
-                if result.len() > 1 && !result.iter().all(|s| s.metric.contains_key("pod")) {
+                let by_pod = !result.is_empty() && result.iter().all(|s| s.metric.contains_key("pod"));
+                if result.len() > 1 && !by_pod {
                     return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
                 }
-                result.iter().map(|s| parse(&s.value.1)).collect::<Result<_, _>>()?
+                let values: Vec<f64> = result.iter().map(|s| parse(&s.value.1)).collect::<Result<_, _>>()?;
+                let per_pod = if by_pod { result.iter().zip(&values).map(|(s, v)| (s.metric["pod"].clone(), *v)).collect() } else { BTreeMap::new() };
+                (values, per_pod)
             }
             QueryData::Matrix { .. } | QueryData::Other => return Err("the query yields a range or a string, not a number; fix: write an instant vector or scalar expression".into()),
         };
-        Ok((!values.is_empty()).then(|| values.iter().sum()))
+        Ok((!values.is_empty()).then(|| (values.iter().sum(), per_pod)))
     }
 
     /// How many series (or 1 for a scalar) an instant query yields now: for checking that a
@@ -102,14 +113,14 @@ impl PrometheusSource {
     /// Reads one metric: its query, else its fallback query; then the age of its data.
     pub async fn read(&self, url: &str, metric: &Metric) -> Result<Reading, String> {
         let mut used = &metric.query;
-        let mut value = self.instant(url, &metric.query).await?;
+        let mut value = self.instant_per_pod(url, &metric.query).await?;
         if value.is_none()
             && let Some(fallback) = &metric.fallback_query
         {
             used = fallback;
-            value = self.instant(url, fallback).await?;
+            value = self.instant_per_pod(url, fallback).await?;
         }
-        let Some(value) = value else {
+        let Some((value, per_pod)) = value else {
             return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
         };
         if !value.is_finite() {
@@ -122,7 +133,7 @@ impl PrometheusSource {
                 None => return Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale")),
             }
         }
-        Ok(Reading { value, age_seconds })
+        Ok(Reading { value, per_pod, age_seconds })
     }
 }
 
@@ -156,6 +167,9 @@ impl MetricSource for PrometheusSource {
                 }
                 Ok(reading) => {
                     observation.values.insert(metric.name.clone(), reading.value);
+                    if !reading.per_pod.is_empty() {
+                        observation.per_pod.insert(metric.name.clone(), reading.per_pod);
+                    }
                     observation.ages.insert(metric.name.clone(), reading.age_seconds);
                 }
                 Err(reason) => failures.push(format!("{}: {reason}", metric.name)),
