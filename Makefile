@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus demo-prometheus build plugins host demo test bench clean
+.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
 
 all: build
 
@@ -63,6 +63,11 @@ prometheus:
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -1
 
+# Grafana's dashboard model (@grafana/schema's types, checked with tsc) for the dashboard test;
+# installed from npm once into ~/.cache/augur.
+grafana-schema:
+	bash scripts/check-dashboard.sh deploy/grafana-dashboard.json
+
 # The CI model: the whole training pipeline in seconds, into var/models/tiny.
 tiny-model: train-env
 	$(TRAIN_PY) models/train.py --config models/configs/tiny.yaml --out var/models/tiny
@@ -92,7 +97,7 @@ demo-prometheus: build prometheus
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins onnxruntime tiny-model k8s prometheus
+test: plugins onnxruntime tiny-model k8s prometheus grafana-schema
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.

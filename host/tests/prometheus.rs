@@ -372,6 +372,16 @@ fn dashboard_queries(vars: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// Grafana's own dashboard model: the types of @grafana/schema, checked by tsc in strict mode
+/// (scripts/check-dashboard.sh; Grafana's schema types annotation targets for its own
+/// datasource only, so the annotations are checked by the tests here instead).
+#[test]
+fn the_dashboard_fits_grafanas_schema() {
+    let out = std::process::Command::new("bash").arg(common::root().join("scripts/check-dashboard.sh")).arg(common::root().join("deploy/grafana-dashboard.json")).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fits Grafana's dashboard model"));
+}
+
 /// Grafana's dashboard model, as far as a dashboard file must follow it to import: a uid,
 /// title and schemaVersion; panels with unique ids, a type, a gridPos inside 24 columns and
 /// targets with unique refIds; every query through the `datasource` variable (type
