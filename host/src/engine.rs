@@ -101,7 +101,7 @@ impl PolicyRuntime {
             let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: workload.replicas, ready_replicas: workload.ready_replicas };
             let started = std::time::Instant::now();
             let assessed_risk = session.assess(&rule.plugin, &self.risk_settings[i], &input);
-            decision.plugin_calls.push((plugin_name(&rule.plugin), "assess", started.elapsed()));
+            decision.plugin_calls.push((PluginCall::Assess(i), started.elapsed()));
             match assessed_risk {
                 Ok(risk) => {
                     if self.summarize {
@@ -117,7 +117,7 @@ impl PolicyRuntime {
             let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
             let started = std::time::Instant::now();
             let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, workload);
-            decision.plugin_calls.push((plugin_name(&rule.plugin), "plan", started.elapsed()));
+            decision.plugin_calls.push((PluginCall::Plan(i), started.elapsed()));
             let proposals = match planned {
                 Ok(proposals) => proposals,
                 Err(e) => {
@@ -219,8 +219,18 @@ pub struct Decision {
     /// The risk of each rule, beside `forecasts`.
     pub risks: Vec<RiskRecord>,
     /// Each plugin call: the plugin, `assess` or `plan`, and how long it took.
-    pub plugin_calls: Vec<(String, &'static str, std::time::Duration)>,
+    pub plugin_calls: Vec<(PluginCall, std::time::Duration)>,
     state_changed: bool,
+}
+
+/// A plugin call of a tick, by the index of its rule (named only when exported, so the
+/// decision path allocates nothing for it).
+#[derive(Debug, Clone, Copy)]
+pub enum PluginCall {
+    /// `assess` by `policy.risks[i]`.
+    Assess(usize),
+    /// `plan` by `policy.remediations[i]`.
+    Plan(usize),
 }
 
 /// An action to run and the record it belongs to.
@@ -403,9 +413,14 @@ impl Engine {
 
     fn export_decision(&mut self, i: usize, decision: &Decision) {
         let Some(t) = &self.telemetry else { return };
-        let policy = &self.policies[i].policy.name;
-        for (plugin, call, took) in &decision.plugin_calls {
-            t.plugin_call(plugin, call, *took);
+        let spec = &self.policies[i].policy;
+        let policy = &spec.name;
+        for (call, took) in &decision.plugin_calls {
+            let (plugin, name) = match *call {
+                PluginCall::Assess(r) => (&spec.risks[r].plugin, "assess"),
+                PluginCall::Plan(r) => (&spec.remediations[r].plugin, "plan"),
+            };
+            t.plugin_call(&plugin_name(plugin), name, *took);
         }
         for record in &decision.forecasts {
             let f = &record.forecast;
