@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
+.PHONY: test-plugins all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
 
 all: build
 
@@ -79,6 +79,13 @@ plugins: setup
 	@for p in $(PLUGINS); do cp $(WASM_DIR)/$$(echo $$p | tr - _).wasm $(DIST)/$$p.wasm; done
 	@ls -l $(DIST)
 
+# Guests that misbehave on purpose, for the sandbox tests (never shipped): var/test-plugins.
+FIXTURES := hostile sneaky
+test-plugins: setup
+	$(CARGO) build --profile plugin --target $(WASM_TARGET) $(foreach p,$(FIXTURES),-p $(p))
+	@mkdir -p var/test-plugins
+	@for p in $(FIXTURES); do cp $(WASM_DIR)/$$p.wasm var/test-plugins/$$p.wasm; done
+
 # The host binary at target/release/host.
 host:
 	$(CARGO) build --release -p host
@@ -97,7 +104,7 @@ demo-prometheus: build prometheus
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins onnxruntime tiny-model k8s prometheus grafana-schema
+test: plugins test-plugins onnxruntime tiny-model k8s prometheus grafana-schema
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.

@@ -169,6 +169,15 @@ impl Action {
             Action::UncordonNode { .. } => ActionKind::UncordonNode,
         }
     }
+
+    /// The pod or node the action names, if it names one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Action::RestartPod { pod } => Some(pod),
+            Action::CordonNode { node } | Action::UncordonNode { node } => Some(node),
+            Action::Scale { .. } | Action::RolloutRestart => None,
+        }
+    }
 }
 
 impl fmt::Display for Action {

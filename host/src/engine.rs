@@ -54,8 +54,8 @@ impl PolicyRuntime {
         let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
         let guard_state = if resume { load_state(&audit_path, &policy.name)? } else { GuardState::default() };
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
-        let risk_settings = policy.risks.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
-        let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::new(r.settings.clone())).collect();
+        let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
+        let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
     }
 
@@ -132,6 +132,13 @@ impl PolicyRuntime {
                 record.risk = Some(risk.clone());
                 record.remediation = Some(rule.name.clone());
                 if let Some(reason) = guard::warming_up(&self.policy.guard, &forecast.metric, seen) {
+                    record.verdict = Some(Verdict::Rejected);
+                    record.reason = reason;
+                    record.proposal = Some(proposal);
+                    decision.records.push(record);
+                    continue;
+                }
+                if let Some(reason) = guard::granted(&rule.capabilities, &proposal) {
                     record.verdict = Some(Verdict::Rejected);
                     record.reason = reason;
                     record.proposal = Some(proposal);
@@ -604,10 +611,10 @@ pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Arc<dyn Forecaster>> {
 /// prefixed with the rule's field path.
 pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> Vec<String> {
     let mut problems = Vec::new();
-    let rules = policy.risks.iter().enumerate().map(|(i, r)| (format!("risks[{i}]"), &r.plugin, &r.settings, World::Risk));
-    let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, World::Remediation));
-    for (path, plugin, settings, world) in rules.chain(remediations) {
-        match plugins.check_settings(plugin, world, &RuleSettings::new(settings.clone())) {
+    let rules = policy.risks.iter().enumerate().map(|(i, r)| (format!("risks[{i}]"), &r.plugin, &r.settings, r.limits, World::Risk));
+    let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, r.limits, World::Remediation));
+    for (path, plugin, settings, limits, world) in rules.chain(remediations) {
+        match plugins.check_settings(plugin, world, &RuleSettings::with_limits(settings.clone(), limits)) {
             Ok(found) => problems.extend(found.into_iter().map(|p| format!("{path}.settings: {p}"))),
             Err(e) => problems.push(format!("{path}.plugin: {e}")),
         }

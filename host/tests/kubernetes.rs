@@ -331,7 +331,7 @@ forecast: {{ baseline: last-value, horizon: 3, step: 1s }}
 risks:
   - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
 remediations:
-  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }}, capabilities: {{ actions: [scale] }} }}
 guard: {{ remediate: true, min_replicas: 1, max_replicas: 60, max_step: 3, cooldown: 1s, max_actions_per_hour: 1000, min_history: 1, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,

@@ -68,7 +68,7 @@ target: {{ kind: Deployment, namespace: default, name: web }}
 metrics: [{metrics}]
 forecast: {forecast}
 risks: [{{ name: cpu, metric: cpu, plugin: {dist}/risk-cpu.wasm, settings: {{ capacity-per-pod: 0.5 }} }}]
-remediations: [{{ name: up, risk: cpu, trigger: high, plugin: {dist}/scale.wasm }}]
+remediations: [{{ name: up, risk: cpu, trigger: high, plugin: {dist}/scale.wasm, capabilities: {{ actions: [scale] }} }}]
 guard: {{ dry_run: true, min_replicas: 1, max_replicas: 20, cooldown: 0s, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,

@@ -28,7 +28,7 @@ forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: {interval} }}
 risks:
   - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
 remediations:
-  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }}, capabilities: {{ actions: [scale] }} }}
 guard: {{ remediate: true, min_replicas: 2, max_replicas: 20, max_step: 3, cooldown: 1s, max_actions_per_hour: 100, min_history: 10, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,
@@ -263,7 +263,7 @@ forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
 risks:
   - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
 remediations:
-  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }} }}
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }}, capabilities: {{ actions: [scale] }} }}
 guard: {{ remediate: true, min_replicas: 2, max_replicas: 10, max_step: 3, cooldown: 2m, max_actions_per_hour: 100, min_history: 3, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,

@@ -23,7 +23,7 @@ forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
 risks:
   - {{ name: cpu, metric: cpu, plugin: {dist}/risk-cpu.wasm, settings: {{ ratio: 1.5 }} }}
 remediations:
-  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {dist}/scale.wasm, settings: {{ step: 2 }} }}
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {dist}/scale.wasm, settings: {{ step: 2 }}, capabilities: {{ actions: [scale] }} }}
 guard:
   dry_run: false
   remediate: true
@@ -148,6 +148,13 @@ fn the_good_fixture_is_valid() {
 #[case::nested_setting("settings: { ratio: 1.5 }", "settings: { ratio: [1, 2] }", "risks[0].settings.ratio: is not a plain value")]
 #[case::zero_rate("max_actions_per_hour: 6", "max_actions_per_hour: 0", "guard.max_actions_per_hour: is 0, so no action could ever pass")]
 #[case::yaml_syntax("name: web", "name: [web", "(document): is not valid YAML")]
+#[case::missing_capabilities(", capabilities: { actions: [scale] }", "", "remediations[0].capabilities: is missing: a remediation plugin may propose nothing it is not granted; fix: add e.g. `capabilities: { actions: [scale] }`")]
+#[case::unknown_capability("actions: [scale] }", "actions: [scale, evict] }", "remediations[0].capabilities.actions[1]: `evict` is not an action kind")]
+#[case::capability_not_allowed_by_guard("actions: [scale] }", "actions: [scale, cordon-node] }", "remediations[0].capabilities.actions: grants `cordon-node`, which guard.allowed_actions does not allow, so it could never run; fix: add `cordon-node` to guard.allowed_actions, or remove it here")]
+#[case::memory_limit_too_large("capabilities: {", "limits: { memory: 1Gi }, capabilities: {", "remediations[0].limits.memory: `1Gi` is not a size in range; fix: write a size from 1048576 to 268435456 bytes")]
+#[case::deadline_too_long("capabilities: {", "limits: { deadline: 1h }, capabilities: {", "remediations[0].limits.deadline: 3600s is out of range; fix: use from `1ms` to `10s` (default `250ms`)")]
+#[case::unknown_limit("capabilities: {", "limits: { fuel: 10 }, capabilities: {", "remediations[0].limits.fuel: unknown field")]
+#[case::zero_proposals("settings: { ratio: 1.5 }", "settings: { ratio: 1.5 }, limits: { max_proposals: 0 }", "risks[0].limits.max_proposals: 0 is out of range")]
 fn bad_policies_name_the_field_and_the_fix(#[case] from: &str, #[case] to: &str, #[case] expected: &str) {
     let text = good();
     assert!(text.contains(from), "fixture does not contain {from:?}");

@@ -4,7 +4,7 @@
 mod policy;
 mod reader;
 
-pub use policy::{Baseline, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, parse};
+pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, parse, wildcard};
 pub use reader::Problem;
 
 use std::fmt;

@@ -8,6 +8,7 @@
 use super::reader::{Problem, Reader, join};
 use crate::domain::{ActionKind, Level, Target};
 use crate::forecast::ModelCard;
+use crate::plugins::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,6 +144,8 @@ pub struct RiskRule {
     pub metric: String,
     pub plugin: PathBuf,
     pub settings: BTreeMap<String, String>,
+    /// Limits of each call of the plugin (`None`: the host's defaults).
+    pub limits: Option<Limits>,
 }
 
 /// A remediation rule: a plugin planning actions for one risk.
@@ -154,6 +157,54 @@ pub struct RemediationRule {
     pub trigger: Level,
     pub plugin: PathBuf,
     pub settings: BTreeMap<String, String>,
+    /// Limits of each call of the plugin (`None`: the host's defaults).
+    pub limits: Option<Limits>,
+    /// What the plugin may propose; the guard rejects anything else.
+    pub capabilities: Capabilities,
+}
+
+/// What a remediation rule's plugin is granted (`capabilities:`): the action kinds it may
+/// propose and the nodes it may name. Pods are always those of the policy's target, and the
+/// workload is always the target itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Capabilities {
+    pub actions: BTreeSet<ActionKind>,
+    /// Node name patterns (`*` matches any run of characters) a cordon or uncordon may name;
+    /// empty: any node (the guard still requires a node that runs the target's pods).
+    pub nodes: Vec<String>,
+}
+
+impl Capabilities {
+    /// Why `action` is not granted, or `None` when it is.
+    pub fn refusal(&self, action: &crate::domain::Action) -> Option<String> {
+        let kind = action.kind();
+        if !self.actions.contains(&kind) {
+            let granted: Vec<&str> = self.actions.iter().map(|k| k.as_str()).collect();
+            return Some(format!("not granted: this rule may propose only [{}], not `{}` (capabilities.actions)", granted.join(", "), kind.as_str()));
+        }
+        match action {
+            crate::domain::Action::CordonNode { node } | crate::domain::Action::UncordonNode { node } if !self.nodes.is_empty() && !self.nodes.iter().any(|p| wildcard(p, node)) => {
+                Some(format!("not granted: node `{node}` matches none of capabilities.nodes [{}]", self.nodes.join(", ")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` matches any run of characters.
+pub fn wildcard(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// The guard rails.
@@ -226,6 +277,17 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     });
 
     cross_check(&mut r, &metrics, &risks, &remediations);
+    if let Some(Some(guard)) = &guard {
+        for (i, rule) in remediations.iter().enumerate() {
+            for kind in rule.capabilities.actions.difference(&guard.allowed_actions) {
+                r.problem(
+                    format!("remediations[{i}].capabilities.actions"),
+                    format!("grants `{}`, which guard.allowed_actions does not allow, so it could never run", kind.as_str()),
+                    format!("add `{}` to guard.allowed_actions, or remove it here", kind.as_str()),
+                );
+            }
+        }
+    }
     if let (Some(Some(spec)), Some(Value::Mapping(m))) = (&forecast, top.get("forecast")) {
         model_problems(&mut r, m, spec, &metrics, &risks);
     }
@@ -476,16 +538,17 @@ fn model_problems(r: &mut Reader, m: &Mapping, spec: &ForecastSpec, metrics: &[M
 }
 
 fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RiskRule> {
-    r.deny_unknown(m, path, &["name", "metric", "plugin", "settings"]);
+    r.deny_unknown(m, path, &["name", "metric", "plugin", "settings", "limits"]);
     let name = r.required(m, path, "name", "a short name such as `cpu`");
     let metric = r.required(m, path, "metric", "the name of an entry in `metrics`");
     let plugin = plugin_path(r, m, path, base);
     let settings = settings(r, m, path);
-    Some(RiskRule { name: name?, metric: metric?, plugin: plugin?, settings })
+    let limits = limits(r, m, path);
+    Some(RiskRule { name: name?, metric: metric?, plugin: plugin?, settings, limits: limits? })
 }
 
 fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RemediationRule> {
-    r.deny_unknown(m, path, &["name", "risk", "trigger", "plugin", "settings"]);
+    r.deny_unknown(m, path, &["name", "risk", "trigger", "plugin", "settings", "limits", "capabilities"]);
     let name = r.required(m, path, "name", "a short name such as `scale-up`");
     let risk = r.required(m, path, "risk", "the name of an entry in `risks`");
     let trigger_name: String = r.optional(m, path, "trigger", "a level").unwrap_or_else(|| "high".into());
@@ -496,7 +559,77 @@ fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Opt
     }
     let plugin = plugin_path(r, m, path, base);
     let settings = settings(r, m, path);
-    Some(RemediationRule { name: name?, risk: risk?, trigger: trigger?, plugin: plugin?, settings })
+    let limits = limits(r, m, path);
+    let capabilities = capabilities(r, m, path);
+    Some(RemediationRule { name: name?, risk: risk?, trigger: trigger?, plugin: plugin?, settings, limits: limits?, capabilities: capabilities? })
+}
+
+/// `limits:` of a rule: every field optional, the host's default where absent. `Some(None)`
+/// when the rule sets none; `None` when one is wrong (the problem is recorded).
+fn limits(r: &mut Reader, m: &Mapping, path: &str) -> Option<Option<Limits>> {
+    let Some(value) = m.get("limits") else { return Some(None) };
+    let path = join(path, "limits");
+    let map = r.mapping(value, &path)?;
+    r.deny_unknown(map, &path, &["deadline", "memory", "max_proposals", "max_output"]);
+    let defaults = Limits::default();
+    let before = r.problems.len();
+    let deadline = r.duration(map, &path, "deadline", Some(defaults.deadline));
+    if let Some(d) = deadline
+        && (d < Duration::from_millis(1) || d > MAX_DEADLINE)
+    {
+        r.problem(join(&path, "deadline"), format!("{d:?} is out of range"), format!("use from `1ms` to `{}s` (default `{}ms`)", MAX_DEADLINE.as_secs(), defaults.deadline.as_millis()));
+    }
+    let memory = bytes(r, map, &path, "memory", defaults.memory_bytes, 1 << 20, MAX_MEMORY_BYTES);
+    let max_output = bytes(r, map, &path, "max_output", defaults.max_output_bytes, 1 << 10, 16 << 20);
+    let max_proposals: usize = r.optional(map, &path, "max_proposals", "a whole number from 1 to 10000").unwrap_or(defaults.max_proposals);
+    if !(1..=10_000).contains(&max_proposals) {
+        r.problem(join(&path, "max_proposals"), format!("{max_proposals} is out of range"), format!("use a whole number from 1 to 10000 (default {})", defaults.max_proposals));
+    }
+    if r.problems.len() > before {
+        return None;
+    }
+    Some(Some(Limits { deadline: deadline?, memory_bytes: memory?, max_proposals, max_output_bytes: max_output? }))
+}
+
+/// A size in bytes, written as a number or a Kubernetes quantity (`16Mi`, `64Ki`).
+fn bytes(r: &mut Reader, map: &Mapping, path: &str, key: &str, default: usize, min: usize, max: usize) -> Option<usize> {
+    let Some(value) = map.get(key) else { return Some(default) };
+    let text = super::reader::show(value);
+    let fix = format!("write a size from {min} to {max} bytes, e.g. `{}` (default {default})", if max >= 1 << 20 { "16Mi" } else { "64Ki" });
+    match crate::cluster::parse_quantity(&text) {
+        Some(n) if n.fract() == 0.0 && n >= min as f64 && n <= max as f64 => Some(n as usize),
+        _ => {
+            r.problem(join(path, key), format!("`{text}` is not a size in range"), fix);
+            None
+        }
+    }
+}
+
+/// `capabilities:` of a remediation rule: required, so that what a plugin may do is written
+/// down where the policy's reader sees it.
+fn capabilities(r: &mut Reader, m: &Mapping, path: &str) -> Option<Capabilities> {
+    let cpath = join(path, "capabilities");
+    let Some(value) = m.get("capabilities") else {
+        r.problem(cpath, "is missing: a remediation plugin may propose nothing it is not granted", "add e.g. `capabilities: { actions: [scale] }` naming the action kinds this rule may propose");
+        return None;
+    };
+    let map = r.mapping(value, &cpath)?;
+    r.deny_unknown(map, &cpath, &["actions", "nodes"]);
+    let names: Vec<String> = r.required(map, &cpath, "actions", "a list of action kinds, e.g. `[scale]`")?;
+    let mut actions = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        match ActionKind::ALL.into_iter().find(|k| k.as_str() == name) {
+            Some(kind) => {
+                actions.insert(kind);
+            }
+            None => {
+                let known: Vec<_> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+                r.problem(format!("{cpath}.actions[{i}]"), format!("`{name}` is not an action kind"), format!("use any of {}", known.join(", ")));
+            }
+        }
+    }
+    let nodes: Vec<String> = r.optional(map, &cpath, "nodes", "a list of node name patterns, e.g. `[\"worker-*\"]`").unwrap_or_default();
+    Some(Capabilities { actions, nodes })
 }
 
 fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<PathBuf> {

@@ -1,75 +1,99 @@
-//! The wasm runtime: compiles plugin components once, checks them against their world,
-//! pre-links them, and calls them in sandboxed stores with a deadline and a memory cap.
+//! The wasm runtime: compiles plugin components, checks them against their world and against
+//! what the host grants, publishes them as one atomic set, and calls each in a fresh,
+//! sandboxed store with the calling rule's limits.
 //!
-//! Strategy: a `Plugins` registry compiles each `.wasm` file once (keyed by path) into a
-//! `RiskPluginPre` or `RemediationPluginPre`. For a tick, the engine opens a `Session`, which
-//! instantiates each plugin at most once and reuses that instance for every workload of the
-//! tick (a fresh instance costs ~9 us, a call ~2 us); an instance that traps is dropped and
-//! the next call gets a fresh one. The WASI context denies files, network, environment and
-//! clocks; the guest's stderr is captured so that a panic message reaches the error.
+//! Strategy: `Plugins` keeps the *published* set, `(path, world) -> Arc<Loaded>`, behind one
+//! lock that is held only to clone or swap an `Arc`. A tick opens a `Session`, which takes a
+//! snapshot of that set, so one tick never mixes two versions of a plugin; a reload compiles
+//! off the tick's path (`Plugins::compile`) and `publish`es the new set, which the next
+//! session sees. Calls in flight keep their version alive through the `Arc`.
+//!
+//! Every call gets a fresh store and instance (no state leaks between calls, rules,
+//! workloads or policies), a deadline (epoch interruption), a memory cap (a resource
+//! limiter), and a cap on what it returns (proposals counted before they are lifted out of
+//! the guest, text bytes counted as they are). WASI is deny-by-default: a component may import
+//! only `augur:plugin/*` and the WASI interfaces a language runtime needs to start (cli, io,
+//! clocks, random, filesystem), and at run time those give no files, no environment, no
+//! arguments, no network and a clock frozen at 0. Anything else it imports is refused at load.
 //!
 //! This module never decides anything: plugins propose, the guard decides.
 
 pub mod bindings;
 
 use crate::domain::{self, Level, Proposal, Risk};
-use bindings::{ForecastInput, RemediationPlugin, RemediationPluginPre, RiskPlugin, RiskPluginPre, wit};
-use std::collections::hash_map::Entry;
+use bindings::{ForecastInput, RemediationPluginPre, RiskPlugin, RiskPluginPre, wit};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, WasmList};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-/// Settings of one rule, as the plugin reads them through `host.setting`.
+/// Settings of one rule, as the plugin reads them through `host.setting`, and the rule's limits.
 pub type Settings = Arc<RuleSettings>;
 
-/// A rule's settings and their content id (the `settings-id` a plugin may cache under).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule's settings, their content id (the `settings-id` a plugin may cache under) and the
+/// limits of its calls (`None`: the runtime's defaults).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleSettings {
     id: u64,
     values: BTreeMap<String, String>,
+    limits: Option<Limits>,
 }
 
 impl RuleSettings {
     /// Wraps settings; equal contents get equal ids, so identical rules share a plugin's cache.
     pub fn new(values: BTreeMap<String, String>) -> Settings {
+        Self::with_limits(values, None)
+    }
+
+    /// Settings whose calls run under `limits` instead of the runtime's defaults.
+    pub fn with_limits(values: BTreeMap<String, String>, limits: Option<Limits>) -> Settings {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         values.hash(&mut hasher);
-        Arc::new(Self { id: hasher.finish(), values })
+        Arc::new(Self { id: hasher.finish(), values, limits })
     }
 }
 
 /// The epoch ticks every this long; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Instances alive at once: a session holds one per plugin, a few sessions may overlap.
-const POOL_INSTANCES: u32 = 256;
+/// Instances alive at once: every call has its own, and a few calls may overlap (the tick,
+/// a reload checking settings, `host plugin check`).
+const POOL_INSTANCES: u32 = 64;
+
+/// The most linear memory any policy may give a plugin (the pooling allocator reserves this
+/// much address space per slot).
+pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+
+/// The most time any policy may give one plugin call.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Limits for every call of a plugin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock deadline of one call.
+    /// Wall-clock deadline of one call (instantiation included).
     pub deadline: Duration,
-    /// Most linear memory one instance may grow to.
+    /// Most linear memory one instance may grow to (at most `MAX_MEMORY_BYTES`).
     pub memory_bytes: usize,
-    /// Most proposals one `plan` may return.
+    /// Most proposals one `plan` may return (checked before they are read out of the guest).
     pub max_proposals: usize,
+    /// Most bytes of text one call may return (reasons, names, settings problems).
+    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(250), memory_bytes: 16 << 20, max_proposals: 64 }
+        Self { deadline: Duration::from_millis(250), memory_bytes: 16 << 20, max_proposals: 64, max_output_bytes: 64 << 10 }
     }
 }
 
 /// Which world a plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum World {
     Risk,
     Remediation,
@@ -84,6 +108,15 @@ impl World {
     }
 }
 
+/// What a component may import. Everything else is refused at load, before it can run.
+/// The WASI interfaces are those a language runtime (Rust's std, a JavaScript or Python
+/// engine) imports to start; at run time they give nothing (see `Plugins::store`).
+const GRANTED_IMPORTS: &[&str] = &["augur:plugin/types@0.2.0", "augur:plugin/host@0.2.0", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+
+fn granted(import: &str) -> bool {
+    GRANTED_IMPORTS.iter().any(|g| if g.ends_with('/') { import.starts_with(g) } else { import == *g })
+}
+
 /// A plugin failure, naming the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -95,8 +128,73 @@ pub enum PluginError {
     Deadline { plugin: String, deadline: Duration },
     #[error("plugin {plugin}: trapped: {reason}")]
     Trap { plugin: String, reason: String },
-    #[error("plugin {plugin}: returned {count} proposals, more than the limit of {limit}")]
+    #[error("plugin {plugin}: went over its memory limit of {limit} bytes (limits.memory)")]
+    Memory { plugin: String, limit: usize },
+    #[error("plugin {plugin}: returned {count} proposals, more than the limit of {limit} (limits.max_proposals)")]
     TooMuchOutput { plugin: String, count: usize, limit: usize },
+    #[error("plugin {plugin}: returned more than {limit} bytes of text (limits.max_output)")]
+    TooMuchText { plugin: String, limit: usize },
+}
+
+impl PluginError {
+    /// The kind of failure, for metrics and tests: compile, incompatible, deadline, trap,
+    /// limit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Compile { .. } => "compile",
+            PluginError::Incompatible { .. } => "incompatible",
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::Trap { .. } => "trap",
+            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } | PluginError::TooMuchText { .. } => "limit",
+        }
+    }
+}
+
+/// Caps a store's memory and tables, and remembers that it did (so that the failure is
+/// reported as the limit, not as whatever the guest did when its allocation failed).
+struct Limiter {
+    memory_bytes: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes reached", self.memory_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > 100_000 {
+            self.hit = true;
+            wasmtime::bail!("table limit of 100000 elements reached");
+        }
+        Ok(true)
+    }
+}
+
+/// The clocks a plugin sees: frozen at 0. Plugins get time from their inputs (the forecast's
+/// step, a pod's age), so that a call depends on nothing but its arguments.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 /// The state of one store: the sandboxed WASI context and what the host imports need.
@@ -105,7 +203,7 @@ pub struct HostState {
     settings: Settings,
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     stderr: MemoryOutputPipe,
 }
 
@@ -118,6 +216,8 @@ impl WasiView for HostState {
 impl bindings::host::Host for HostState {
     fn log(&mut self, level: wit::Level, message: String) {
         let plugin = &*self.plugin;
+        // A guest cannot flood the log with one call: long lines are cut.
+        let message = truncate(&message, 2048);
         match domain::Level::from(level) {
             Level::None | Level::Low => tracing::debug!(plugin, "{message}"),
             Level::Medium => tracing::info!(plugin, "{message}"),
@@ -136,34 +236,62 @@ impl bindings::host::Host for HostState {
 
 impl wit::Host for HostState {}
 
-/// A compiled, type-checked, pre-linked plugin.
-#[derive(Clone)]
-pub enum Loaded {
-    Risk(RiskPluginPre<HostState>),
-    Remediation(RemediationPluginPre<HostState>),
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
-/// The wasm engine, the linkers and every plugin compiled so far.
+/// A compiled, checked, pre-linked plugin, with the exports it is called through.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub world: World,
+    /// SHA-256 of the file's bytes, hex.
+    pub digest: String,
+    /// Every interface the component imports, e.g. `augur:plugin/host@0.2.0`, `wasi:cli/exit@0.2.6`.
+    pub imports: Vec<String>,
+    pre: InstancePre<HostState>,
+    main: ComponentExportIndex,
+    check: ComponentExportIndex,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("path", &self.path).field("world", &self.world).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+/// The published plugins.
+type PluginSet = HashMap<(PathBuf, World), Arc<Loaded>>;
+
+/// The wasm engine, the linker and the published plugins.
 pub struct Plugins {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    compiled: Mutex<HashMap<(PathBuf, World), Loaded>>,
+    published: RwLock<Arc<PluginSet>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl Plugins {
-    /// A runtime with epoch-based deadlines (a ticker thread) and the given limits.
+    /// A runtime with epoch-based deadlines (a ticker thread); `limits` serve the calls of
+    /// rules that set none.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
-        // Pre-reserved slots make a fresh instance cheap (no mmap per instance).
+        // Pre-reserved slots make a fresh instance cheap (no mmap per instance, copy-on-write
+        // memory images).
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 4)
             .total_memories(POOL_INSTANCES)
             .total_tables(POOL_INSTANCES * 2)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(MAX_MEMORY_BYTES);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -180,60 +308,121 @@ impl Plugins {
                 }
             }
         })?;
-        Ok(Self { engine, linker, limits, compiled: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(Self { engine, linker, limits, published: RwLock::new(Arc::new(PluginSet::new())), ticker_stop })
     }
 
-    /// Compiles (once) and checks a plugin against `world`.
-    pub fn load(&self, path: &Path, world: World) -> Result<Loaded, PluginError> {
-        let key = (path.to_path_buf(), world);
-        if let Some(loaded) = self.compiled.lock().expect("plugin cache poisoned").get(&key) {
+    /// The published version of a plugin, compiling and publishing it on first use.
+    pub fn load(&self, path: &Path, world: World) -> Result<Arc<Loaded>, PluginError> {
+        if let Some(loaded) = self.snapshot().get(&(path.to_path_buf(), world)) {
             return Ok(loaded.clone());
         }
-        let loaded = self.compile(path, world)?;
-        self.compiled.lock().expect("plugin cache poisoned").insert(key, loaded.clone());
+        let loaded = Arc::new(self.compile(path, world)?);
+        self.publish([loaded.clone()]);
         Ok(loaded)
     }
 
-    fn compile(&self, path: &Path, world: World) -> Result<Loaded, PluginError> {
+    /// Reads, compiles and checks a plugin without publishing it: the component must import
+    /// nothing the host does not grant and must export `world`.
+    pub fn compile(&self, path: &Path, world: World) -> Result<Loaded, PluginError> {
         let plugin = plugin_name(path);
-        let component = Component::from_file(&self.engine, path)
-            .map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{e:#}") })?;
-        let incompatible = |e: wasmtime::Error| PluginError::Incompatible { plugin: plugin.clone(), world: world.wit_name(), reason: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component).map_err(incompatible)?;
-        Ok(match world {
-            World::Risk => Loaded::Risk(RiskPluginPre::new(pre).map_err(incompatible)?),
-            World::Remediation => Loaded::Remediation(RemediationPluginPre::new(pre).map_err(incompatible)?),
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("cannot read {}: {e}", path.display()) })?;
+        self.compile_bytes(path, &bytes, world)
+    }
+
+    /// `compile` from bytes already read (`path` names it).
+    pub fn compile_bytes(&self, path: &Path, bytes: &[u8], world: World) -> Result<Loaded, PluginError> {
+        let plugin = plugin_name(path);
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{e:#}") })?;
+        let incompatible = |reason: String| PluginError::Incompatible { plugin: plugin.clone(), world: world.wit_name(), reason };
+        let imports: Vec<String> = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let denied: Vec<&String> = imports.iter().filter(|i| !granted(i)).collect();
+        if !denied.is_empty() {
+            let list = denied.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ");
+            return Err(incompatible(format!(
+                "it imports {list}, which Augur does not grant; a plugin may import augur:plugin/host and the WASI cli, io, clocks, random and filesystem interfaces (which give it nothing); fix: remove the import (a plugin gets its data as arguments)"
+            )));
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
+        // The generated bindings check every export of the world and its types.
+        let (main, check) = match world {
+            World::Risk => RiskPluginPre::new(pre.clone()).map(|_| ("assess", "check-settings")),
+            World::Remediation => RemediationPluginPre::new(pre.clone()).map(|_| ("plan", "check-settings")),
+        }
+        .map_err(|e| incompatible(format!("{e:#}")))?;
+        let export = |name: &str| component.get_export_index(None, name).ok_or_else(|| incompatible(format!("no export `{name}`")));
+        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, pre, main: export(main)?, check: export(check)? })
+    }
+
+    /// Publishes new versions of plugins, all at once: the next session sees all of them,
+    /// sessions already open keep what they had.
+    pub fn publish(&self, loaded: impl IntoIterator<Item = Arc<Loaded>>) {
+        let mut published = self.published.write().expect("plugin set poisoned");
+        let mut next = PluginSet::clone(&published);
+        for plugin in loaded {
+            next.insert((plugin.path.clone(), plugin.world), plugin);
+        }
+        *published = Arc::new(next);
+    }
+
+    /// The published version of a plugin, if any.
+    pub fn published(&self, path: &Path, world: World) -> Option<Arc<Loaded>> {
+        self.snapshot().get(&(path.to_path_buf(), world)).cloned()
+    }
+
+    fn snapshot(&self) -> Arc<PluginSet> {
+        self.published.read().expect("plugin set poisoned").clone()
+    }
+
+    /// A session for one tick: the plugins published now, whatever is published during it.
+    pub fn session(&self) -> Session<'_> {
+        Session { plugins: self, set: self.snapshot() }
+    }
+
+    /// Asks the published version of a plugin to check its settings; returns its problems.
+    pub fn check_settings(&self, path: &Path, world: World, settings: &Settings) -> Result<Vec<String>, PluginError> {
+        let loaded = self.load(path, world)?;
+        self.check_settings_of(&loaded, settings)
+    }
+
+    /// Asks a compiled (maybe not yet published) plugin to check its settings.
+    pub fn check_settings_of(&self, loaded: &Loaded, settings: &Settings) -> Result<Vec<String>, PluginError> {
+        self.call(loaded, settings, |store, instance, limits| {
+            let problems = instance.get_typed_func::<(), (Vec<String>,)>(&mut *store, &loaded.check)?.call(&mut *store, ())?.0;
+            let bytes: usize = problems.iter().map(String::len).sum();
+            Ok(if problems.len() > limits.max_proposals || bytes > limits.max_output_bytes { Err(text_limit(loaded, limits)) } else { Ok(problems) })
         })
     }
 
-    /// A session for one tick: instances are created on first use and reused.
-    pub fn session(&self) -> Session<'_> {
-        Session { plugins: self, risk: HashMap::new(), remediation: HashMap::new() }
+    /// One call in a fresh store and instance, under the rule's limits.
+    fn call<R>(
+        &self,
+        loaded: &Loaded,
+        settings: &Settings,
+        body: impl FnOnce(&mut Store<HostState>, &wasmtime::component::Instance, &Limits) -> wasmtime::Result<Result<R, PluginError>>,
+    ) -> Result<R, PluginError> {
+        let limits = settings.limits.unwrap_or(self.limits);
+        let mut store = self.store(plugin_name(&loaded.path).into(), settings.clone(), &limits);
+        let instance = loaded.pre.instantiate(&mut store).map_err(|e| classify(&store, e, &limits))?;
+        body(&mut store, &instance, &limits).map_err(|e| classify(&store, e, &limits))?
     }
 
-    /// Asks a plugin to check its settings; returns its problems.
-    pub fn check_settings(&self, path: &Path, world: World, settings: &Settings) -> Result<Vec<String>, PluginError> {
-        let loaded = self.load(path, world)?;
-        let mut session = self.session();
-        match loaded {
-            Loaded::Risk(_) => session.with_risk(path, settings, |b, s| b.call_check_settings(s)),
-            Loaded::Remediation(_) => session.with_remediation(path, settings, |b, s| b.call_check_settings(s)),
-        }
-    }
-
-    fn store(&self, plugin: Arc<str>, settings: Settings) -> Store<HostState> {
+    fn store(&self, plugin: Arc<str>, settings: Settings, limits: &Limits) -> Store<HostState> {
         let stderr = MemoryOutputPipe::new(4096);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
-        let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limits, stderr };
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limiter = Limiter { memory_bytes: limits.memory_bytes, hit: false };
+        let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limiter, stderr };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.deadline_ticks()); // instantiation runs guest code too
+        store.limiter(|state| &mut state.limiter);
+        // Instantiation runs guest code too: the deadline covers it and the call.
+        store.set_epoch_deadline((limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1);
         store
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 }
 
@@ -243,97 +432,77 @@ impl Drop for Plugins {
     }
 }
 
-struct Instance<B> {
-    store: Store<HostState>,
-    bindings: B,
+fn text_limit(loaded: &Loaded, limits: &Limits) -> PluginError {
+    PluginError::TooMuchText { plugin: plugin_name(&loaded.path), limit: limits.max_output_bytes }
 }
 
-/// Plugin instances for one tick.
+/// SHA-256 of some bytes, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The plugins of one tick.
 pub struct Session<'p> {
     plugins: &'p Plugins,
-    risk: HashMap<PathBuf, Instance<RiskPlugin>>,
-    remediation: HashMap<PathBuf, Instance<RemediationPlugin>>,
+    set: Arc<PluginSet>,
 }
 
 impl Session<'_> {
+    fn loaded(&self, path: &Path, world: World) -> Result<Arc<Loaded>, PluginError> {
+        match self.set.get(&(path.to_path_buf(), world)) {
+            Some(loaded) => Ok(loaded.clone()),
+            // Not published when the session opened: load it now (first use).
+            None => self.plugins.load(path, world),
+        }
+    }
+
     /// Calls `assess` of a risk plugin.
     pub fn assess(&mut self, path: &Path, settings: &Settings, input: &ForecastInput<'_>) -> Result<Risk, PluginError> {
+        let loaded = self.loaded(path, World::Risk)?;
         let forecast = wit::Forecast::from(input);
-        self.with_risk(path, settings, |b, s| b.call_assess(s, &forecast)).map(Risk::from)
+        self.plugins.call(&loaded, settings, |store, instance, limits| {
+            let risk = instance.get_typed_func::<(&wit::Forecast,), (wit::Risk,)>(&mut *store, &loaded.main)?.call(&mut *store, (&forecast,))?.0;
+            Ok(if risk.reason.len() > limits.max_output_bytes { Err(text_limit(&loaded, limits)) } else { Ok(Risk::from(risk)) })
+        })
     }
 
-    /// Calls `plan` of a remediation plugin.
+    /// Calls `plan` of a remediation plugin. The proposals are counted before any is read
+    /// out of the guest, so a plugin that returns a million costs the host nothing.
     pub fn plan(&mut self, path: &Path, settings: &Settings, risk: &Risk, trigger: Level, workload: &domain::Workload) -> Result<Vec<Proposal>, PluginError> {
+        let loaded = self.loaded(path, World::Remediation)?;
         let (risk, workload) = (wit::Risk::from(risk), wit::Workload::from(workload));
-        let proposals = self.with_remediation(path, settings, |b, s| b.call_plan(s, &risk, trigger.into(), &workload))?;
-        let limit = self.plugins.limits.max_proposals;
-        if proposals.len() > limit {
-            return Err(PluginError::TooMuchOutput { plugin: plugin_name(path), count: proposals.len(), limit });
-        }
-        Ok(proposals.into_iter().map(Proposal::from).collect())
+        self.plugins.call(&loaded, settings, |store, instance, limits| {
+            let plan = instance.get_typed_func::<(&wit::Risk, wit::Level, &wit::Workload), (WasmList<wit::Proposal>,)>(&mut *store, &loaded.main)?;
+            let list = plan.call(&mut *store, (&risk, trigger.into(), &workload))?.0;
+            if list.len() > limits.max_proposals {
+                return Ok(Err(PluginError::TooMuchOutput { plugin: plugin_name(&loaded.path), count: list.len(), limit: limits.max_proposals }));
+            }
+            let (mut proposals, mut bytes) = (Vec::with_capacity(list.len()), 0);
+            for proposal in list.iter(&mut *store)? {
+                let proposal = Proposal::from(proposal?);
+                bytes += proposal.reason.len() + proposal.action.target().map_or(0, str::len);
+                if bytes > limits.max_output_bytes {
+                    return Ok(Err(text_limit(&loaded, limits)));
+                }
+                proposals.push(proposal);
+            }
+            Ok(Ok(proposals))
+        })
     }
-
-    fn with_risk<R>(&mut self, path: &Path, settings: &Settings, call: impl FnOnce(&RiskPlugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
-        let plugins = self.plugins;
-        let load = || match plugins.load(path, World::Risk)? {
-            Loaded::Risk(pre) => Ok(pre),
-            Loaded::Remediation(_) => unreachable!("loaded as a risk plugin"),
-        };
-        with_instance(&mut self.risk, plugins, path, settings, load, |pre, store| pre.instantiate(store), call)
-    }
-
-    fn with_remediation<R>(&mut self, path: &Path, settings: &Settings, call: impl FnOnce(&RemediationPlugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
-        let plugins = self.plugins;
-        let load = || match plugins.load(path, World::Remediation)? {
-            Loaded::Remediation(pre) => Ok(pre),
-            Loaded::Risk(_) => unreachable!("loaded as a remediation plugin"),
-        };
-        with_instance(&mut self.remediation, plugins, path, settings, load, |pre, store| pre.instantiate(store), call)
-    }
-}
-
-/// Calls a plugin on its instance of this session, instantiating it on first use (compiling
-/// first, so that compilation does not eat into the guest's deadline); an instance whose call
-/// failed is dropped (a trapped instance cannot be entered again).
-fn with_instance<P, B, R>(
-    instances: &mut HashMap<PathBuf, Instance<B>>,
-    plugins: &Plugins,
-    path: &Path,
-    settings: &Settings,
-    load: impl FnOnce() -> Result<P, PluginError>,
-    instantiate: impl FnOnce(P, &mut Store<HostState>) -> wasmtime::Result<B>,
-    call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
-) -> Result<R, PluginError> {
-    let instance = match instances.entry(path.to_path_buf()) {
-        Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => {
-            let pre = load()?;
-            let mut store = plugins.store(plugin_name(path).into(), settings.clone());
-            let bindings = instantiate(pre, &mut store).map_err(|err| trap(&store, err, plugins.limits.deadline))?;
-            entry.insert(Instance { store, bindings })
-        }
-    };
-    let result = invoke(plugins, instance, settings, call);
-    if result.is_err() {
-        instances.remove(path);
-    }
-    result
-}
-
-fn invoke<B, R>(plugins: &Plugins, instance: &mut Instance<B>, settings: &Settings, call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
-    instance.store.data_mut().settings = settings.clone();
-    instance.store.set_epoch_deadline(plugins.deadline_ticks());
-    call(&instance.bindings, &mut instance.store).map_err(|err| trap(&instance.store, err, plugins.limits.deadline))
 }
 
 /// Classifies a failed instantiation or call.
-fn trap(store: &Store<HostState>, err: wasmtime::Error, deadline: Duration) -> PluginError {
-    let plugin = store.data().plugin.to_string();
+fn classify(store: &Store<HostState>, err: wasmtime::Error, limits: &Limits) -> PluginError {
+    let state = store.data();
+    let plugin = state.plugin.to_string();
     if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        return PluginError::Deadline { plugin, deadline };
+        return PluginError::Deadline { plugin, deadline: limits.deadline };
     }
-    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).trim().to_string();
-    let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("{err:#}; guest stderr: {stderr}") };
+    if state.limiter.hit {
+        return PluginError::Memory { plugin, limit: limits.memory_bytes };
+    }
+    let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
+    let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("{err:#}; guest stderr: {}", truncate(&stderr, 1024)) };
     PluginError::Trap { plugin, reason }
 }
 

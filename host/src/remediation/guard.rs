@@ -6,7 +6,7 @@
 //! guard.rs never calls the cluster: it decides from the workload state it is given.
 
 use super::state::GuardState;
-use crate::config::GuardSpec;
+use crate::config::{Capabilities, GuardSpec};
 use crate::domain::{Action, Proposal, Workload};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +26,12 @@ pub enum Verdict {
 /// on (a fresh start's intervals are too wild). Returns the rejection reason.
 pub fn warming_up(spec: &GuardSpec, metric: &str, seen: usize) -> Option<String> {
     (seen < spec.min_history).then(|| format!("warming up: {seen} of guard.min_history {} points of `{metric}` seen; a forecast from so few points is not acted on", spec.min_history))
+}
+
+/// The rule's grant (`capabilities:`): a proposal of a kind or on a node the rule was not
+/// granted is rejected before anything else is checked. Returns the rejection reason.
+pub fn granted(capabilities: &Capabilities, proposal: &Proposal) -> Option<String> {
+    capabilities.refusal(&proposal.action)
 }
 
 pub fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workload: &Workload, state: &GuardState, now: SystemTime) -> Verdict {

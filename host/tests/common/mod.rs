@@ -17,6 +17,14 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// A test-only guest (a hostile fixture); `make test-plugins` (which `make test` runs first)
+/// builds them into var/test-plugins.
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    let path = root().join("var/test-plugins").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run `make test-plugins` (or `make test`) first", path.display());
+    path
+}
+
 /// The `host` binary built for these tests.
 pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_host"))
