@@ -11,10 +11,11 @@ use crate::config::{ForecastMethod, GuardSpec, Policy};
 use crate::domain::{Action, Forecast, Proposal, Risk, Workload};
 use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel, Row};
 use crate::metrics::{History, MetricSource, Observation, SourceError, WorkloadSource};
-use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, RuleLabels, Telemetry};
+use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Telemetry};
 use crate::plugins::bindings::ForecastInput;
 use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
-use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, RiskRecord, Verdict};
+use crate::reload::{Kind, Update};
+use crate::remediation::audit::{self, AuditLog, ForecastRecord, Record, ReloadRecord, RiskRecord, Verdict};
 use crate::remediation::guard;
 use crate::remediation::state::{self, GuardState};
 use crate::remediation::Executor;
@@ -183,6 +184,7 @@ fn record_base(policy: &Policy, observation: &Observation, now: SystemTime) -> R
         reason: String::new(),
         result: None,
         error_stage: None,
+        reload: None,
     }
 }
 
@@ -280,6 +282,8 @@ pub struct Engine {
     telemetry: Option<Arc<Telemetry>>,
     /// The forecaster last reported per (policy, metric), to retire its info series.
     forecaster_in_use: BTreeMap<(String, String), String>,
+    /// New versions of policies and plugins from the reloader, applied between two ticks.
+    updates: Option<tokio::sync::mpsc::UnboundedReceiver<Update>>,
 }
 
 impl Engine {
@@ -290,7 +294,7 @@ impl Engine {
                 audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
             }
         }
-        let mut engine = Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new() };
+        let mut engine = Self { plugins, metrics, workloads, executor, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None };
         engine.set_echo(true);
         Ok(engine)
     }
@@ -314,7 +318,161 @@ impl Engine {
                 telemetry.reload_ok.get_or_create(&ReloadLabels { kind: "plugin".into(), name: plugin_name(plugin) }).set(1);
             }
         }
+        for kind in [Kind::Policy, Kind::Plugin] {
+            for result in ["reloaded", "rejected", "removed"] {
+                let _ = telemetry.reloads.get_or_create(&ReloadResultLabels { kind: kind.as_str().into(), result: result.into() });
+            }
+        }
         self.telemetry = Some(telemetry);
+    }
+
+    /// Takes new versions of policies and plugins from a `Reloader` (see `reload`): they are
+    /// applied at the start of the next tick, never during one.
+    pub fn set_updates(&mut self, updates: tokio::sync::mpsc::UnboundedReceiver<Update>) {
+        self.updates = Some(updates);
+    }
+
+    /// Applies what the reloader sent since the last tick: a policy's new runtime replaces the
+    /// old one (keeping the history of every metric whose definition is unchanged, the guard
+    /// state and the schedule), a new one is added and warm-started, a deleted one stops.
+    /// Every outcome is written to the audit of the policies it concerns and counted.
+    pub async fn apply_updates(&mut self, now: SystemTime) {
+        let Some(updates) = self.updates.as_mut() else { return };
+        let mut pending = Vec::new();
+        while let Ok(update) = updates.try_recv() {
+            pending.push(update);
+        }
+        for update in pending {
+            match update {
+                Update::Policy { file, runtime, digest } => {
+                    let name = runtime.policy.name.clone();
+                    let index = self.adopt(&file, *runtime);
+                    self.reload_outcome(Kind::Policy, &name, &[index], &file, "reloaded", Some(digest), None, now);
+                    self.warm_start_one(index, now).await;
+                }
+                Update::Removed { file } => {
+                    if let Some(i) = self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == crate::reload::normal(&file)) {
+                        let name = self.policies[i].policy.name.clone();
+                        self.reload_outcome(Kind::Policy, &name, &[i], &file, "removed", None, None, now);
+                        self.policies.remove(i);
+                    }
+                }
+                Update::Plugin { file, digest } => {
+                    let users = self.users_of(&file);
+                    self.reload_outcome(Kind::Plugin, &plugin_name(&file), &users, &file, "reloaded", Some(digest), None, now);
+                }
+                Update::Rejected { kind, file, reason } => {
+                    let (name, users) = match kind {
+                        Kind::Plugin => (plugin_name(&file), self.users_of(&file)),
+                        Kind::Policy => match self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == crate::reload::normal(&file)) {
+                            Some(i) => (self.policies[i].policy.name.clone(), vec![i]),
+                            None => (plugin_name(&file), Vec::new()),
+                        },
+                    };
+                    self.reload_outcome(kind, &name, &users, &file, "rejected", None, Some(reason), now);
+                }
+            }
+        }
+    }
+
+    /// Puts a reloaded policy in place of the one from the same file (or adds it); returns
+    /// its index.
+    fn adopt(&mut self, file: &Path, mut runtime: PolicyRuntime) -> usize {
+        runtime.summarize = self.echo;
+        if !self.audits.contains_key(&runtime.audit_path) {
+            match AuditLog::open(&runtime.audit_path) {
+                Ok(log) => {
+                    self.audits.insert(runtime.audit_path.clone(), log);
+                }
+                Err(e) => tracing::error!("{e:#}"),
+            }
+        }
+        let key = crate::reload::normal(file);
+        let Some(i) = self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == key) else {
+            self.policies.push(runtime);
+            return self.policies.len() - 1;
+        };
+        let old = &mut self.policies[i];
+        for metric in &runtime.policy.metrics {
+            let unchanged = old.policy.metrics.iter().any(|m| m == metric) && old.policy.forecast.window == runtime.policy.forecast.window;
+            if unchanged && let (Some(kept), Some(history)) = (old.histories.remove(&metric.name), runtime.histories.get_mut(&metric.name)) {
+                *history = kept;
+            }
+        }
+        if old.policy.name == runtime.policy.name {
+            runtime.guard_state = std::mem::take(&mut old.guard_state);
+        }
+        runtime.next_due = old.next_due;
+        *old = runtime;
+        i
+    }
+
+    /// Indices of the policies that use a plugin file.
+    fn users_of(&self, file: &Path) -> Vec<usize> {
+        let key = crate::reload::normal(file);
+        (0..self.policies.len())
+            .filter(|&i| {
+                let p = &self.policies[i].policy;
+                p.risks.iter().map(|r| &r.plugin).chain(p.remediations.iter().map(|r| &r.plugin)).any(|f| crate::reload::normal(f) == key)
+            })
+            .collect()
+    }
+
+    /// Logs, counts and audits one reload outcome.
+    #[allow(clippy::too_many_arguments)]
+    fn reload_outcome(&mut self, kind: Kind, name: &str, policies: &[usize], file: &Path, outcome: &'static str, sha256: Option<String>, rejected: Option<String>, now: SystemTime) {
+        if let Some(t) = &self.telemetry {
+            let labels = ReloadLabels { kind: kind.as_str().into(), name: name.to_string() };
+            match outcome {
+                "removed" => {
+                    t.reload_ok.remove(&labels);
+                }
+                _ => {
+                    t.reload_ok.get_or_create(&labels).set(i64::from(rejected.is_none()));
+                }
+            }
+            t.reloads.get_or_create(&ReloadResultLabels { kind: kind.as_str().into(), result: outcome.into() }).inc();
+        }
+        let reason = match (&rejected, outcome) {
+            (Some(reason), _) => format!("{} {} rejected, the previous version keeps running: {reason}", kind.as_str(), file.display()),
+            (None, "removed") => format!("policy file {} deleted; this policy stops", file.display()),
+            (None, _) => format!("{} {} reloaded (sha256 {}); serving from this tick", kind.as_str(), file.display(), sha256.as_deref().map_or("?", |d| &d[..12.min(d.len())])),
+        };
+        for &i in policies {
+            let runtime = &self.policies[i];
+            let mut record = record_base(&runtime.policy, &Observation::default(), now);
+            record.reason = reason.clone();
+            record.error_stage = rejected.is_some().then_some("reload");
+            record.reload = Some(ReloadRecord { kind: kind.as_str(), file: file.display().to_string(), outcome, sha256: sha256.clone() });
+            if self.echo {
+                println!("{}", audit::line(&record));
+            }
+            if let Some(log) = self.audits.get_mut(&runtime.audit_path) {
+                if let Err(e) = log.write(&record).and_then(|()| log.flush()) {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
+    }
+
+    /// The warm start of one policy: the metrics whose history is empty (new ones) are filled
+    /// from the source's past, where it has one.
+    async fn warm_start_one(&mut self, i: usize, now: SystemTime) {
+        let runtime = &mut self.policies[i];
+        if runtime.histories.values().all(|h| !h.values().is_empty()) {
+            return;
+        }
+        let end = now.checked_sub(runtime.policy.interval).unwrap_or(now);
+        match self.metrics.backfill(&runtime.policy, runtime.policy.forecast.window, end).await {
+            Ok(series) => {
+                for (metric, values) in series {
+                    if let Some(history) = runtime.histories.get_mut(&metric).filter(|h| h.values().is_empty()) {
+                        values.iter().for_each(|v| history.push(*v));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(policy = %runtime.policy.name, "warm start after reload failed ({e}); the history fills tick by tick"),
+        }
     }
 
     /// Print readable lines to stdout (on by default).
@@ -364,6 +522,7 @@ impl Engine {
 
     /// Runs one tick of every policy that is due at `now`.
     pub async fn tick(&mut self, now: SystemTime) -> TickCounts {
+        self.apply_updates(now).await;
         let started = std::time::Instant::now();
         let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
         let mut inputs = Vec::with_capacity(due.len());

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod forecast;
 pub mod metrics;
 pub mod plugins;
+pub mod reload;
 pub mod remediation;
 pub mod run;
 pub mod sim;

@@ -72,6 +72,9 @@ enum Command {
         /// --expose-sim) instead of from the simulator directly.
         #[arg(long, requires = "simulate")]
         sim_via_prometheus: bool,
+        /// Do not reload policy and plugin files when they change (SIGHUP then does nothing).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Load a pod (the prototype's stress_pod.py): exec a script in the first running pod that
     /// matches, which holds memory in /dev/shm and busy-loops a CPU.
@@ -195,9 +198,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus } => {
+        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let options = RunOptions {
+                watch: (!no_watch).then(|| policies.clone()),
                 policies: run::expand_policy_args(&policies)?,
                 simulate,
                 speed,

@@ -8,6 +8,7 @@ use crate::domain::{Action, Target};
 use crate::engine::{Engine, PolicyRuntime, TickCounts, check_plugins, forecaster_for};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
+use crate::reload::{ReloadOptions, Reloader};
 use crate::remediation::{ExecuteError, Executor};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
 use anyhow::{Context, bail};
@@ -50,6 +51,9 @@ pub struct RunOptions {
     /// With `simulate`: read the metrics through the policies' Prometheus instead of from the
     /// simulator directly (the simulator -> Prometheus -> Augur -> simulator loop).
     pub sim_via_prometheus: bool,
+    /// Reload the policies and their plugins live when these `--policy` arguments (files or
+    /// folders) or the plugins change, and on SIGHUP; `None`: never.
+    pub watch: Option<Vec<PathBuf>>,
 }
 
 /// Where the leader-election Lease lives, and its timing.
@@ -149,8 +153,10 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     });
     let metrics = Arc::new(SourceBySpec { prometheus: PrometheusSource::new()?, metrics_server: MetricsServerSource::new(client.clone()) });
     let executor = Arc::new(LeaderOnly { inner: KubeExecutor::new(client.clone(), &identity), leading: leadership.as_ref().map(Leadership::watch) });
-    let mut engine = Engine::new(plugins, metrics, Arc::new(KubeWorkloads::new(client)), executor, runtimes, options.dry_run)?;
+    let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
+    let mut engine = Engine::new(plugins.clone(), metrics, Arc::new(KubeWorkloads::new(client)), executor, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
+    watch(&mut engine, plugins, &running, options, true)?;
     let telemetry = serve_telemetry(&mut engine, options).await?;
     tracing::info!("running on the cluster as {identity}");
     let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), options).await;
@@ -213,6 +219,19 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
         }
     }
     report
+}
+
+/// Starts the live reload of the policies and plugins when asked (`--no-watch` turns it off).
+fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options: &RunOptions, resume: bool) -> anyhow::Result<()> {
+    let Some(args) = &options.watch else { return Ok(()) };
+    let (updates, received) = tokio::sync::mpsc::unbounded_channel();
+    let reload_options = ReloadOptions { audit_override: options.audit_log.clone(), resume, debounce: None };
+    let reloader = Reloader::new(plugins, args, running, reload_options, updates);
+    let folders = reloader.folders();
+    reloader.spawn()?;
+    engine.set_updates(received);
+    tracing::info!("watching {} for changes to policies and plugins (SIGHUP reloads all)", folders.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
 }
 
 /// Starts the /metrics server when asked, and connects the engine to it.
@@ -292,8 +311,10 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
     } else {
         sim.clone()
     };
-    let mut engine = Engine::new(plugins, metrics, sim.clone(), sim.clone(), runtimes, options.dry_run)?;
+    let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
+    let mut engine = Engine::new(plugins.clone(), metrics, sim.clone(), sim.clone(), runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
+    watch(&mut engine, plugins, &running, options, false)?;
     if let Some(t) = serve_telemetry(&mut engine, options).await? {
         t.leader.set(1);
     }

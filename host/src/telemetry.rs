@@ -62,6 +62,14 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadResultLabels {
+    /// `policy` or `plugin`.
+    pub kind: String,
+    /// `reloaded`, `rejected` or `removed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `policy` or `plugin`.
     pub kind: String,
@@ -100,6 +108,7 @@ pub struct Telemetry {
     pub data_stale: Family<PolicyLabels, Gauge>,
     pub plugin_call: Histograms<PluginLabels>,
     pub reload_ok: Family<ReloadLabels, Gauge>,
+    pub reloads: Family<ReloadResultLabels, Counter>,
     pub forecaster: Family<ModelLabels, Gauge>,
     pub tick: Histogram,
     pub leader: Gauge,
@@ -125,6 +134,7 @@ impl Telemetry {
             data_stale: Family::default(),
             plugin_call: Family::new_with_constructor(plugin_buckets),
             reload_ok: Family::default(),
+            reloads: Family::default(),
             forecaster: Family::default(),
             tick: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
             leader: Gauge::default(),
@@ -141,6 +151,7 @@ impl Telemetry {
         registry.register("data_stale", "1 while a policy's last collection failed or was stale (it takes no action), else 0", t.data_stale.clone());
         registry.register("plugin_call_seconds", "Time of one plugin call", t.plugin_call.clone());
         registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
+        registry.register("reloads", "Live reloads of policy and plugin files, by outcome (reloaded, rejected, removed)", t.reloads.clone());
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
         registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
         registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());

@@ -363,6 +363,7 @@ fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duratio
         metrics_addr: None,
         expose_sim: None,
         sim_via_prometheus: false,
+        watch: None,
     }
 }
 

@@ -202,6 +202,7 @@ async fn prometheus_scrapes_augurs_own_metrics() {
         metrics_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
         expose_sim: None,
         sim_via_prometheus: false,
+        watch: None,
     };
     let run = tokio::spawn(augur::run::run(options));
     let http = reqwest::Client::new();
@@ -291,6 +292,7 @@ fn sim_options(policy: std::path::PathBuf, audit: &Path, minutes: u64, sim_port:
         metrics_addr: Some(format!("127.0.0.1:{augur_port}").parse().unwrap()),
         expose_sim: Some(format!("127.0.0.1:{sim_port}").parse().unwrap()),
         sim_via_prometheus: true,
+        watch: None,
     }
 }
 

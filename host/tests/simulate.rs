@@ -42,6 +42,7 @@ fn options(policies: Vec<PathBuf>, run_for: &str, dry_run: bool, trace: Option<&
         metrics_addr: None,
         expose_sim: None,
         sim_via_prometheus: false,
+        watch: None,
     }
 }
 

@@ -448,12 +448,16 @@ pub struct Session<'p> {
 }
 
 impl Session<'_> {
-    fn loaded(&self, path: &Path, world: World) -> Result<Arc<Loaded>, PluginError> {
-        match self.set.get(&(path.to_path_buf(), world)) {
-            Some(loaded) => Ok(loaded.clone()),
-            // Not published when the session opened: load it now (first use).
-            None => self.plugins.load(path, world),
+    fn loaded(&mut self, path: &Path, world: World) -> Result<Arc<Loaded>, PluginError> {
+        let key = (path.to_path_buf(), world);
+        if let Some(loaded) = self.set.get(&key) {
+            return Ok(loaded.clone());
         }
+        // Not published when the session opened: load it now (first use), and keep that
+        // version for the rest of the session.
+        let loaded = self.plugins.load(path, world)?;
+        Arc::make_mut(&mut self.set).insert(key, loaded.clone());
+        Ok(loaded)
     }
 
     /// Calls `assess` of a risk plugin.

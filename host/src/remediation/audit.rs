@@ -76,9 +76,26 @@ pub struct Record {
     /// What the cluster said it did (or would have done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
-    /// Set on records of a stage that failed (`collect`, `forecast`, `assess`, `plan`, ...).
+    /// Set on records of a stage that failed (`collect`, `forecast`, `assess`, `plan`, ...,
+    /// and `reload` for a new version of a file that was rejected).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_stage: Option<&'static str>,
+    /// Set on records of a live reload, accepted or rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadRecord>,
+}
+
+/// What a live reload did to one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadRecord {
+    /// `policy` or `plugin`.
+    pub kind: &'static str,
+    pub file: String,
+    /// `reloaded`, `rejected` (the previous version keeps running) or `removed`.
+    pub outcome: &'static str,
+    /// SHA-256 of the new version, when it was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// RFC 3339 time with seconds, UTC.
@@ -117,6 +134,10 @@ impl AuditLog {
 /// The readable line for a decision.
 pub fn line(record: &Record) -> String {
     let mut out = format!("{} {}", record.time, record.policy);
+    if let (Some(reload), None) = (&record.reload, record.error_stage) {
+        out.push_str(&format!(" RELOAD {} {}: {}", reload.kind, reload.outcome, record.reason));
+        return out;
+    }
     if let Some(stage) = record.error_stage {
         out.push_str(&format!(" ERROR in {stage}: {}", record.reason));
         return out;

@@ -1,0 +1,371 @@
+//! Live reload of policy files and plugin `.wasm` files while `host run` runs.
+//!
+//! Strategy: a `Reloader` task watches the folders of the policy files and of the plugins they
+//! use (`notify`, non-recursive, so that an editor's save-by-rename is seen), gathers events
+//! until the files have been quiet for the debounce, and then, on a blocking thread (off the
+//! tick's path), re-reads each changed file. A file whose SHA-256 is unchanged is skipped
+//! (unless SIGHUP forced the reload). A plugin is compiled, checked against what the host
+//! grants and against its world, and asked to check the settings of every rule that uses it;
+//! only then is it published, for all its users at once. A policy is parsed and validated, its
+//! plugins and forecaster are loaded and checked, and the new `PolicyRuntime` goes to the
+//! engine, which swaps it in between two ticks, keeping the history and guard state that still
+//! apply. Anything that fails is rejected whole: the previous version keeps running, and the
+//! failure is logged, counted in /metrics and written to the audit by the engine.
+
+use crate::config::{self, Policy};
+use crate::engine::PolicyRuntime;
+use crate::plugins::{Plugins, RuleSettings, World, digest, plugin_name};
+use notify::{RecursiveMode, Watcher};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long the files must be quiet before a reload: editors and `cp` write in several steps.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What a reload found, for the engine to apply between two ticks.
+pub enum Update {
+    /// A policy file's new version, loaded and checked. `file` is as the engine knows it.
+    Policy { file: PathBuf, runtime: Box<PolicyRuntime>, digest: String },
+    /// A policy file was deleted: its policy stops.
+    Removed { file: PathBuf },
+    /// A plugin's new version is published (and serves from the next tick).
+    Plugin { file: PathBuf, digest: String },
+    /// A file's new version was refused; the previous version keeps running.
+    Rejected { kind: Kind, file: PathBuf, reason: String },
+}
+
+/// What kind of file a reload is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Policy,
+    Plugin,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Policy => "policy",
+            Kind::Plugin => "plugin",
+        }
+    }
+}
+
+impl std::fmt::Debug for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Update::Policy { file, digest, .. } => write!(f, "Policy({}, {digest})", file.display()),
+            Update::Removed { file } => write!(f, "Removed({})", file.display()),
+            Update::Plugin { file, digest } => write!(f, "Plugin({}, {digest})", file.display()),
+            Update::Rejected { kind, file, reason } => write!(f, "Rejected({}, {}: {reason})", kind.as_str(), file.display()),
+        }
+    }
+}
+
+/// How reloaded policies are started, as `host run` started the first ones.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadOptions {
+    pub audit_override: Option<PathBuf>,
+    /// Load the guard state from the state file for a policy new to this run.
+    pub resume: bool,
+    pub debounce: Option<Duration>,
+}
+
+/// The reloader's view of the files: the `--policy` arguments, the accepted version of each
+/// policy file, and the digest of every file it has accepted.
+pub struct Reloader {
+    plugins: Arc<Plugins>,
+    args: Vec<PathBuf>,
+    /// Accepted policies by canonical file, with the path as the engine knows it.
+    policies: BTreeMap<PathBuf, (PathBuf, Policy)>,
+    digests: BTreeMap<PathBuf, String>,
+    options: ReloadOptions,
+    updates: mpsc::UnboundedSender<Update>,
+}
+
+impl Reloader {
+    /// A reloader for the policies `host run` started with (and the plugins they use), which
+    /// sends what it finds to `updates`.
+    pub fn new(plugins: Arc<Plugins>, args: &[PathBuf], running: &[Policy], options: ReloadOptions, updates: mpsc::UnboundedSender<Update>) -> Self {
+        let mut reloader = Self { plugins, args: args.iter().map(|a| normal(a)).collect(), policies: BTreeMap::new(), digests: BTreeMap::new(), options, updates };
+        for policy in running {
+            reloader.accept_policy(&policy.source, policy.clone());
+        }
+        reloader
+    }
+
+    fn accept_policy(&mut self, file: &Path, policy: Policy) {
+        let key = normal(file);
+        if let Ok(bytes) = std::fs::read(file) {
+            self.digests.insert(key.clone(), digest(&bytes));
+        }
+        for plugin in plugin_files(&policy) {
+            if !self.digests.contains_key(&normal(&plugin))
+                && let Some(d) = [World::Risk, World::Remediation].iter().find_map(|w| self.plugins.published(&plugin, *w)).map(|l| l.digest.clone())
+            {
+                self.digests.insert(normal(&plugin), d);
+            }
+        }
+        self.policies.insert(key, (file.to_path_buf(), policy));
+    }
+
+    /// The folders to watch: those of the policy arguments and of every plugin in use.
+    pub fn folders(&self) -> BTreeSet<PathBuf> {
+        let mut folders = BTreeSet::new();
+        for arg in &self.args {
+            folders.insert(if arg.is_dir() { arg.clone() } else { arg.parent().map(Path::to_path_buf).unwrap_or_default() });
+        }
+        for (_, policy) in self.policies.values() {
+            folders.extend(plugin_files(policy).iter().filter_map(|p| normal(p).parent().map(Path::to_path_buf)));
+        }
+        folders
+    }
+
+    /// Re-reads the given files (all known files with `force`), sends an `Update` for each
+    /// that changed, and returns them for the log. Blocking: it compiles.
+    pub fn reload(&mut self, changed: &BTreeSet<PathBuf>, force: bool) -> Vec<String> {
+        let changed: BTreeSet<PathBuf> = if force { self.digests.keys().cloned().chain(self.policies.keys().cloned()).collect() } else { changed.iter().map(|p| normal(p)).collect() };
+        let mut log = Vec::new();
+        let users = self.plugin_users();
+        for (plugin, rules) in &users {
+            if changed.contains(plugin) {
+                log.extend(self.reload_plugin(plugin, rules, force));
+            }
+        }
+        let candidates: Vec<PathBuf> = changed.iter().filter(|p| self.is_policy_file(p)).cloned().collect();
+        for file in candidates {
+            log.extend(self.reload_policy(&file, force));
+        }
+        log
+    }
+
+    /// Every plugin file in use, with each rule that uses it: (world, settings, limits, rule's
+    /// field path, policy file).
+    fn plugin_users(&self) -> BTreeMap<PathBuf, Vec<(World, PathBuf, Arc<RuleSettings>, String)>> {
+        let mut users: BTreeMap<PathBuf, Vec<_>> = BTreeMap::new();
+        for (file, policy) in self.policies.values() {
+            for (i, r) in policy.risks.iter().enumerate() {
+                users.entry(normal(&r.plugin)).or_default().push((World::Risk, r.plugin.clone(), RuleSettings::with_limits(r.settings.clone(), r.limits), format!("{}: risks[{i}]", file.display())));
+            }
+            for (i, r) in policy.remediations.iter().enumerate() {
+                users.entry(normal(&r.plugin)).or_default().push((World::Remediation, r.plugin.clone(), RuleSettings::with_limits(r.settings.clone(), r.limits), format!("{}: remediations[{i}]", file.display())));
+            }
+        }
+        users
+    }
+
+    /// Whether a file event concerns a policy or a plugin in use (a watched folder also holds
+    /// other files, e.g. an audit log written every tick, which must not delay a reload).
+    pub fn is_relevant(&self, path: &Path) -> bool {
+        let file = normal(path);
+        self.is_policy_file(&file) || self.policies.values().any(|(_, p)| plugin_files(p).iter().any(|f| normal(f) == file))
+    }
+
+    fn is_policy_file(&self, file: &Path) -> bool {
+        self.policies.contains_key(file)
+            || self.args.iter().any(|a| a == file)
+            || (file.extension().is_some_and(|x| x == "yaml" || x == "yml") && file.parent().is_some_and(|dir| self.args.iter().any(|a| a == dir)))
+    }
+
+    fn send(&self, update: Update) {
+        // The engine is gone only when the run is over.
+        let _ = self.updates.send(update);
+    }
+
+    fn reject(&self, kind: Kind, file: &Path, reason: String) -> String {
+        let line = format!("{} {}: rejected, the previous version keeps running: {reason}", kind.as_str(), file.display());
+        tracing::error!("{line}");
+        self.send(Update::Rejected { kind, file: file.to_path_buf(), reason });
+        line
+    }
+
+    /// Compiles a plugin's new version for every world it is used in, checks it against
+    /// every rule's settings, and publishes it only if all pass.
+    fn reload_plugin(&mut self, file: &Path, rules: &[(World, PathBuf, Arc<RuleSettings>, String)], force: bool) -> Option<String> {
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(self.reject(Kind::Plugin, file, format!("cannot read it: {e}"))),
+        };
+        let new = digest(&bytes);
+        if !force && self.digests.get(file) == Some(&new) {
+            return None;
+        }
+        let mut compiled = Vec::new();
+        let mut problems = Vec::new();
+        for (world, path, settings, field) in rules {
+            let loaded = match compiled.iter().find(|l: &&Arc<crate::plugins::Loaded>| l.world == *world && l.path == *path) {
+                Some(loaded) => loaded.clone(),
+                None => match self.plugins.compile_bytes(path, &bytes, *world) {
+                    Ok(loaded) => {
+                        let loaded = Arc::new(loaded);
+                        compiled.push(loaded.clone());
+                        loaded
+                    }
+                    Err(e) => {
+                        problems.push(format!("{field}.plugin: {e}"));
+                        continue;
+                    }
+                },
+            };
+            match self.plugins.check_settings_of(&loaded, settings) {
+                Ok(found) => problems.extend(found.into_iter().map(|p| format!("{field}.settings: {p}"))),
+                Err(e) => problems.push(format!("{field}.plugin: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            return Some(self.reject(Kind::Plugin, file, problems.join("; ")));
+        }
+        self.plugins.publish(compiled);
+        self.digests.insert(file.to_path_buf(), new.clone());
+        let line = format!("plugin {} reloaded (sha256 {}), serving from the next tick", plugin_name(file), &new[..12]);
+        tracing::info!("{line}");
+        self.send(Update::Plugin { file: file.to_path_buf(), digest: new });
+        Some(line)
+    }
+
+    /// Parses, validates and loads a policy file's new version.
+    fn reload_policy(&mut self, file: &Path, force: bool) -> Option<String> {
+        let known = self.policies.get(file).map(|(given, _)| given.clone());
+        let shown = known.clone().unwrap_or_else(|| file.to_path_buf());
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let given = known?;
+                self.policies.remove(file);
+                self.digests.remove(file);
+                let line = format!("policy {}: the file was deleted; its policy stops", given.display());
+                tracing::warn!("{line}");
+                self.send(Update::Removed { file: given });
+                return Some(line);
+            }
+            Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("cannot read it: {e}"))),
+        };
+        let new = digest(&bytes);
+        if !force && self.digests.get(file) == Some(&new) {
+            return None;
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => return Some(self.reject(Kind::Policy, &shown, "is not UTF-8 text".into())),
+        };
+        let policy = match config::parse(&text, &shown) {
+            Ok(policy) => policy,
+            Err(problems) => {
+                let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                return Some(self.reject(Kind::Policy, &shown, format!("{} problem(s): {}", list.len(), list.join("; "))));
+            }
+        };
+        if let Some((other, _)) = self.policies.iter().find(|(f, (_, p))| *f != file && p.name == policy.name).map(|(_, v)| v) {
+            return Some(self.reject(Kind::Policy, &shown, format!("name: `{}` is already the name of the policy in {}; fix: give each policy its own name", policy.name, other.display())));
+        }
+        let runtime = match PolicyRuntime::new(policy.clone(), &self.plugins, self.options.audit_override.as_deref(), self.options.resume) {
+            Ok(runtime) => runtime,
+            Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("{e:#}"))),
+        };
+        self.accept_policy(&shown, policy);
+        self.digests.insert(file.to_path_buf(), new.clone());
+        let line = format!("policy {} reloaded (sha256 {}), serving from the next tick", shown.display(), &new[..12]);
+        tracing::info!("{line}");
+        self.send(Update::Policy { file: shown, runtime: Box::new(runtime), digest: new });
+        Some(line)
+    }
+
+    /// Watches the files and reloads on change (debounced) and on SIGHUP (forced), until the
+    /// engine's end of the channel is dropped. Runs on the current tokio runtime.
+    pub fn spawn(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => event.paths.into_iter().for_each(|p| {
+                let _ = events_tx.send(p);
+            }),
+            Err(e) => tracing::warn!("file watch: {e}"),
+        })?;
+        let mut watched = BTreeSet::new();
+        watch_folders(&mut watcher, &mut watched, self.folders());
+        let debounce = self.options.debounce.unwrap_or(DEFAULT_DEBOUNCE);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        Ok(tokio::spawn(async move {
+            let mut reloader = Some(self);
+            let mut pending = BTreeSet::new();
+            // The debounce runs from the last relevant event, whatever else the folder sees.
+            let mut quiet_at = tokio::time::Instant::now();
+            loop {
+                let force = tokio::select! {
+                    event = events.recv() => match event {
+                        Some(path) => {
+                            if reloader.as_ref().is_some_and(|r| r.is_relevant(&path)) {
+                                pending.insert(path);
+                                quiet_at = tokio::time::Instant::now() + debounce;
+                            }
+                            continue;
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(quiet_at), if !pending.is_empty() => false,
+                    _ = hangup.recv() => { tracing::info!("SIGHUP: reloading every policy and plugin"); true }
+                };
+                // Quiet for the debounce (or forced): take what gathered, also anything that
+                // arrived meanwhile.
+                let mut current = reloader.take().expect("the reloader is back after each reload");
+                while let Ok(path) = events.try_recv() {
+                    if current.is_relevant(&path) {
+                        pending.insert(path);
+                    }
+                }
+                if current.updates.is_closed() {
+                    break;
+                }
+                let changed = std::mem::take(&mut pending);
+                let done = tokio::task::spawn_blocking(move || {
+                    current.reload(&changed, force);
+                    current
+                })
+                .await;
+                match done {
+                    Ok(current) => {
+                        watch_folders(&mut watcher, &mut watched, current.folders());
+                        reloader = Some(current);
+                    }
+                    Err(e) => {
+                        tracing::error!("the reloader failed ({e}); live reload stops, the running versions stay");
+                        break;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn watch_folders(watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, folders: BTreeSet<PathBuf>) {
+    for folder in folders {
+        if watched.contains(&folder) {
+            continue;
+        }
+        match watcher.watch(&folder, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(folder);
+            }
+            Err(e) => tracing::warn!("cannot watch {} for changes: {e}", folder.display()),
+        }
+    }
+}
+
+/// The plugin files a policy uses.
+fn plugin_files(policy: &Policy) -> Vec<PathBuf> {
+    policy.risks.iter().map(|r| r.plugin.clone()).chain(policy.remediations.iter().map(|r| r.plugin.clone())).collect()
+}
+
+/// An absolute path with `..` resolved through its folder, for a file that may not exist
+/// (any more): the same file always gets the same key.
+pub fn normal(path: &Path) -> PathBuf {
+    if let Ok(full) = path.canonicalize() {
+        return full;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir.canonicalize().map(|d| d.join(name)).unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
