@@ -79,8 +79,9 @@ plugins: setup
 	@for p in $(PLUGINS); do cp $(WASM_DIR)/$$(echo $$p | tr - _).wasm $(DIST)/$$p.wasm; done
 	@ls -l $(DIST)
 
-# Guests that misbehave on purpose, for the sandbox tests (never shipped): var/test-plugins.
-FIXTURES := hostile sneaky
+# Guests that misbehave on purpose, for the sandbox tests, and the plugin template (never
+# shipped): var/test-plugins.
+FIXTURES := hostile sneaky template
 test-plugins: setup
 	$(CARGO) build --profile plugin --target $(WASM_TARGET) $(foreach p,$(FIXTURES),-p $(p))
 	@mkdir -p var/test-plugins

@@ -19,6 +19,15 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Report the world a component implements, its imports and exports, and whether it loads.
+    Check {
+        /// The plugin component, e.g. `plugins/dist/scale.wasm`.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control loop: collect, forecast, assess, plan, guard, execute, audit.
     Run {
@@ -97,6 +106,11 @@ enum Command {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
     },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Check policy files, their plugins and their forecasters without touching a cluster.
     Validate {
         #[arg(long = "policy", required = true)]
@@ -162,6 +176,10 @@ fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Plugin { command: PluginCommand::Check { file } } => {
+            print!("{}", run::plugin_check(&file)?);
+            Ok(())
+        }
         Command::Validate { policies } => {
             for line in run::validate(&run::expand_policy_args(&policies)?)? {
                 println!("{line}");

@@ -131,3 +131,36 @@ fn a_plan_over_the_proposal_cap_is_refused_and_the_session_goes_on() {
     let none = session.plan(&common::plugin("scale"), &settings(&[]), &high(Some(2)), Level::High, &workload(3)).unwrap();
     assert!(none.is_empty());
 }
+
+#[test]
+fn host_plugin_check_reports_the_world_and_refuses_what_is_not_a_plugin() {
+    use std::process::Command;
+    let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::fixture_plugin("template")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("world:   augur:plugin/risk-plugin@0.2.0 (loads)"), "{stdout}");
+    assert!(stdout.contains("exports: assess, check-settings"), "{stdout}");
+    assert!(stdout.contains("imports: augur:plugin/types@0.2.0, augur:plugin/host@0.2.0"), "{stdout}");
+
+    let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::fixture_plugin("sneaky")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not an Augur plugin of either world") && stderr.contains("`augur-fixtures:sneaky/exfil`, which Augur does not grant"), "{stderr}");
+
+    let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::root().join("Makefile")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WebAssembly file"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The template of docs/plugins.md, built as a component, runs in a policy through the host.
+#[test]
+fn the_plugin_template_runs_as_wasm() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let f = forecast(vec![0.6, 0.8], Some(vec![0.9, 1.2]));
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2 };
+    let risk = session.assess(&common::fixture_plugin("template"), &settings(&[("max", "1.0")]), &input).unwrap();
+    assert_eq!(risk.level, Level::High);
+    assert_eq!(risk.seconds_to_breach, Some(120));
+    let problems = plugins.check_settings(&common::fixture_plugin("template"), World::Risk, &settings(&[("max", "-1")])).unwrap();
+    assert_eq!(problems, ["setting `max` is `-1`; it must be a number above 0 (default 1)"]);
+}

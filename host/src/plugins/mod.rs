@@ -255,6 +255,8 @@ pub struct Loaded {
     pub digest: String,
     /// Every interface the component imports, e.g. `augur:plugin/host@0.2.0`, `wasi:cli/exit@0.2.6`.
     pub imports: Vec<String>,
+    /// Every name the component exports, e.g. `plan`, `check-settings`.
+    pub exports: Vec<String>,
     pre: InstancePre<HostState>,
     main: ComponentExportIndex,
     check: ComponentExportIndex,
@@ -332,9 +334,13 @@ impl Plugins {
     /// `compile` from bytes already read (`path` names it).
     pub fn compile_bytes(&self, path: &Path, bytes: &[u8], world: World) -> Result<Loaded, PluginError> {
         let plugin = plugin_name(path);
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::Compile { plugin, reason: format!("{} is not a WebAssembly file", path.display()) });
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{e:#}") })?;
         let incompatible = |reason: String| PluginError::Incompatible { plugin: plugin.clone(), world: world.wit_name(), reason };
         let imports: Vec<String> = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let denied: Vec<&String> = imports.iter().filter(|i| !granted(i)).collect();
         if !denied.is_empty() {
             let list = denied.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ");
@@ -350,7 +356,7 @@ impl Plugins {
         }
         .map_err(|e| incompatible(format!("{e:#}")))?;
         let export = |name: &str| component.get_export_index(None, name).ok_or_else(|| incompatible(format!("no export `{name}`")));
-        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, pre, main: export(main)?, check: export(check)? })
+        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, pre, main: export(main)?, check: export(check)? })
     }
 
     /// Publishes new versions of plugins, all at once: the next session sees all of them,
