@@ -108,9 +108,10 @@ demo-prometheus: build prometheus
 test: plugins test-plugins onnxruntime tiny-model k8s prometheus grafana-schema
 	$(CARGO) test --release --workspace
 
-# Benchmarks of the decision path (forecast + two plugin calls + guard) and of a plugin call.
+# Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of
+# the models, and of live reload (write -> serving; tick latency while a reload compiles).
 bench: build
-	$(CARGO) bench -p host --bench decision --bench models
+	$(CARGO) bench -p host --bench decision --bench models --bench reload
 
 clean:
 	rm -rf $(DIST) var

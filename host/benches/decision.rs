@@ -1,7 +1,6 @@
 //! The per-tick decision path: forecast + risk plugin call + remediation plugin call + guard,
-//! for 1 and for 1,000 workloads in one tick (one plugin session, instances reused across
-//! workloads, as the engine does), and the cost of its parts: one plugin call on a warm
-//! instance, one call on a fresh instance, one forecast.
+//! for 1 and for 1,000 workloads in one tick (one plugin session, a fresh sandboxed instance
+//! per call, as the engine does), and the cost of its parts: one plugin call, one forecast.
 //!
 //! Run with `make bench` (it builds the plugins first). Per-workload cost = time / workloads.
 
@@ -114,29 +113,17 @@ fn forecast_input_parts() -> (Target, Forecast, Vec<f64>) {
     (workload(0).target, forecast, history)
 }
 
-/// One `assess` call on a warm instance.
+/// One `assess` call: a fresh store and instance under the default limits, as every call.
 #[divan::bench(sample_count = 50)]
-fn plugin_call_warm(bencher: Bencher) {
+fn plugin_call(bencher: Bencher) {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let (target, forecast, history) = forecast_input_parts();
     let risk = plugin("risk-cpu");
     let settings = RuleSettings::new(BTreeMap::new());
-    let mut session = plugins.session();
     let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3 };
+    let mut session = plugins.session();
     session.assess(&risk, &settings, &input).unwrap();
     bencher.bench_local(|| session.assess(&risk, &settings, &input).unwrap());
-}
-
-/// One `assess` call on a fresh store and instance (what a per-call sandbox would cost).
-#[divan::bench(sample_count = 50)]
-fn plugin_call_fresh_instance(bencher: Bencher) {
-    let plugins = Plugins::new(Limits::default()).unwrap();
-    let (target, forecast, history) = forecast_input_parts();
-    let risk = plugin("risk-cpu");
-    let settings = RuleSettings::new(BTreeMap::new());
-    let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3 };
-    plugins.session().assess(&risk, &settings, &input).unwrap();
-    bencher.bench_local(|| plugins.session().assess(&risk, &settings, &input).unwrap());
 }
 
 /// Holt's damped trend on a 20-point window, 5 steps ahead.
