@@ -81,6 +81,9 @@ pub struct Reloader {
     /// Accepted policies by canonical file, with the path as the engine knows it.
     policies: BTreeMap<PathBuf, (PathBuf, Policy)>,
     digests: BTreeMap<PathBuf, String>,
+    /// The digest of the last version of each file that was rejected: seen again, it is not
+    /// reported again.
+    rejected: BTreeMap<PathBuf, String>,
     options: ReloadOptions,
     updates: mpsc::UnboundedSender<Update>,
 }
@@ -89,7 +92,7 @@ impl Reloader {
     /// A reloader for the policies `host run` started with (and the plugins they use), which
     /// sends what it finds to `updates`.
     pub fn new(plugins: Arc<Plugins>, args: &[PathBuf], running: &[Policy], options: ReloadOptions, updates: mpsc::UnboundedSender<Update>) -> Self {
-        let mut reloader = Self { plugins, args: args.iter().map(|a| normal(a)).collect(), policies: BTreeMap::new(), digests: BTreeMap::new(), options, updates };
+        let mut reloader = Self { plugins, args: args.iter().map(|a| normal(a)).collect(), policies: BTreeMap::new(), digests: BTreeMap::new(), rejected: BTreeMap::new(), options, updates };
         for policy in running {
             reloader.accept_policy(&policy.source, policy.clone());
         }
@@ -189,7 +192,7 @@ impl Reloader {
             Err(e) => return Some(self.reject(Kind::Plugin, file, format!("cannot read it: {e}"))),
         };
         let new = digest(&bytes);
-        if !force && self.digests.get(file) == Some(&new) {
+        if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
             return None;
         }
         let mut compiled = Vec::new();
@@ -216,9 +219,11 @@ impl Reloader {
         }
         if !problems.is_empty() {
             problems.dedup();
+            self.rejected.insert(file.to_path_buf(), new);
             return Some(self.reject(Kind::Plugin, file, problems.join("; ")));
         }
         self.plugins.publish(compiled);
+        self.rejected.remove(file);
         self.digests.insert(file.to_path_buf(), new.clone());
         let line = format!("plugin {} reloaded (sha256 {}), serving from the next tick", plugin_name(file), &new[..12]);
         tracing::info!("{line}");
@@ -244,9 +249,11 @@ impl Reloader {
             Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("cannot read it: {e}"))),
         };
         let new = digest(&bytes);
-        if !force && self.digests.get(file) == Some(&new) {
+        if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
             return None;
         }
+        // Remembered now; forgotten below if it is accepted.
+        self.rejected.insert(file.to_path_buf(), new.clone());
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(_) => return Some(self.reject(Kind::Policy, &shown, "is not UTF-8 text".into())),
@@ -266,6 +273,7 @@ impl Reloader {
             Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("{e:#}"))),
         };
         self.accept_policy(&shown, policy);
+        self.rejected.remove(file);
         self.digests.insert(file.to_path_buf(), new.clone());
         let line = format!("policy {} reloaded (sha256 {}), serving from the next tick", shown.display(), &new[..12]);
         tracing::info!("{line}");
@@ -278,6 +286,8 @@ impl Reloader {
     pub fn spawn(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            // Opening or reading a file is no change (and the reloader's own reads would loop).
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
             Ok(event) => event.paths.into_iter().for_each(|p| {
                 let _ = events_tx.send(p);
             }),
