@@ -129,7 +129,15 @@ impl Reloader {
     /// Re-reads the given files (all known files with `force`), sends an `Update` for each
     /// that changed, and returns them for the log. Blocking: it compiles.
     pub fn reload(&mut self, changed: &BTreeSet<PathBuf>, force: bool) -> Vec<String> {
-        let changed: BTreeSet<PathBuf> = if force { self.digests.keys().cloned().chain(self.policies.keys().cloned()).collect() } else { changed.iter().map(|p| normal(p)).collect() };
+        let mut changed: BTreeSet<PathBuf> = if force { self.digests.keys().cloned().chain(self.policies.keys().cloned()).collect() } else { changed.iter().map(|p| normal(p)).collect() };
+        // A ConfigMap's `..data` link swapped: every file of that folder may have changed.
+        let swapped: Vec<PathBuf> = changed.iter().filter(|p| p.file_name().is_some_and(|n| n == KUBELET_DATA_LINK)).filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+        for folder in swapped {
+            changed.extend(self.policies.keys().chain(self.digests.keys()).filter(|f| f.parent() == Some(&folder)).cloned());
+            if let Ok(entries) = std::fs::read_dir(&folder) {
+                changed.extend(entries.filter_map(|e| e.ok()).map(|e| normal(&e.path())).filter(|p| self.is_policy_file(p)));
+            }
+        }
         let mut log = Vec::new();
         let users = self.plugin_users();
         for (plugin, rules) in &users {
@@ -163,6 +171,9 @@ impl Reloader {
     /// other files, e.g. an audit log written every tick, which must not delay a reload).
     pub fn is_relevant(&self, path: &Path) -> bool {
         let file = normal(path);
+        if file.file_name().is_some_and(|n| n == KUBELET_DATA_LINK) {
+            return true;
+        }
         self.is_policy_file(&file) || self.policies.values().any(|(_, p)| plugin_files(p).iter().any(|f| normal(f) == file))
     }
 
@@ -368,14 +379,23 @@ fn plugin_files(policy: &Policy) -> Vec<PathBuf> {
     policy.risks.iter().map(|r| r.plugin.clone()).chain(policy.remediations.iter().map(|r| r.plugin.clone())).collect()
 }
 
-/// An absolute path with `..` resolved through its folder, for a file that may not exist
-/// (any more): the same file always gets the same key.
+/// An absolute path with `.` and `..` resolved lexically, for a file that may not exist (any
+/// more): the same file always gets the same key. Symbolic links are not followed, so that a
+/// file of a mounted ConfigMap keeps its path when the kubelet swaps the `..data` link.
 pub fn normal(path: &Path) -> PathBuf {
-    if let Ok(full) = path.canonicalize() {
-        return full;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => dir.canonicalize().map(|d| d.join(name)).unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
-    }
+    out
 }
+
+/// The link a mounted ConfigMap or Secret swaps to publish a new version of all its files.
+const KUBELET_DATA_LINK: &str = "..data";

@@ -190,3 +190,42 @@ fn plugins_and_policies_reload_live_and_a_broken_edit_keeps_the_old_version() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A ConfigMap mounted as a volume: every file is a link through `..data`, which the kubelet
+/// swaps to a new folder to publish a new version. The swap names no policy file, yet the
+/// policy must reload.
+#[test]
+fn a_configmap_update_through_the_data_link_reloads_the_policy() {
+    use augur::reload::{ReloadOptions, Reloader, Update};
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("policies");
+    let plugin_dir = dir.path().join("plugins");
+    std::fs::create_dir_all(mount.join("..v1")).unwrap();
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    std::fs::copy(common::plugin("scale"), plugin_dir.join("act.wasm")).unwrap();
+    std::fs::write(mount.join("..v1/web.yaml"), policy_text(&plugin_dir, 3)).unwrap();
+    symlink("..v1", mount.join("..data")).unwrap();
+    symlink("..data/web.yaml", mount.join("web.yaml")).unwrap();
+
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let policy = augur::config::load(&mount.join("web.yaml")).unwrap();
+    let (updates, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut reloader = Reloader::new(plugins, &[mount.clone()], &[policy], ReloadOptions::default(), updates);
+
+    // The kubelet's swap: a new folder, a new link renamed over `..data`.
+    std::fs::create_dir_all(mount.join("..v2")).unwrap();
+    std::fs::write(mount.join("..v2/web.yaml"), policy_text(&plugin_dir, 1)).unwrap();
+    symlink("..v2", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    assert!(reloader.is_relevant(&mount.join("..data")));
+    let log = reloader.reload(&std::collections::BTreeSet::from([mount.join("..data")]), false);
+    assert_eq!(log.len(), 1, "{log:?}");
+    match received.try_recv().unwrap() {
+        Update::Policy { file, runtime, .. } => {
+            assert_eq!(file, mount.join("web.yaml"));
+            assert_eq!(runtime.policy.remediations[0].settings["step"], "1");
+        }
+        other => panic!("expected the policy's new version, got {other:?}"),
+    }
+}
