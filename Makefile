@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: test-plugins all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
+.PHONY: test-plugins python-plugin all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
 
 all: build
 
@@ -87,6 +87,19 @@ test-plugins: setup
 	@mkdir -p var/test-plugins
 	@for p in $(FIXTURES); do cp $(WASM_DIR)/$$p.wasm var/test-plugins/$$p.wasm; done
 
+# The template's rule in Python (plugins/python-threshold), built with componentize-py from
+# PyPI in a cached virtual environment: proof that the WIT contract is language-neutral.
+# --stub-wasi: the Python runtime's WASI imports (sockets among them) become traps, so the
+# component imports only augur:plugin, as the host's grant requires.
+COMPONENTIZE_PY := 0.25.1
+CPY_VENV     := $(HOME)/.cache/augur/componentize-py-$(COMPONENTIZE_PY)
+python-plugin: var/test-plugins/python-threshold.wasm
+
+var/test-plugins/python-threshold.wasm: plugins/python-threshold/app.py wit/plugin.wit
+	@test -x $(CPY_VENV)/bin/componentize-py || { rm -rf $(CPY_VENV) && $(PYTHON) -m venv $(CPY_VENV) && $(CPY_VENV)/bin/pip install --quiet componentize-py==$(COMPONENTIZE_PY); }
+	@mkdir -p var/test-plugins
+	cd plugins/python-threshold && $(CPY_VENV)/bin/componentize-py -d ../../wit -w risk-plugin componentize --stub-wasi app -o ../../$@
+
 # The host binary at target/release/host.
 host:
 	$(CARGO) build --release -p host
@@ -105,7 +118,7 @@ demo-prometheus: build prometheus
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins test-plugins onnxruntime tiny-model k8s prometheus grafana-schema
+test: plugins test-plugins python-plugin onnxruntime tiny-model k8s prometheus grafana-schema
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of

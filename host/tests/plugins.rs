@@ -164,3 +164,32 @@ fn the_plugin_template_runs_as_wasm() {
     let problems = plugins.check_settings(&common::fixture_plugin("template"), World::Risk, &settings(&[("max", "-1")])).unwrap();
     assert_eq!(problems, ["setting `max` is `-1`; it must be a number above 0 (default 1)"]);
 }
+
+/// The template's rule written in Python (plugins/python-threshold, built with componentize-py
+/// by `make python-plugin`): the same contract, the same answers as the Rust template, through
+/// the same sandbox.
+#[test]
+fn a_plugin_in_python_implements_the_same_contract() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let python = common::fixture_plugin("python-threshold");
+    let rust = common::fixture_plugin("template");
+    let loaded = plugins.compile(&python, World::Risk).unwrap();
+    assert_eq!(loaded.imports, ["augur:plugin/types@0.2.0", "augur:plugin/host@0.2.0"], "the Python runtime's WASI imports are stubbed out");
+    let cases = [
+        (vec![0.6, 0.8], Some(vec![0.9, 1.2]), 0.5),
+        (vec![0.6, 0.95], None, 0.5),
+        (vec![0.2, 0.3], None, 0.1),
+        (vec![0.6, 0.7], Some(vec![0.8, 0.85]), 1.5),
+    ];
+    let mut session = plugins.session();
+    for (predicted, upper, now) in cases {
+        let f = forecast(predicted, upper);
+        let history = [now];
+        let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &history, forecast: &f, replicas: 2, ready_replicas: 2 };
+        let from_python = session.assess(&python, &settings(&[("max", "1.0")]), &input).unwrap();
+        let from_rust = session.assess(&rust, &settings(&[("max", "1.0")]), &input).unwrap();
+        assert_eq!(from_python, from_rust, "the two languages disagree on {f:?}");
+    }
+    let problems = plugins.check_settings(&python, World::Risk, &settings(&[("max", "-1")])).unwrap();
+    assert_eq!(problems, ["setting `max` is `-1`; it must be a number above 0 (default 1)"]);
+}
