@@ -136,7 +136,7 @@ fn a_guest_that_allocates_without_end_hits_its_memory_cap() {
 }
 
 #[test]
-fn a_million_proposals_are_refused_before_they_are_read() {
+fn a_million_proposals_are_refused_before_they_are_copied_out() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     // Room to build the million in the guest, so that the output cap is what stops them.
     let limits = Limits {
@@ -145,17 +145,9 @@ fn a_million_proposals_are_refused_before_they_are_read() {
         ..Limits::default()
     };
     let err = plan(&plugins, "flood", limits).0.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PluginError::TooMuchOutput {
-                count: 1_000_000,
-                limit: 64,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PluginError::TooMuchOutput { .. }), "{err}");
+    assert!(err.to_string().contains("refused before it was copied out of the sandbox"), "{err}");
+    assert_eq!(err.kind(), "limit");
     // With the default memory cap the same guest cannot even build them.
     let capped = plan(&plugins, "flood", Limits::default()).0.unwrap_err();
     assert!(matches!(capped, PluginError::Memory { .. }), "{capped}");
@@ -166,10 +158,8 @@ fn a_million_proposals_are_refused_before_they_are_read() {
 fn a_reason_over_the_text_cap_is_refused() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let err = plan(&plugins, "verbose", Limits::default()).0.unwrap_err();
-    assert!(
-        matches!(err, PluginError::TooMuchText { limit, .. } if limit == 64 << 10),
-        "{err}"
-    );
+    assert!(matches!(err, PluginError::TooMuchOutput { .. }), "{err}");
+    assert!(err.to_string().contains("limits.max_output (65536 bytes of text)"), "{err}");
     let roomy = Limits {
         max_output_bytes: 2 << 20,
         ..Limits::default()

@@ -10,8 +10,8 @@
 //!
 //! Every call gets a fresh store and instance (no state leaks between calls, rules,
 //! workloads or policies), a deadline (epoch interruption), a memory cap (a resource
-//! limiter), and a cap on what it returns (proposals counted before they are lifted out of
-//! the guest, text bytes counted as they are). WASI is deny-by-default: a component may import
+//! limiter), and a cap on what it returns (wasmtime's hostcall fuel bounds what is copied out
+//! of the guest before the host allocates it; proposals and text bytes are then counted). WASI is deny-by-default: a component may import
 //! only `augur:plugin/*` and the WASI interfaces a language runtime needs to start (cli, io,
 //! clocks, random, filesystem), and at run time those give no files, no environment, no
 //! arguments, no network and a clock frozen at 0. Anything else it imports is refused at load.
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, WasmList};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -80,7 +80,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Most linear memory one instance may grow to (at most `MAX_MEMORY_BYTES`).
     pub memory_bytes: usize,
-    /// Most proposals one `plan` may return (checked before they are read out of the guest).
+    /// Most proposals one `plan` may return (a far longer list is refused before it is copied
+    /// out of the guest).
     pub max_proposals: usize,
     /// Most bytes of text one call may return (reasons, names, settings problems).
     pub max_output_bytes: usize,
@@ -130,10 +131,8 @@ pub enum PluginError {
     Trap { plugin: String, reason: String },
     #[error("plugin {plugin}: went over its memory limit of {limit} bytes (limits.memory)")]
     Memory { plugin: String, limit: usize },
-    #[error("plugin {plugin}: returned {count} proposals, more than the limit of {limit} (limits.max_proposals)")]
-    TooMuchOutput { plugin: String, count: usize, limit: usize },
-    #[error("plugin {plugin}: returned more than {limit} bytes of text (limits.max_output)")]
-    TooMuchText { plugin: String, limit: usize },
+    #[error("plugin {plugin}: returned too much: {detail}")]
+    TooMuchOutput { plugin: String, detail: String },
 }
 
 impl PluginError {
@@ -145,7 +144,7 @@ impl PluginError {
             PluginError::Incompatible { .. } => "incompatible",
             PluginError::Deadline { .. } => "deadline",
             PluginError::Trap { .. } => "trap",
-            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } | PluginError::TooMuchText { .. } => "limit",
+            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } => "limit",
         }
     }
 }
@@ -426,6 +425,11 @@ impl Plugins {
         let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limiter, stderr };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // What the host copies out of the guest in one call (lists counted at the host's size
+        // of an element, text in bytes): a longer list or text is refused before any of it is
+        // allocated on the host, so a guest cannot amplify its 16 MiB into gigabytes (a
+        // million proposals pointing at one long string).
+        store.set_hostcall_fuel(output_fuel(limits));
         // Instantiation runs guest code too: the deadline covers it and the call.
         store.set_epoch_deadline((limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1);
         store
@@ -438,8 +442,12 @@ impl Drop for Plugins {
     }
 }
 
+fn output_fuel(limits: &Limits) -> usize {
+    limits.max_output_bytes + (limits.max_proposals + 1) * std::mem::size_of::<wit::Proposal>()
+}
+
 fn text_limit(loaded: &Loaded, limits: &Limits) -> PluginError {
-    PluginError::TooMuchText { plugin: plugin_name(&loaded.path), limit: limits.max_output_bytes }
+    PluginError::TooMuchOutput { plugin: plugin_name(&loaded.path), detail: format!("more than limits.max_output, {} bytes of text", limits.max_output_bytes) }
 }
 
 /// SHA-256 of some bytes, hex.
@@ -476,20 +484,22 @@ impl Session<'_> {
         })
     }
 
-    /// Calls `plan` of a remediation plugin. The proposals are counted before any is read
-    /// out of the guest, so a plugin that returns a million costs the host nothing.
+    /// Calls `plan` of a remediation plugin. What it returns is copied out of the guest only
+    /// within the store's output fuel (see `Plugins::store`), so a plugin that returns a
+    /// million proposals is refused before the host allocates them.
     pub fn plan(&mut self, path: &Path, settings: &Settings, risk: &Risk, trigger: Level, workload: &domain::Workload) -> Result<Vec<Proposal>, PluginError> {
         let loaded = self.loaded(path, World::Remediation)?;
         let (risk, workload) = (wit::Risk::from(risk), wit::Workload::from(workload));
         self.plugins.call(&loaded, settings, |store, instance, limits| {
-            let plan = instance.get_typed_func::<(&wit::Risk, wit::Level, &wit::Workload), (WasmList<wit::Proposal>,)>(&mut *store, &loaded.main)?;
+            let plan = instance.get_typed_func::<(&wit::Risk, wit::Level, &wit::Workload), (Vec<wit::Proposal>,)>(&mut *store, &loaded.main)?;
             let list = plan.call(&mut *store, (&risk, trigger.into(), &workload))?.0;
             if list.len() > limits.max_proposals {
-                return Ok(Err(PluginError::TooMuchOutput { plugin: plugin_name(&loaded.path), count: list.len(), limit: limits.max_proposals }));
+                let detail = format!("{} proposals, more than limits.max_proposals, {}", list.len(), limits.max_proposals);
+                return Ok(Err(PluginError::TooMuchOutput { plugin: plugin_name(&loaded.path), detail }));
             }
             let (mut proposals, mut bytes) = (Vec::with_capacity(list.len()), 0);
-            for proposal in list.iter(&mut *store)? {
-                let proposal = Proposal::from(proposal?);
+            for proposal in list {
+                let proposal = Proposal::from(proposal);
                 bytes += proposal.reason.len() + proposal.action.target().map_or(0, str::len);
                 if bytes > limits.max_output_bytes {
                     return Ok(Err(text_limit(&loaded, limits)));
@@ -510,6 +520,14 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, limits: &Limits) -> 
     }
     if state.limiter.hit {
         return PluginError::Memory { plugin, limit: limits.memory_bytes };
+    }
+    // wasmtime's message when the output fuel runs out (its error type is private).
+    if format!("{err:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        let detail = format!(
+            "more than limits.max_proposals ({}) and limits.max_output ({} bytes of text) allow; refused before it was copied out of the sandbox",
+            limits.max_proposals, limits.max_output_bytes
+        );
+        return PluginError::TooMuchOutput { plugin, detail };
     }
     let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
     let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("{err:#}; guest stderr: {}", truncate(&stderr, 1024)) };
