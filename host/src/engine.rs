@@ -60,6 +60,11 @@ impl PolicyRuntime {
         Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
     }
 
+    /// The audit log this policy appends to.
+    pub fn audit_path(&self) -> &Path {
+        &self.audit_path
+    }
+
     /// Takes a tick's observation into the histories.
     fn observe(&mut self, observation: &Observation) {
         for (metric, value) in &observation.values {
@@ -351,7 +356,7 @@ impl Engine {
                     self.warm_start_one(index, now).await;
                 }
                 Update::Removed { file } => {
-                    if let Some(i) = self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == crate::reload::normal(&file)) {
+                    if let Some(i) = self.policy_from(&file) {
                         let name = self.policies[i].policy.name.clone();
                         self.reload_outcome(Kind::Policy, &name, &[i], &file, "removed", None, None, now);
                         self.policies.remove(i);
@@ -364,7 +369,7 @@ impl Engine {
                 Update::Rejected { kind, file, reason } => {
                     let (name, users) = match kind {
                         Kind::Plugin => (plugin_name(&file), self.users_of(&file)),
-                        Kind::Policy => match self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == crate::reload::normal(&file)) {
+                        Kind::Policy => match self.policy_from(&file) {
                             Some(i) => (self.policies[i].policy.name.clone(), vec![i]),
                             None => (plugin_name(&file), Vec::new()),
                         },
@@ -387,8 +392,7 @@ impl Engine {
                 Err(e) => tracing::error!("{e:#}"),
             }
         }
-        let key = crate::reload::normal(file);
-        let Some(i) = self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == key) else {
+        let Some(i) = self.policy_from(file) else {
             self.policies.push(runtime);
             return self.policies.len() - 1;
         };
@@ -405,6 +409,12 @@ impl Engine {
         runtime.next_due = old.next_due;
         *old = runtime;
         i
+    }
+
+    /// The index of the policy read from `file`.
+    fn policy_from(&self, file: &Path) -> Option<usize> {
+        let key = crate::reload::normal(file);
+        self.policies.iter().position(|p| crate::reload::normal(&p.policy.source) == key)
     }
 
     /// Indices of the policies that use a plugin file.

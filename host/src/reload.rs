@@ -283,6 +283,10 @@ impl Reloader {
             Ok(runtime) => runtime,
             Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("{e:#}"))),
         };
+        // The engine appends to it from the next tick: it must open now.
+        if let Err(e) = crate::remediation::audit::AuditLog::open(runtime.audit_path()) {
+            return Some(self.reject(Kind::Policy, &shown, format!("audit.path: {e:#}")));
+        }
         self.accept_policy(&shown, policy);
         self.rejected.remove(file);
         self.digests.insert(file.to_path_buf(), new.clone());
