@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod reload;
 pub mod remediation;
+pub mod replay;
 pub mod run;
 pub mod sim;
 pub mod telemetry;
