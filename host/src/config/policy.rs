@@ -616,18 +616,7 @@ fn capabilities(r: &mut Reader, m: &Mapping, path: &str) -> Option<Capabilities>
     let map = r.mapping(value, &cpath)?;
     r.deny_unknown(map, &cpath, &["actions", "nodes"]);
     let names: Vec<String> = r.required(map, &cpath, "actions", "a list of action kinds, e.g. `[scale]`")?;
-    let mut actions = BTreeSet::new();
-    for (i, name) in names.iter().enumerate() {
-        match ActionKind::ALL.into_iter().find(|k| k.as_str() == name) {
-            Some(kind) => {
-                actions.insert(kind);
-            }
-            None => {
-                let known: Vec<_> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
-                r.problem(format!("{cpath}.actions[{i}]"), format!("`{name}` is not an action kind"), format!("use any of {}", known.join(", ")));
-            }
-        }
-    }
+    let actions = action_kinds(r, &names, &join(&cpath, "actions"));
     let nodes: Vec<String> = r.optional(map, &cpath, "nodes", "a list of node name patterns, e.g. `[\"worker-*\"]`").unwrap_or_default();
     Some(Capabilities { actions, nodes })
 }
@@ -690,19 +679,24 @@ fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
 
 fn allowed_actions(r: &mut Reader, m: &Mapping) -> Option<BTreeSet<ActionKind>> {
     let names: Vec<String> = r.optional(m, "guard", "allowed_actions", "a list of action kinds").unwrap_or_default();
-    let mut allowed = BTreeSet::new();
+    Some(action_kinds(r, &names, "guard.allowed_actions"))
+}
+
+/// Action kinds by name; each unknown name is a problem at `path[i]`.
+fn action_kinds(r: &mut Reader, names: &[String], path: &str) -> BTreeSet<ActionKind> {
+    let mut kinds = BTreeSet::new();
     for (i, name) in names.iter().enumerate() {
         match ActionKind::ALL.into_iter().find(|k| k.as_str() == name) {
             Some(kind) => {
-                allowed.insert(kind);
+                kinds.insert(kind);
             }
             None => {
                 let known: Vec<_> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
-                r.problem(format!("guard.allowed_actions[{i}]"), format!("`{name}` is not an action kind"), format!("use any of {}", known.join(", ")));
+                r.problem(format!("{path}[{i}]"), format!("`{name}` is not an action kind"), format!("use any of {}", known.join(", ")));
             }
         }
     }
-    Some(allowed)
+    kinds
 }
 
 /// Checks references between sections: every risk names a metric, every remediation a risk;
