@@ -13,22 +13,15 @@ use augur::plugins::bindings::ForecastInput;
 use augur::plugins::{Limits, Plugins, RuleSettings};
 use divan::{Bencher, counter::ItemsCount};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod common;
+
+use common::plugin;
+
 fn main() {
     divan::main();
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn plugin(name: &str) -> PathBuf {
-    let path = root().join("plugins/dist").join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} is missing: run `make build` first", path.display());
-    path
 }
 
 /// A policy with one CPU risk rule (risk-cpu) and one remediation (scale).

@@ -19,23 +19,17 @@ use augur::plugins::{Limits, Plugins, World};
 use augur::reload::{ReloadOptions, Reloader};
 use divan::Bencher;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+mod common;
+
+use common::plugin;
+
 fn main() {
     divan::main();
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn plugin(name: &str) -> PathBuf {
-    let path = root().join("plugins/dist").join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} is missing: run `make build` first", path.display());
-    path
 }
 
 /// A policy whose remediation plugin is `act.wasm` in `dir` (a copy of the scale plugin).
