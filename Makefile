@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: test-plugins python-plugin all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean
+.PHONY: test-plugins python-plugin all setup onnxruntime train-env models tiny-model k8s prometheus grafana-schema demo-prometheus build plugins host demo test bench clean results
 
 all: build
 
@@ -125,6 +125,11 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s prometheus g
 # the models, and of live reload (write -> serving; tick latency while a reload compiles).
 bench: build
 	$(CARGO) bench -p host --bench decision --bench models --bench reload
+
+# docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
+# NAB scores (about 15 minutes on 2 cores).
+results: build
+	bash scripts/results.sh
 
 clean:
 	rm -rf $(DIST) var

@@ -65,6 +65,20 @@ impl PolicyRuntime {
         &self.audit_path
     }
 
+    /// Takes an observation into the histories without deciding (offline passes).
+    pub fn observe_offline(&mut self, observation: &Observation) {
+        self.observe(observation);
+    }
+
+    /// One tick of this policy alone, offline: takes the observation, forecasts, assesses,
+    /// plans and guards (the offline anomaly pass). Nothing is executed or written.
+    pub fn decide_offline(&mut self, plugins: &Plugins, observation: &Observation, workload: &Workload, now: SystemTime, force_dry_run: bool) -> Decision {
+        self.observe(observation);
+        let forecasts = forecast_all(std::slice::from_ref(self), &[0]).pop().unwrap_or_default();
+        let mut session = plugins.session();
+        self.decide(&mut session, observation, workload, forecasts, now, force_dry_run)
+    }
+
     /// Takes a tick's observation into the histories.
     fn observe(&mut self, observation: &Observation) {
         for (metric, value) in &observation.values {

@@ -1,7 +1,7 @@
 //! The `host` binary: parses the command line, sets up logging, calls the library, and maps
 //! an error to a message and an exit code.
 
-use augur::backtest;
+use augur::{anomaly, backtest, replay};
 use augur::config::Baseline;
 use augur::cluster::{self, StressOptions};
 use augur::run::{self, LeaseOptions, RunOptions};
@@ -157,6 +157,90 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a trace on the simulator as fast as it runs: the policy against a model of the
+    /// Kubernetes HPA v2 and an oracle that knows the future (the lower bound). Reports
+    /// overload minutes, replica-minutes, peak replicas and actions for each.
+    Replay {
+        #[arg(long)]
+        policy: PathBuf,
+        /// A CSV file (`,` or `;` separated, with a header line).
+        #[arg(long)]
+        trace: PathBuf,
+        /// The column that drives the CPU demand (a request rate or a CPU usage).
+        #[arg(long)]
+        column: String,
+        /// The trace's step, when it has no time column (e.g. `5m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<Duration>,
+        /// The trace is scaled so that its peak needs this share of the guard's max_replicas.
+        #[arg(long, default_value_t = 0.8)]
+        peak: f64,
+        /// CPU one pod serves, cores.
+        #[arg(long, default_value_t = 0.5)]
+        capacity_per_pod: f64,
+        /// The HPA's CPU averageUtilization target, as a fraction.
+        #[arg(long, default_value_t = 0.8)]
+        hpa_target: f64,
+        /// Time from a pod's creation to ready (all three controllers).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        startup: Duration,
+        /// Print one JSON object `{augur, hpa, oracle}` instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Draw demand, ready capacity and replicas over time for the three into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// The offline anomaly pass: flag anomalies by MAD on the policy forecaster's residuals
+    /// (and by plain MAD, as the prototype did), show what the policy's plan would have done
+    /// for each (dry-run), and draw the series, the forecast and the anomalies.
+    Anomalies {
+        /// A CSV file (`,` or `;` separated, with a header line).
+        #[arg(long)]
+        series: PathBuf,
+        #[arg(long)]
+        column: String,
+        /// The policy whose forecaster and plan are used.
+        #[arg(long, default_value = "policies/nginx.yaml")]
+        policy: PathBuf,
+        /// The policy metric the series stands for (default: the first risk rule's).
+        #[arg(long)]
+        metric: Option<String>,
+        /// The series' step, when it has no time column (e.g. `5m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<Duration>,
+        /// Flag points whose robust z-score is at least this.
+        #[arg(long, default_value_t = anomaly::DEFAULT_THRESHOLD)]
+        threshold: f64,
+        /// Past points each score is computed against.
+        #[arg(long, default_value_t = anomaly::DEFAULT_WINDOW)]
+        window: usize,
+        /// Points after a flagged one that are not flagged again (one alert per anomaly).
+        #[arg(long, default_value_t = anomaly::DEFAULT_QUIET)]
+        quiet: usize,
+        /// Write the chart here.
+        #[arg(long, default_value = "anomalies.png")]
+        plot: PathBuf,
+        /// Print one JSON object instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score the anomaly detectors on a labelled NAB corpus (standard, reward-low-FP and
+    /// reward-low-FN profiles), as a Markdown table.
+    Nab {
+        /// The NAB folder holding data/ and labels/combined_windows.json.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// The policy whose forecaster computes the residuals.
+        #[arg(long, default_value = "policies/nginx.yaml")]
+        policy: PathBuf,
+        #[arg(long, default_value_t = anomaly::DEFAULT_THRESHOLD)]
+        threshold: f64,
+        #[arg(long, default_value_t = anomaly::DEFAULT_WINDOW)]
+        window: usize,
+        #[arg(long, default_value_t = anomaly::DEFAULT_QUIET)]
+        quiet: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -202,6 +286,38 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
+            Ok(())
+        }
+        Command::Replay { policy, trace, column, step, peak, capacity_per_pod, hpa_target, startup, json, plot } => {
+            let options = replay::Options { step, peak, capacity_per_pod, hpa_target, startup, ..replay::Options::new(policy, trace, column) };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = runtime.block_on(replay::run(&options))?;
+            if let Some(path) = &plot {
+                augur::plot::replay(path, &report)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+                if let Some(path) = &plot {
+                    println!("\nplot: {}", path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Anomalies { series, column, policy, metric, step, threshold, window, quiet, plot, json } => {
+            let options = anomaly::Options { metric, step, threshold, window, quiet, plot: Some(plot.clone()), ..anomaly::Options::new(series, column, policy) };
+            let report = anomaly::run(&options)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+                println!("\nplot: {}", plot.display());
+            }
+            Ok(())
+        }
+        Command::Nab { corpus, policy, threshold, window, quiet } => {
+            print!("{}", anomaly::nab_table(&corpus, &policy, window, threshold, quiet)?);
             Ok(())
         }
         Command::Stress { namespace, selector, seconds, memory, container, kubeconfig } => {

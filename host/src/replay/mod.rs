@@ -1,4 +1,346 @@
-//! Replays: a policy, the Kubernetes HPA and an oracle over the same trace (issue 7; in
-//! progress). So far: the HPA model (`hpa`).
+//! `host replay`: one trace, three controllers, the same simulated Deployment.
+//!
+//! The trace drives the simulator's CPU demand (scaled so that its peak needs a set share of
+//! the policy's `max_replicas`), and each controller runs on its own copy of the cluster,
+//! with the same replica range, pod capacity and pod start-up delay:
+//! - **augur**: the policy itself, through the real engine (forecaster, plugins, guard), its
+//!   guard's `dry_run` and `remediate` overridden so that it acts;
+//! - **hpa**: a model of the Kubernetes HPA v2 (`hpa`), syncing every 15 s on the pods' CPU
+//!   utilisation, as metrics-server reports it;
+//! - **oracle**: knows the demand ahead and starts each pod exactly one start-up delay before
+//!   it is needed (`oracle_plan`): no controller can have fewer overload minutes, and none
+//!   with as few can use fewer replica-minutes.
+//!
+//! Time is simulated and nothing sleeps: a three-day trace replays in seconds.
 
 pub mod hpa;
+
+use crate::backtest::Series;
+use crate::config;
+use crate::domain::Target;
+use crate::engine::{Engine, PolicyRuntime};
+use crate::plugins::{Limits, Plugins};
+use crate::sim::{SimCluster, SimConfig, SimStats, Snapshot, Trace};
+use anyhow::{Context, bail};
+use hpa::{Hpa, HpaSpec, Observed};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The simulator's step in a replay; the HPA syncs every third, samples are every twelfth.
+const SIM_STEP_S: f64 = 5.0;
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub policy: PathBuf,
+    pub trace: PathBuf,
+    pub column: String,
+    /// The trace's step, when it has no time column.
+    pub step: Option<Duration>,
+    /// The trace is scaled so that its peak needs this share of `max_replicas` pods.
+    pub peak: f64,
+    /// CPU one pod serves, cores.
+    pub capacity_per_pod: f64,
+    /// The HPA's `averageUtilization` target, as a fraction.
+    pub hpa_target: f64,
+    /// Time from a pod's creation to ready, for all three.
+    pub startup: Duration,
+}
+
+impl Options {
+    /// The defaults: those of `policies/nginx.yaml` and of the simulator.
+    pub fn new(policy: PathBuf, trace: PathBuf, column: String) -> Self {
+        Self { policy, trace, column, step: None, peak: 0.8, capacity_per_pod: 0.5, hpa_target: 0.8, startup: Duration::from_secs(60) }
+    }
+}
+
+/// One controller's account of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Minutes during which demand exceeded the ready pods' capacity.
+    pub overload_minutes: f64,
+    /// Replicas (ready or starting) integrated over time.
+    pub replica_minutes: f64,
+    pub peak_replicas: u32,
+    /// Changes of the replica count.
+    pub actions: u32,
+}
+
+impl Outcome {
+    fn from_stats(stats: &SimStats, span_s: f64) -> Self {
+        let mut replica_seconds = 0.0;
+        for (i, (at, replicas)) in stats.replica_changes.iter().enumerate() {
+            let until = stats.replica_changes.get(i + 1).map_or(span_s, |(t, _)| *t).min(span_s);
+            replica_seconds += f64::from(*replicas) * (until - at).max(0.0);
+        }
+        Self {
+            overload_minutes: stats.overload_seconds / 60.0,
+            replica_minutes: replica_seconds / 60.0,
+            peak_replicas: stats.peak_replicas,
+            actions: stats.replica_changes.len().saturating_sub(1) as u32,
+        }
+    }
+}
+
+/// Demand, ready capacity and replicas, one sample a minute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub minutes: Vec<f64>,
+    pub demand: Vec<f64>,
+    pub capacity: Vec<f64>,
+    pub replicas: Vec<u32>,
+}
+
+impl Timeline {
+    fn sample(&mut self, seconds: f64, s: Snapshot) {
+        self.minutes.push(seconds / 60.0);
+        self.demand.push(s.demand);
+        self.capacity.push(f64::from(s.ready) * s.capacity_per_pod);
+        self.replicas.push(s.replicas);
+    }
+}
+
+/// The set-up every controller shared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setup {
+    pub policy: String,
+    pub trace: String,
+    pub column: String,
+    pub points: usize,
+    pub step_seconds: u32,
+    pub cores_per_unit: f64,
+    pub capacity_per_pod: f64,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub startup_seconds: f64,
+    pub hpa_target: f64,
+    pub peak: f64,
+}
+
+/// The replay's result: `--json` prints `{augur, hpa, oracle}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub augur: Outcome,
+    pub hpa: Outcome,
+    pub oracle: Outcome,
+    #[serde(skip)]
+    pub setup: Setup,
+    /// (name, timeline) for augur, hpa and oracle, in that order.
+    #[serde(skip)]
+    pub timelines: Vec<(&'static str, Timeline)>,
+}
+
+/// Runs the three controllers over the trace.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    check(options)?;
+    let mut policy = config::load(&options.policy)?;
+    // The replay asks what the policy would do if it acted.
+    policy.guard.dry_run = false;
+    policy.guard.remediate = true;
+    let series = Series::read(&options.trace, &options.column, None)?;
+    let step_seconds = match (options.step, series.step_seconds) {
+        (Some(step), _) => step.as_secs().max(1) as u32,
+        (None, Some(step)) => step,
+        (None, None) => bail!("{}: no time column to tell the step; fix: pass `--step` (e.g. `--step 5m` for 5-minute data)", options.trace.display()),
+    };
+    let (min, max) = (policy.guard.min_replicas.max(1), policy.guard.max_replicas);
+    let cores_per_unit = demand_scale(&series.values, options.peak, max, options.capacity_per_pod)
+        .with_context(|| format!("{}: column `{}` has no value above 0, so it cannot drive a demand", options.trace.display(), options.column))?;
+    let trace = Trace { start_unix: 1_700_000_000, step_seconds: u64::from(step_seconds), values: series.values.clone() };
+    let span_s = (series.values.len() - 1) as f64 * f64::from(step_seconds);
+    let sim_config = SimConfig {
+        trace,
+        cores_per_unit,
+        capacity_per_pod: options.capacity_per_pod,
+        startup: options.startup,
+        // Scaling only: no memory leak to restart for, no cooling failure to cordon for.
+        memory_leak_per_minute: 0.0,
+        heat_event: None,
+        step: Duration::from_secs_f64(SIM_STEP_S),
+        ..SimConfig::default()
+    };
+    let setup = Setup {
+        policy: options.policy.display().to_string(),
+        trace: options.trace.display().to_string(),
+        column: options.column.clone(),
+        points: series.values.len(),
+        step_seconds,
+        cores_per_unit,
+        capacity_per_pod: options.capacity_per_pod,
+        min_replicas: min,
+        max_replicas: max,
+        startup_seconds: options.startup.as_secs_f64(),
+        hpa_target: options.hpa_target,
+        peak: options.peak,
+    };
+
+    let target = policy.target.clone();
+    let new_sim = || {
+        let sim = Arc::new(SimCluster::new(sim_config.clone()));
+        sim.add_deployment(&target, min);
+        sim
+    };
+
+    let sim = new_sim();
+    let audit = tempfile::tempdir().context("cannot create a temporary folder for the replay's audit log")?;
+    let plugins = Arc::new(Plugins::new(Limits::default())?);
+    let runtime = PolicyRuntime::new(policy, &plugins, Some(&audit.path().join("replay-audit.jsonl")), false)?;
+    let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), vec![runtime], false)?;
+    engine.set_echo(false);
+    let augur = replay_one(&sim, &target, span_s, Controller::Augur(&mut engine)).await;
+
+    let sim = new_sim();
+    let hpa = Hpa::new(HpaSpec::new(min, max, options.hpa_target));
+    let hpa = replay_one(&sim, &target, span_s, Controller::Hpa(hpa)).await;
+
+    let plan = oracle_schedule(&sim_config, min, max, span_s);
+    let oracle = replay_schedule(&sim_config, &target, min, span_s, plan).await;
+
+    let [augur, hpa] = [augur, hpa].map(|(stats, timeline)| (Outcome::from_stats(&stats, span_s), timeline));
+    Ok(Report { augur: augur.0, hpa: hpa.0, oracle: oracle.0, setup, timelines: vec![("augur", augur.1), ("hpa", hpa.1), ("oracle", oracle.1)] })
+}
+
+/// Cores per unit of a series whose peak should need `peak` of `max_replicas` pods of
+/// `capacity_per_pod` cores; `None` when no value is above 0.
+pub fn demand_scale(values: &[f64], peak: f64, max_replicas: u32, capacity_per_pod: f64) -> Option<f64> {
+    let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (top > 0.0).then(|| peak * f64::from(max_replicas) * capacity_per_pod / top)
+}
+
+fn check(options: &Options) -> anyhow::Result<()> {
+    if !(options.peak > 0.0 && options.peak.is_finite()) {
+        bail!("--peak must be above 0 (the share of max_replicas the trace's peak needs), got {}", options.peak);
+    }
+    if !(options.capacity_per_pod > 0.0 && options.capacity_per_pod.is_finite()) {
+        bail!("--capacity-per-pod must be above 0 cores, got {}", options.capacity_per_pod);
+    }
+    if !(options.hpa_target > 0.0 && options.hpa_target <= 1.0) {
+        bail!("--hpa-target must be in (0, 1] (0.8 for averageUtilization: 80), got {}", options.hpa_target);
+    }
+    Ok(())
+}
+
+/// The oracle's schedule for a simulated cluster: replicas at every simulator step of
+/// `span_s` seconds (see `oracle_plan`).
+pub fn oracle_schedule(config: &SimConfig, min: u32, max: u32, span_s: f64) -> Vec<u32> {
+    let step = config.step.as_secs_f64();
+    let lag = (config.startup.as_secs_f64() / step).ceil() as usize;
+    let steps = (span_s / step).ceil() as usize + lag + 1;
+    let demand: Vec<f64> = (0..steps).map(|k| config.trace.at(k as f64 * step) * config.cores_per_unit).collect();
+    oracle_plan(&demand, config.capacity_per_pod, lag, min, max)
+}
+
+/// Replays a fixed schedule (replicas at every simulator step) on a fresh cluster that
+/// starts with `min` ready pods: the oracle's, or any other to compare with it.
+pub async fn replay_schedule(config: &SimConfig, target: &Target, min: u32, span_s: f64, schedule: Vec<u32>) -> (Outcome, Timeline) {
+    let sim = SimCluster::new(config.clone());
+    sim.add_deployment(target, min);
+    let (stats, timeline) = replay_one(&sim, target, span_s, Controller::Schedule(schedule)).await;
+    (Outcome::from_stats(&stats, span_s), timeline)
+}
+
+enum Controller<'e> {
+    Augur(&'e mut Engine),
+    Hpa(Hpa),
+    /// Replicas at every simulator step (the oracle's).
+    Schedule(Vec<u32>),
+}
+
+/// Drives one controller over the trace, one simulator step at a time.
+async fn replay_one(sim: &SimCluster, target: &Target, span_s: f64, mut controller: Controller<'_>) -> (SimStats, Timeline) {
+    let step = SIM_STEP_S;
+    let hpa_every = 3; // 15 s
+    let sample_every = 12; // 60 s
+    let steps = (span_s / step).ceil() as usize;
+    let mut timeline = Timeline::default();
+    let mut ticked = false;
+    for k in 0..steps {
+        let t = k as f64 * step;
+        let snapshot = sim.snapshot(target).expect("the replay's deployment exists");
+        let wanted = match &mut controller {
+            Controller::Augur(engine) => {
+                let now = sim.now();
+                if !ticked || engine.next_due().is_some_and(|due| due <= now + Duration::from_millis(1)) {
+                    engine.tick(now).await;
+                    ticked = true;
+                }
+                None
+            }
+            Controller::Hpa(hpa) if k % hpa_every == 0 => {
+                let utilisation = if snapshot.ready == 0 { 0.0 } else { snapshot.ready_cpu / (f64::from(snapshot.ready) * snapshot.capacity_per_pod) };
+                Some(hpa.sync(t, Observed { replicas: snapshot.replicas, ready: snapshot.ready, utilisation }))
+            }
+            Controller::Hpa(_) => None,
+            Controller::Schedule(plan) => plan.get(k).copied(),
+        };
+        if let Some(replicas) = wanted.filter(|r| *r != snapshot.replicas) {
+            sim.set_replicas(target, replicas).expect("the replay's deployment exists");
+        }
+        if k % sample_every == 0 {
+            timeline.sample(t, sim.snapshot(target).expect("the replay's deployment exists"));
+        }
+        sim.advance(Duration::from_secs_f64(step));
+    }
+    (sim.stats(target).unwrap_or_default(), timeline)
+}
+
+/// The oracle's replicas at each step, from the demand at each step (cores): the fewest
+/// pods that leave no step's demand above the ready capacity, where a pod is ready `lag`
+/// steps after it is created and scale-down removes the newest pods.
+///
+/// A pod that serves step `j` must exist, continuously, from step `j - lag`; so at step `k`
+/// at least `max(need[k..=k + lag])` pods must exist, and keeping exactly that many (oldest
+/// first) leaves `need[k]` of them ready at every step. Demand above `max` pods is overload
+/// no controller in the range can avoid.
+pub fn oracle_plan(demand: &[f64], capacity_per_pod: f64, lag: usize, min: u32, max: u32) -> Vec<u32> {
+    let need: Vec<u32> = demand.iter().map(|d| ((d / capacity_per_pod - 1e-9).ceil().max(0.0) as u32).clamp(min, max)).collect();
+    (0..need.len()).map(|k| need[k..need.len().min(k + lag + 1)].iter().copied().max().unwrap_or(min)).collect()
+}
+
+impl Report {
+    /// A Markdown table, with the set-up above it.
+    pub fn table(&self) -> String {
+        let s = &self.setup;
+        let days = s.points.saturating_sub(1) as f64 * f64::from(s.step_seconds) / 86_400.0;
+        let mut out = format!(
+            "{} column `{}`: {} points, step {} s ({:.1} days). Peak demand = {:.0}% of {} pods x {} cores; replicas {}..{}; pods ready {} s after creation; HPA target {:.0}% CPU.\n\n",
+            s.trace,
+            s.column,
+            s.points,
+            s.step_seconds,
+            days,
+            s.peak * 100.0,
+            s.max_replicas,
+            s.capacity_per_pod,
+            s.min_replicas,
+            s.max_replicas,
+            s.startup_seconds,
+            s.hpa_target * 100.0
+        );
+        out.push_str("| controller | overload minutes | replica-minutes | peak replicas | actions |\n|---|---:|---:|---:|---:|\n");
+        let name = Path::new(&s.policy).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (label, o) in [(format!("augur ({name})"), self.augur), ("hpa (autoscaling/v2 defaults)".to_string(), self.hpa), ("oracle (lower bound)".to_string(), self.oracle)] {
+            out.push_str(&format!("| {label} | {:.1} | {:.0} | {} | {} |\n", o.overload_minutes, o.replica_minutes, o.peak_replicas, o.actions));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oracle_starts_pods_one_start_up_ahead() {
+        // 1 pod of capacity 1.0; demand needs 3 pods at step 5 only; pods take 2 steps.
+        let demand = [0.5, 0.5, 0.5, 0.5, 0.5, 2.5, 0.5, 0.5];
+        assert_eq!(oracle_plan(&demand, 1.0, 2, 1, 10), vec![1, 1, 1, 3, 3, 3, 1, 1]);
+    }
+
+    #[test]
+    fn the_oracle_stays_in_the_replica_range() {
+        assert_eq!(oracle_plan(&[0.0, 50.0, 0.0], 1.0, 0, 2, 10), vec![2, 10, 2]);
+    }
+}

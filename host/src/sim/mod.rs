@@ -80,6 +80,19 @@ pub struct SimStats {
     pub restarts: u32,
 }
 
+/// One Deployment at one moment (see `SimCluster::snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// CPU demand now, cores.
+    pub demand: f64,
+    /// Desired replicas (pods created, ready or not).
+    pub replicas: u32,
+    pub ready: u32,
+    /// CPU the ready pods use, cores (at most their capacity).
+    pub ready_cpu: f64,
+    pub capacity_per_pod: f64,
+}
+
 #[derive(Debug)]
 struct SimPod {
     name: String,
@@ -170,6 +183,11 @@ impl SimCluster {
         }
     }
 
+    /// Sets a Deployment's replicas now (what a controller outside the policy engine does).
+    pub fn set_replicas(&self, target: &Target, replicas: u32) -> Result<String, ExecuteError> {
+        self.lock().scale(target, replicas, false)
+    }
+
     /// What happened to a Deployment so far.
     pub fn stats(&self, target: &Target) -> Option<SimStats> {
         self.lock().deployments.iter().find(|d| d.target == *target).map(|d| d.stats.clone())
@@ -178,6 +196,21 @@ impl SimCluster {
     /// Desired replicas of a Deployment now.
     pub fn replicas(&self, target: &Target) -> Option<u32> {
         self.lock().deployments.iter().find(|d| d.target == *target).map(|d| d.replicas)
+    }
+
+    /// A Deployment's state now, as a controller outside the policy engine sees it (the
+    /// replays' HPA and oracle).
+    pub fn snapshot(&self, target: &Target) -> Option<Snapshot> {
+        let s = self.lock();
+        let d = s.deployments.iter().find(|d| d.target == *target)?;
+        let ready: Vec<&SimPod> = d.pods.iter().filter(|p| s.ready(p)).collect();
+        Some(Snapshot {
+            demand: d.demand,
+            replicas: d.replicas,
+            ready: ready.len() as u32,
+            ready_cpu: ready.iter().map(|p| p.cpu).sum(),
+            capacity_per_pod: s.config.capacity_per_pod,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
