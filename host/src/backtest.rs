@@ -124,6 +124,17 @@ impl Series {
     }
 }
 
+impl Series {
+    /// Seconds between points: `given` (`--step`) when there is one, else the file's time
+    /// column's; an error naming the file and the flag when neither is there.
+    pub fn step(&self, given: Option<u32>, path: &Path) -> anyhow::Result<u32> {
+        match (given, self.step_seconds) {
+            (Some(s), _) | (None, Some(s)) => Ok(s.max(1)),
+            (None, None) => bail!("{}: cannot tell the series' step (no time column); fix: pass `--step`, e.g. `--step 1m` or `--step 5m`", path.display()),
+        }
+    }
+}
+
 fn parse_time(cell: &str, column: &str) -> Option<i64> {
     if column == "minute_index" {
         return cell.parse::<i64>().ok().map(|m| m * 60);
@@ -159,10 +170,7 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
 /// Runs a backtest.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
     let series = Series::read(&options.series, &options.column, options.mask.as_deref())?;
-    let step = match (options.step, series.step_seconds) {
-        (Some(s), _) | (None, Some(s)) => s,
-        (None, None) => bail!("{}: cannot tell the series' step (no time column); fix: pass `--step 1m` or `--step 5m`", options.series.display()),
-    };
+    let step = series.step(options.step, &options.series)?;
     let model = match &options.subject {
         Subject::Model(path) => Some(OnnxModel::shared(path)?),
         Subject::Baseline(_) => None,

@@ -209,15 +209,8 @@ enum Command {
         /// The series' step, when it has no time column (e.g. `5m`).
         #[arg(long, value_parser = humantime::parse_duration)]
         step: Option<Duration>,
-        /// Flag points whose robust z-score is at least this.
-        #[arg(long, default_value_t = anomaly::DEFAULT_THRESHOLD)]
-        threshold: f64,
-        /// Past points each score is computed against.
-        #[arg(long, default_value_t = anomaly::DEFAULT_WINDOW)]
-        window: usize,
-        /// Points after a flagged one that are not flagged again (one alert per anomaly).
-        #[arg(long, default_value_t = anomaly::DEFAULT_QUIET)]
-        quiet: usize,
+        #[command(flatten)]
+        detector: DetectorArgs,
         /// Write the chart here.
         #[arg(long, default_value = "anomalies.png")]
         plot: PathBuf,
@@ -234,13 +227,23 @@ enum Command {
         /// The policy whose forecaster computes the residuals.
         #[arg(long, default_value = "policies/nginx.yaml")]
         policy: PathBuf,
-        #[arg(long, default_value_t = anomaly::DEFAULT_THRESHOLD)]
-        threshold: f64,
-        #[arg(long, default_value_t = anomaly::DEFAULT_WINDOW)]
-        window: usize,
-        #[arg(long, default_value_t = anomaly::DEFAULT_QUIET)]
-        quiet: usize,
+        #[command(flatten)]
+        detector: DetectorArgs,
     },
+}
+
+/// The anomaly detectors' knobs, shared by `anomalies` and `nab`.
+#[derive(Debug, clap::Args)]
+struct DetectorArgs {
+    /// Flag points whose robust z-score is at least this.
+    #[arg(long, default_value_t = anomaly::DEFAULT_THRESHOLD)]
+    threshold: f64,
+    /// Past points each score is computed against.
+    #[arg(long, default_value_t = anomaly::DEFAULT_WINDOW)]
+    window: usize,
+    /// Points after a flag that are not flagged again unless the score escalates.
+    #[arg(long, default_value_t = anomaly::DEFAULT_QUIET)]
+    quiet: usize,
 }
 
 fn main() -> ExitCode {
@@ -305,7 +308,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Anomalies { series, column, policy, metric, step, threshold, window, quiet, plot, json } => {
+        Command::Anomalies { series, column, policy, metric, step, detector: DetectorArgs { threshold, window, quiet }, plot, json } => {
             let options = anomaly::Options { metric, step, threshold, window, quiet, plot: Some(plot.clone()), ..anomaly::Options::new(series, column, policy) };
             let report = anomaly::run(&options)?;
             if json {
@@ -316,7 +319,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Nab { corpus, policy, threshold, window, quiet } => {
+        Command::Nab { corpus, policy, detector: DetectorArgs { threshold, window, quiet } } => {
             print!("{}", anomaly::nab_table(&corpus, &policy, window, threshold, quiet)?);
             Ok(())
         }

@@ -207,11 +207,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     };
     let policy = only_metric(policy, &metric)?;
     let series = Series::read(&options.series, &options.column, None)?;
-    let step_seconds = match (options.step, series.step_seconds) {
-        (Some(step), _) => step.as_secs().max(1) as u32,
-        (None, Some(step)) => step,
-        (None, None) => bail!("{}: no time column to tell the step; fix: pass `--step` (e.g. `--step 5m`)", options.series.display()),
-    };
+    let step_seconds = series.step(options.step.map(|s| s.as_secs() as u32), &options.series)?;
     let scale = crate::replay::demand_scale(&series.values, options.peak, policy.guard.max_replicas, options.capacity_per_pod)
         .with_context(|| format!("{}: column `{}` has no value above 0", options.series.display(), options.column))?;
     let values: Vec<f64> = series.values.iter().map(|v| v * scale).collect();

@@ -140,11 +140,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     policy.guard.dry_run = false;
     policy.guard.remediate = true;
     let series = Series::read(&options.trace, &options.column, None)?;
-    let step_seconds = match (options.step, series.step_seconds) {
-        (Some(step), _) => step.as_secs().max(1) as u32,
-        (None, Some(step)) => step,
-        (None, None) => bail!("{}: no time column to tell the step; fix: pass `--step` (e.g. `--step 5m` for 5-minute data)", options.trace.display()),
-    };
+    let step_seconds = series.step(options.step.map(|s| s.as_secs() as u32), &options.trace)?;
     let (min, max) = (policy.guard.min_replicas.max(1), policy.guard.max_replicas);
     let cores_per_unit = demand_scale(&series.values, options.peak, max, options.capacity_per_pod)
         .with_context(|| format!("{}: column `{}` has no value above 0, so it cannot drive a demand", options.trace.display(), options.column))?;
