@@ -122,9 +122,10 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s prometheus g
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of
-# the models, and of live reload (write -> serving; tick latency while a reload compiles).
+# the models, of live reload (write -> serving; tick latency while a reload compiles), and of
+# replays and the anomaly pass.
 bench: build
-	$(CARGO) bench -p host --bench decision --bench models --bench reload
+	$(CARGO) bench -p host --bench decision --bench models --bench reload --bench replay
 
 # docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
 # NAB scores (about 15 minutes on 2 cores).

@@ -1,5 +1,7 @@
 //! Shared by the benchmarks: where the repository and the built plugins are.
 
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 /// The repository root.
