@@ -115,6 +115,7 @@ pub struct Setup {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub startup_seconds: f64,
+    pub initial_replicas: u32,
     pub hpa_target: f64,
     pub peak: f64,
 }
@@ -157,6 +158,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         step: Duration::from_secs_f64(SIM_STEP_S),
         ..SimConfig::default()
     };
+    // The workload has been running: every controller starts with the replicas the HPA's
+    // target asks for at the trace's first point, not at the floor under a high load.
+    let initial = initial_replicas(&sim_config, options.hpa_target, min, max);
     let setup = Setup {
         policy: options.policy.display().to_string(),
         trace: options.trace.display().to_string(),
@@ -168,6 +172,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         min_replicas: min,
         max_replicas: max,
         startup_seconds: options.startup.as_secs_f64(),
+        initial_replicas: initial,
         hpa_target: options.hpa_target,
         peak: options.peak,
     };
@@ -175,7 +180,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let target = policy.target.clone();
     let new_sim = || {
         let sim = Arc::new(SimCluster::new(sim_config.clone()));
-        sim.add_deployment(&target, min);
+        sim.add_deployment(&target, initial);
         sim
     };
 
@@ -192,7 +197,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let hpa = replay_one(&sim, &target, span_s, Controller::Hpa(hpa)).await;
 
     let plan = oracle_schedule(&sim_config, min, max, span_s);
-    let oracle = replay_schedule(&sim_config, &target, min, span_s, plan).await;
+    let oracle = replay_schedule(&sim_config, &target, initial, span_s, plan).await;
 
     let [augur, hpa] = [augur, hpa].map(|(stats, timeline)| (Outcome::from_stats(&stats, span_s), timeline));
     Ok(Report { augur: augur.0, hpa: hpa.0, oracle: oracle.0, setup, timelines: vec![("augur", augur.1), ("hpa", hpa.1), ("oracle", oracle.1)] })
@@ -218,6 +223,12 @@ fn check(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ready replicas at the start: the first point's demand at `target` utilisation, in range.
+pub fn initial_replicas(config: &SimConfig, target: f64, min: u32, max: u32) -> u32 {
+    let demand = config.trace.at(0.0) * config.cores_per_unit;
+    ((demand / (config.capacity_per_pod * target) - 1e-9).ceil().max(0.0) as u32).clamp(min, max)
+}
+
 /// The oracle's schedule for a simulated cluster: replicas at every simulator step of
 /// `span_s` seconds (see `oracle_plan`).
 pub fn oracle_schedule(config: &SimConfig, min: u32, max: u32, span_s: f64) -> Vec<u32> {
@@ -229,10 +240,10 @@ pub fn oracle_schedule(config: &SimConfig, min: u32, max: u32, span_s: f64) -> V
 }
 
 /// Replays a fixed schedule (replicas at every simulator step) on a fresh cluster that
-/// starts with `min` ready pods: the oracle's, or any other to compare with it.
-pub async fn replay_schedule(config: &SimConfig, target: &Target, min: u32, span_s: f64, schedule: Vec<u32>) -> (Outcome, Timeline) {
+/// starts with `initial` ready pods: the oracle's, or any other to compare with it.
+pub async fn replay_schedule(config: &SimConfig, target: &Target, initial: u32, span_s: f64, schedule: Vec<u32>) -> (Outcome, Timeline) {
     let sim = SimCluster::new(config.clone());
-    sim.add_deployment(target, min);
+    sim.add_deployment(target, initial);
     let (stats, timeline) = replay_one(&sim, target, span_s, Controller::Schedule(schedule)).await;
     (Outcome::from_stats(&stats, span_s), timeline)
 }
@@ -301,7 +312,7 @@ impl Report {
         let s = &self.setup;
         let days = s.points.saturating_sub(1) as f64 * f64::from(s.step_seconds) / 86_400.0;
         let mut out = format!(
-            "{} column `{}`: {} points, step {} s ({:.1} days). Peak demand = {:.0}% of {} pods x {} cores; replicas {}..{}; pods ready {} s after creation; HPA target {:.0}% CPU.\n\n",
+            "{} column `{}`: {} points, step {} s ({:.1} days). Peak demand = {:.0}% of {} pods x {} cores; replicas {}..{}, {} at the start; pods ready {} s after creation; HPA target {:.0}% CPU.\n\n",
             s.trace,
             s.column,
             s.points,
@@ -312,6 +323,7 @@ impl Report {
             s.capacity_per_pod,
             s.min_replicas,
             s.max_replicas,
+            s.initial_replicas,
             s.startup_seconds,
             s.hpa_target * 100.0
         );
