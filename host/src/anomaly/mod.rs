@@ -47,12 +47,12 @@ pub fn robust_scores(values: &[f64], window: usize) -> Vec<f64> {
         let past = &values[i.saturating_sub(window)..i];
         buffer.clear();
         buffer.extend_from_slice(past);
-        let median = median(&mut buffer);
+        let center = median(&mut buffer);
         for v in buffer.iter_mut() {
-            *v = (*v - median).abs();
+            *v = (*v - center).abs();
         }
-        let mad = median_of(&mut buffer);
-        let deviation = (values[i] - median).abs();
+        let mad = median(&mut buffer);
+        let deviation = (values[i] - center).abs();
         scores[i] = if mad > 0.0 {
             0.6745 * deviation / mad
         } else {
@@ -69,11 +69,8 @@ pub fn robust_scores(values: &[f64], window: usize) -> Vec<f64> {
     scores
 }
 
+/// The median, reordering `values`.
 fn median(values: &mut [f64]) -> f64 {
-    median_of(values)
-}
-
-fn median_of(values: &mut [f64]) -> f64 {
     let n = values.len();
     let mid = n / 2;
     let (_, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
