@@ -42,17 +42,13 @@ pub fn replay(path: &Path, report: &Report) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(plot_error(path))?;
     let title = format!("{} `{}`: demand vs ready capacity", report.setup.trace, report.setup.column);
     let root = root.titled(&title, ("sans-serif", 24)).map_err(plot_error(path))?;
-    let panels = root.split_evenly((report.timelines.len(), 1));
-    let top = report.timelines.iter().flat_map(|(_, t)| t.demand.iter().chain(&t.capacity)).copied().fold(0.0, f64::max) * 1.1;
+    let controllers = report.controllers();
+    let panels = root.split_evenly((controllers.len(), 1));
+    let top = controllers.iter().flat_map(|(_, _, t)| t.demand.iter().chain(&t.capacity)).copied().fold(0.0, f64::max) * 1.1;
     let max_replicas = f64::from(report.setup.max_replicas) * 1.1;
-    for ((name, timeline), panel) in report.timelines.iter().zip(panels.iter()) {
+    for ((name, outcome, timeline), panel) in controllers.into_iter().zip(panels.iter()) {
         let hours: Vec<f64> = timeline.minutes.iter().map(|m| m / 60.0).collect();
         let end = hours.last().copied().unwrap_or(1.0).max(1e-3);
-        let outcome = match *name {
-            "augur" => report.augur,
-            "hpa" => report.hpa,
-            _ => report.oracle,
-        };
         let caption = format!("{name}: overload {:.1} min, {:.0} replica-minutes, peak {} replicas, {} actions", outcome.overload_minutes, outcome.replica_minutes, outcome.peak_replicas, outcome.actions);
         let mut chart = ChartBuilder::on(panel)
             .caption(caption, ("sans-serif", 18))

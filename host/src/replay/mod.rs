@@ -128,9 +128,9 @@ pub struct Report {
     pub oracle: Outcome,
     #[serde(skip)]
     pub setup: Setup,
-    /// (name, timeline) for augur, hpa and oracle, in that order.
+    /// The timelines of augur, hpa and oracle, in that order (see `controllers`).
     #[serde(skip)]
-    pub timelines: Vec<(&'static str, Timeline)>,
+    pub timelines: [Timeline; 3],
 }
 
 /// Runs the three controllers over the trace.
@@ -200,7 +200,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let oracle = replay_schedule(&sim_config, &target, initial, span_s, plan).await;
 
     let [augur, hpa] = [augur, hpa].map(|(stats, timeline)| (Outcome::from_stats(&stats, span_s), timeline));
-    Ok(Report { augur: augur.0, hpa: hpa.0, oracle: oracle.0, setup, timelines: vec![("augur", augur.1), ("hpa", hpa.1), ("oracle", oracle.1)] })
+    Ok(Report { augur: augur.0, hpa: hpa.0, oracle: oracle.0, setup, timelines: [augur.1, hpa.1, oracle.1] })
 }
 
 /// Cores per unit of a series whose peak should need `peak` of `max_replicas` pods of
@@ -307,6 +307,12 @@ pub fn oracle_plan(demand: &[f64], capacity_per_pod: f64, lag: usize, min: u32, 
 }
 
 impl Report {
+    /// Each controller's name, outcome and timeline: augur, hpa, oracle.
+    pub fn controllers(&self) -> [(&'static str, Outcome, &Timeline); 3] {
+        let [augur, hpa, oracle] = &self.timelines;
+        [("augur", self.augur, augur), ("hpa", self.hpa, hpa), ("oracle", self.oracle, oracle)]
+    }
+
     /// A Markdown table, with the set-up above it.
     pub fn table(&self) -> String {
         let s = &self.setup;
