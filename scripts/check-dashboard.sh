@@ -18,7 +18,7 @@ ln -s "$dir/node_modules" "$work/node_modules"
 {
   echo "import type { Dashboard } from '@grafana/schema/dist/types/raw/dashboard/x/types.gen';"
   echo "// Grafana's schema types annotation targets for its own datasource only (a TODO there);"
-  echo "// the annotations' Prometheus queries are checked by host/tests/prometheus.rs instead."
+  echo "// the annotations' Prometheus queries are checked by host/tests/all/prometheus.rs instead."
   echo "type Checked = Omit<Dashboard, 'annotations'> & { annotations?: { list?: Array<Record<string, unknown>> } };"
   echo "export const dashboard = "
   cat "$dashboard"

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[path = "../tests/all/common/mod.rs"]
 mod common;
 
 use common::plugin;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+#[path = "../tests/all/common/mod.rs"]
 mod common;
 
 use common::plugin;

@@ -5,11 +5,12 @@
 //! Run with `make bench`. Figures: time per replay of the built-in three-day NASA slice
 //! (4,320 minutes), and per 4,032-point series scored.
 
+#[path = "../tests/all/common/mod.rs"]
 mod common;
 
-use augur::anomaly;
+use augur::offline::anomaly;
 use augur::forecast::{self, Forecaster};
-use augur::replay;
+use augur::offline::replay;
 use divan::Bencher;
 
 fn main() {

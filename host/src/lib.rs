@@ -1,26 +1,27 @@
 //! Augur watches Kubernetes workloads, forecasts their next minutes, and remediates ahead of
 //! trouble through sandboxed WebAssembly plugins that propose actions and a guard that decides.
 //!
-//! The modules follow the data's trip through one tick: `config` (policy files), `metrics`
-//! (sources), `forecast` (forecasters), `plugins` (the wasm runtime), `remediation` (guard,
-//! executor, audit, state), and `engine`, which walks a tick through them in order. `sim` is
-//! the built-in simulated cluster; `telemetry` Augur's own metrics; `run` and `backtest` hold
-//! the commands' work; `replay` (a policy against the HPA and an oracle on a trace),
-//! `anomaly` (the offline anomaly pass and NAB scoring) and `plot` (their PNG charts).
+//! The rooms, from the ground up (each imports only rooms listed before it; see
+//! docs/architecture.md): `domain` (the types that cross the plugin boundary), `config` (policy
+//! files, model cards, limits), `series` (CSV series), `tls`, `metrics` (sources), `forecast`
+//! (forecasters), `plugins` (the wasm runtime), `remediation` (guard, executor seam, audit,
+//! state), `cluster` (Kubernetes), `sim` (the built-in simulated cluster), `telemetry` (Augur's
+//! own metrics), `engine` (one tick through all of them), `reload` (live reload, feeding the
+//! engine), `commands` (run, validate, plugin check, stress) and `offline` (backtest, replay,
+//! anomalies, NAB, plots).
 
-pub mod anomaly;
-pub mod backtest;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod forecast;
 pub mod metrics;
-pub mod plot;
+pub mod offline;
 pub mod plugins;
 pub mod reload;
 pub mod remediation;
-pub mod replay;
-pub mod run;
+pub mod series;
 pub mod sim;
 pub mod telemetry;
+pub mod tls;

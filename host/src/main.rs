@@ -1,10 +1,10 @@
 //! The `host` binary: parses the command line, sets up logging, calls the library, and maps
-//! an error to a message and an exit code.
+//! the outcome to an exit code. Every mode is one call into `augur::commands` or
+//! `augur::offline`; nothing here decides anything.
 
-use augur::{anomaly, backtest, replay};
+use augur::commands::{self, InvalidInput, LeaseOptions, RunOptions, StressArgs, invalid};
 use augur::config::Baseline;
-use augur::cluster::{self, StressOptions};
-use augur::run::{self, LeaseOptions, RunOptions};
+use augur::offline::{anomaly, backtest, plot, replay};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Augur: forecasts Kubernetes workloads and remediates ahead of trouble.
 #[derive(Debug, Parser)]
-#[command(name = "host", version, about)]
+#[command(name = "host", version, about, after_help = "Exit status: 0 done; 1 failed (the message says why); 2 usage error or invalid input (a policy with problems, a flag out of range).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -256,7 +256,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if e.is::<InvalidInput>() { 2 } else { 1 })
         }
     }
 }
@@ -264,11 +264,11 @@ fn main() -> ExitCode {
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugin { command: PluginCommand::Check { file } } => {
-            print!("{}", run::plugin_check(&file)?);
+            print!("{}", commands::plugin_check(&file)?);
             Ok(())
         }
         Command::Validate { policies } => {
-            for line in run::validate(&run::expand_policy_args(&policies)?)? {
+            for line in commands::validate(&commands::expand_policy_args(&policies)?)? {
                 println!("{line}");
             }
             Ok(())
@@ -277,7 +277,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let subject = match (model, baseline) {
                 (Some(model), _) => backtest::Subject::Model(model),
                 (None, Some(name)) => backtest::Subject::Baseline(
-                    Baseline::parse(&name).ok_or_else(|| anyhow::anyhow!("--baseline `{name}` is not a built-in forecaster; fix: use one of last, seasonal-naive, holt-winters, linear, holt-damped"))?,
+                    Baseline::parse(&name).ok_or_else(|| invalid(format!("--baseline `{name}` is not a built-in forecaster; fix: use one of last, seasonal-naive, holt-winters, linear, holt-damped")))?,
                 ),
                 (None, None) => backtest::Subject::Model(backtest::default_model()?),
             };
@@ -296,7 +296,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let report = runtime.block_on(replay::run(&options))?;
             if let Some(path) = &plot {
-                augur::plot::replay(path, &report)?;
+                plot::replay(path, &report)?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -324,22 +324,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stress { namespace, selector, seconds, memory, container, kubeconfig } => {
-            let memory_bytes = cluster::parse_quantity(&memory)
-                .filter(|b| *b >= 0.0)
-                .ok_or_else(|| anyhow::anyhow!("--memory `{memory}` is not a quantity; fix: write e.g. `256Mi` or `1Gi`"))? as u64;
-            let options = StressOptions { namespace, selector, duration: seconds, memory_bytes, container };
+            let args = StressArgs { namespace, selector, duration: seconds, memory, container, kubeconfig };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(async {
-                let client = cluster::connect(kubeconfig.as_deref()).await?;
-                println!("{}", cluster::stress(&client, &options).await?);
-                Ok(())
-            })
+            println!("{}", runtime.block_on(commands::stress(args))?);
+            Ok(())
         }
         Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let options = RunOptions {
                 watch: (!no_watch).then(|| policies.clone()),
-                policies: run::expand_policy_args(&policies)?,
+                policies: commands::expand_policy_args(&policies)?,
                 simulate,
                 speed,
                 run_for,
@@ -355,7 +349,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 sim_via_prometheus,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(run::run(options)).map(|_| ())
+            runtime.block_on(commands::run(options)).map(|_| ())
         }
     }
 }

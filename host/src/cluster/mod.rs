@@ -14,7 +14,8 @@ mod workloads;
 
 pub use executor::{KubeExecutor, WriteHook};
 pub use leader::{LeaderElector, Leadership};
-pub use metrics_server::{MetricsServerSource, Usage, parse_quantity};
+pub use crate::config::parse_quantity;
+pub use metrics_server::{MetricsServerSource, Usage};
 pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
 
@@ -26,11 +27,7 @@ pub const MANAGER: &str = "augur";
 /// Set on a node Augur cordoned, so that it uncordons only its own cordons.
 pub const CORDONED_BY: &str = "augur.io/cordoned-by";
 
-/// Installs the process-wide TLS provider (ring) once; kube panics at its first https client
-/// without one.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::tls::install_provider as install_tls_provider;
 
 /// A client from `kubeconfig` if given, else the default chain (`KUBECONFIG`,
 /// `~/.kube/config`, the in-cluster service account), checked by asking the API server its

@@ -1,10 +1,26 @@
 //! Policy files: reading, validating and reporting every problem at once with the file, the
 //! field path and the fix. The rest of the host uses only the validated `Policy`.
+//!
+//! The ground floor of the policy's data: config imports nothing of the rooms above it
+//! (metrics, forecast, plugins, remediation, cluster, engine). What those rooms and the
+//! parser share (a rule's call limits, a model's card, PromQL syntax, Kubernetes
+//! quantities, the key of a file path) lives here, below them.
 
+mod card;
+mod limits;
+mod parse;
+mod paths;
 mod policy;
+pub mod promql;
+mod quantity;
 mod reader;
 
-pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, parse, wildcard};
+pub use card::{ANY_INPUT, CARD_FORMAT, ModelCard};
+pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
+pub use parse::parse;
+pub use paths::normal;
+pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, wildcard};
+pub use quantity::parse_quantity;
 pub use reader::Problem;
 
 use std::fmt;

@@ -9,18 +9,43 @@ use std::fmt;
 use std::time::Duration;
 use yaml_serde::{Mapping, Value};
 
-/// One problem in a file: where, what, and how to fix it.
+/// One problem in a file: where, what, and how to fix it. The host finds some (the policy
+/// parser); a plugin finds others (its `check-settings`), whose message already names the
+/// setting and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Field path, e.g. `guard.max_replicas` or `risks[0].plugin`.
     pub path: String,
     pub message: String,
+    /// How to fix it; empty when `message` says so itself (a plugin's own words).
     pub fix: String,
+}
+
+impl Problem {
+    /// A problem a plugin found in its rule's `settings`, in the plugin's words.
+    pub fn in_settings(message: String) -> Self {
+        Self { path: "settings".into(), message, fix: String::new() }
+    }
+
+    /// A plugin that cannot serve its rule (`plugin`): it does not load, or fails when called.
+    pub fn plugin(rule: &str, error: &dyn std::error::Error) -> Self {
+        Self { path: join(rule, "plugin"), message: error.to_string(), fix: String::new() }
+    }
+
+    /// The same problem under a parent field, e.g. `settings` under `risks[0]`.
+    pub fn under(mut self, parent: &str) -> Self {
+        self.path = join(parent, &self.path);
+        self
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}; fix: {}", self.path, self.message, self.fix)
+        write!(f, "{}: {}", self.path, self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "; fix: {}", self.fix)?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,6 @@
 
 mod history;
 mod prometheus;
-pub mod promql;
 
 pub use history::History;
 pub use prometheus::PrometheusSource;

@@ -9,7 +9,8 @@
 //! error or timeout, the whole observation fails: that tick records why and takes no action.
 //! The next tick tries again, so collection recovers by itself when Prometheus does.
 
-use super::{MetricSource, Observation, SourceError, promql};
+use super::{MetricSource, Observation, SourceError};
+use crate::config::promql;
 use crate::config::{Metric, MetricSourceSpec, Policy};
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -36,7 +37,7 @@ pub struct Reading {
 
 impl PrometheusSource {
     pub fn new() -> anyhow::Result<Self> {
-        crate::cluster::install_tls_provider();
+        crate::tls::install_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION"))).build()?;
         Ok(Self { http })
     }

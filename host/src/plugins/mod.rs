@@ -20,6 +20,8 @@
 
 pub mod bindings;
 
+pub use crate::config::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
+use crate::config::Problem;
 use crate::domain::{self, Level, Proposal, Risk};
 use bindings::{ForecastInput, RemediationPluginPre, RiskPlugin, RiskPluginPre, wit};
 use std::collections::{BTreeMap, HashMap};
@@ -66,33 +68,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// a reload checking settings, `host plugin check`).
 const POOL_INSTANCES: u32 = 64;
 
-/// The most linear memory any policy may give a plugin (the pooling allocator reserves this
-/// much address space per slot).
-pub const MAX_MEMORY_BYTES: usize = 256 << 20;
-
-/// The most time any policy may give one plugin call.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Limits for every call of a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Wall-clock deadline of one call (instantiation included).
-    pub deadline: Duration,
-    /// Most linear memory one instance may grow to (at most `MAX_MEMORY_BYTES`).
-    pub memory_bytes: usize,
-    /// Most proposals one `plan` may return (a far longer list is refused before it is copied
-    /// out of the guest).
-    pub max_proposals: usize,
-    /// Most bytes of text one call may return (reasons, names, settings problems).
-    pub max_output_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { deadline: Duration::from_millis(250), memory_bytes: 16 << 20, max_proposals: 64, max_output_bytes: 64 << 10 }
-    }
-}
-
 /// Which world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum World {
@@ -135,16 +110,38 @@ pub enum PluginError {
     TooMuchOutput { plugin: String, detail: String },
 }
 
-impl PluginError {
-    /// The kind of failure, for metrics and tests: compile, incompatible, deadline, trap,
-    /// limit.
-    pub fn kind(&self) -> &'static str {
+/// The kind of a plugin failure, for metrics, logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginErrorKind {
+    Compile,
+    Incompatible,
+    Deadline,
+    Trap,
+    /// Over a limit of the rule: memory or output.
+    Limit,
+}
+
+impl PluginErrorKind {
+    pub fn as_str(self) -> &'static str {
         match self {
-            PluginError::Compile { .. } => "compile",
-            PluginError::Incompatible { .. } => "incompatible",
-            PluginError::Deadline { .. } => "deadline",
-            PluginError::Trap { .. } => "trap",
-            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } => "limit",
+            PluginErrorKind::Compile => "compile",
+            PluginErrorKind::Incompatible => "incompatible",
+            PluginErrorKind::Deadline => "deadline",
+            PluginErrorKind::Trap => "trap",
+            PluginErrorKind::Limit => "limit",
+        }
+    }
+}
+
+impl PluginError {
+    /// The kind of failure.
+    pub fn kind(&self) -> PluginErrorKind {
+        match self {
+            PluginError::Compile { .. } => PluginErrorKind::Compile,
+            PluginError::Incompatible { .. } => PluginErrorKind::Incompatible,
+            PluginError::Deadline { .. } => PluginErrorKind::Deadline,
+            PluginError::Trap { .. } => PluginErrorKind::Trap,
+            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } => PluginErrorKind::Limit,
         }
     }
 }
@@ -383,18 +380,19 @@ impl Plugins {
         Session { plugins: self, set: self.snapshot() }
     }
 
-    /// Asks the published version of a plugin to check its settings; returns its problems.
-    pub fn check_settings(&self, path: &Path, world: World, settings: &Settings) -> Result<Vec<String>, PluginError> {
+    /// Asks the published version of a plugin to check its settings; returns its problems,
+    /// each at `settings`.
+    pub fn check_settings(&self, path: &Path, world: World, settings: &Settings) -> Result<Vec<Problem>, PluginError> {
         let loaded = self.load(path, world)?;
         self.check_settings_of(&loaded, settings)
     }
 
     /// Asks a compiled (maybe not yet published) plugin to check its settings.
-    pub fn check_settings_of(&self, loaded: &Loaded, settings: &Settings) -> Result<Vec<String>, PluginError> {
+    pub fn check_settings_of(&self, loaded: &Loaded, settings: &Settings) -> Result<Vec<Problem>, PluginError> {
         self.call(loaded, settings, |store, instance, limits| {
             let problems = instance.get_typed_func::<(), (Vec<String>,)>(&mut *store, &loaded.check)?.call(&mut *store, ())?.0;
             let bytes: usize = problems.iter().map(String::len).sum();
-            Ok(if problems.len() > limits.max_proposals || bytes > limits.max_output_bytes { Err(text_limit(loaded, limits)) } else { Ok(problems) })
+            Ok(if problems.len() > limits.max_proposals || bytes > limits.max_output_bytes { Err(text_limit(loaded, limits)) } else { Ok(problems.into_iter().map(Problem::in_settings).collect()) })
         })
     }
 

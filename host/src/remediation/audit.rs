@@ -27,6 +27,20 @@ pub enum Verdict {
     Failed,
 }
 
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [Verdict::Executed, Verdict::DryRun, Verdict::Rejected, Verdict::Failed];
+
+    /// The verdict's name in the audit and in /metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Executed => "executed",
+            Verdict::DryRun => "dry-run",
+            Verdict::Rejected => "rejected",
+            Verdict::Failed => "failed",
+        }
+    }
+}
+
 /// The forecast behind a decision.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForecastRecord {
@@ -48,51 +62,179 @@ pub struct RiskRecord {
     pub risk: Risk,
 }
 
-/// One line of the audit log.
+/// The stage of a tick (or a reload) that failed, as the audit and /metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The metrics could not be collected (or a metric has no value yet).
+    Collect,
+    /// The metrics are older than the source allows.
+    Stale,
+    /// The target workload's state could not be read.
+    Workload,
+    /// The forecaster failed (a fallback served, or none could).
+    Forecast,
+    /// A risk plugin's `assess` failed.
+    Assess,
+    /// A remediation plugin's `plan` failed.
+    Plan,
+    /// A new version of a policy or plugin file was rejected.
+    Reload,
+}
+
+impl Stage {
+    /// Every stage a tick can fail in (a reload is not part of a tick).
+    pub const TICK: [Stage; 6] = [Stage::Collect, Stage::Stale, Stage::Workload, Stage::Forecast, Stage::Assess, Stage::Plan];
+
+    /// The stage's name in the audit and in /metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Collect => "collect",
+            Stage::Stale => "stale",
+            Stage::Workload => "workload",
+            Stage::Forecast => "forecast",
+            Stage::Assess => "assess",
+            Stage::Plan => "plan",
+            Stage::Reload => "reload",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every line of the audit log starts with: when, which policy and target, and what
+/// was observed.
 #[derive(Debug, Clone, Serialize)]
-pub struct Record {
+pub struct Head {
     /// RFC 3339, UTC (simulated time in `--simulate` mode).
     pub time: String,
     pub policy: String,
     pub target: String,
     /// Every metric collected this tick, by name.
     pub observed: BTreeMap<String, f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<ForecastRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub risk: Option<RiskRecord>,
+}
+
+/// One line of the audit log: a proposal and what became of it, a stage that failed, or a
+/// live reload. Each serialises as one flat JSON object (the README's "The audit log").
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    Action(ActionRecord),
+    Error(ErrorRecord),
+    Reload(ReloadEntry),
+}
+
+/// A proposal, the guard's verdict on it and, when it ran, what the cluster said.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    #[serde(flatten)]
+    pub head: Head,
+    pub forecast: ForecastRecord,
+    pub risk: RiskRecord,
     /// The remediation rule that proposed the action.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remediation: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proposal: Option<Proposal>,
+    pub remediation: String,
+    pub proposal: Proposal,
     /// What the guard allowed, when it changed the proposal (e.g. clamped replicas).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Proposal>,
+    /// `None` only between the guard's yes and the executor's answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
-    /// Why the guard decided as it did; for errors, what failed.
+    /// Why the guard decided as it did.
     pub reason: String,
     /// What the cluster said it did (or would have done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
-    /// Set on records of a stage that failed (`collect`, `forecast`, `assess`, `plan`, ...,
-    /// and `reload` for a new version of a file that was rejected).
+}
+
+/// A stage of a tick that failed: the policy took no action from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorRecord {
+    #[serde(flatten)]
+    pub head: Head,
+    /// What failed.
+    pub reason: String,
+    pub error_stage: Stage,
+}
+
+/// What a live reload did to one file, as written for each policy it concerns.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEntry {
+    #[serde(flatten)]
+    pub head: Head,
+    pub reason: String,
+    /// `reload` when the new version was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_stage: Option<&'static str>,
-    /// Set on records of a live reload, accepted or rejected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reload: Option<ReloadRecord>,
+    pub error_stage: Option<Stage>,
+    pub reload: ReloadRecord,
+}
+
+impl Record {
+    /// The line's common part.
+    pub fn head(&self) -> &Head {
+        match self {
+            Record::Action(r) => &r.head,
+            Record::Error(r) => &r.head,
+            Record::Reload(r) => &r.head,
+        }
+    }
+}
+
+/// What a reload did to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadOutcome {
+    /// The new version was accepted and serves from the next tick.
+    Reloaded,
+    /// The new version was refused; the previous one keeps running.
+    Rejected,
+    /// The policy file was deleted; its policy stops.
+    Removed,
+}
+
+impl ReloadOutcome {
+    pub const ALL: [ReloadOutcome; 3] = [ReloadOutcome::Reloaded, ReloadOutcome::Rejected, ReloadOutcome::Removed];
+
+    /// The outcome's name in the audit and in /metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadOutcome::Reloaded => "reloaded",
+            ReloadOutcome::Rejected => "rejected",
+            ReloadOutcome::Removed => "removed",
+        }
+    }
+}
+
+/// What kind of file a reload is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    Policy,
+    Plugin,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 2] = [FileKind::Policy, FileKind::Plugin];
+
+    /// The kind's name in the audit, in /metrics and in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Policy => "policy",
+            FileKind::Plugin => "plugin",
+        }
+    }
 }
 
 /// What a live reload did to one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadRecord {
-    /// `policy` or `plugin`.
-    pub kind: &'static str,
+    pub kind: FileKind,
     pub file: String,
-    /// `reloaded`, `rejected` (the previous version keeps running) or `removed`.
-    pub outcome: &'static str,
+    pub outcome: ReloadOutcome,
     /// SHA-256 of the new version, when it was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -131,24 +273,23 @@ impl AuditLog {
     }
 }
 
-/// The readable line for a decision.
+/// The readable line for a record.
 pub fn line(record: &Record) -> String {
-    let mut out = format!("{} {}", record.time, record.policy);
-    if let (Some(reload), None) = (&record.reload, record.error_stage) {
-        out.push_str(&format!(" RELOAD {} {}: {}", reload.kind, reload.outcome, record.reason));
-        return out;
-    }
-    if let Some(stage) = record.error_stage {
-        out.push_str(&format!(" ERROR in {stage}: {}", record.reason));
-        return out;
-    }
-    if let Some(risk) = &record.risk {
-        out.push_str(&format!(" [{} {}] {}", risk.rule, risk.risk.level, risk.risk.reason));
-    }
-    if let (Some(proposal), Some(verdict)) = (&record.proposal, record.verdict) {
-        let action = record.allowed.as_ref().unwrap_or(proposal);
-        let verdict = serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
-        out.push_str(&format!(" => {} {}: {}", verdict, action.action, record.result.as_deref().unwrap_or(&record.reason)));
+    let head = record.head();
+    let mut out = format!("{} {}", head.time, head.policy);
+    match record {
+        Record::Reload(r) => match r.error_stage {
+            None => out.push_str(&format!(" RELOAD {} {}: {}", r.reload.kind.as_str(), r.reload.outcome.as_str(), r.reason)),
+            Some(stage) => out.push_str(&format!(" ERROR in {stage}: {}", r.reason)),
+        },
+        Record::Error(r) => out.push_str(&format!(" ERROR in {}: {}", r.error_stage, r.reason)),
+        Record::Action(r) => {
+            out.push_str(&format!(" [{} {}] {}", r.risk.rule, r.risk.risk.level, r.risk.risk.reason));
+            if let Some(verdict) = r.verdict {
+                let action = r.allowed.as_ref().unwrap_or(&r.proposal);
+                out.push_str(&format!(" => {} {}: {}", verdict.as_str().to_uppercase(), action.action, r.result.as_deref().unwrap_or(&r.reason)));
+            }
+        }
     }
     out
 }

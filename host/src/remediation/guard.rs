@@ -1,12 +1,16 @@
-//! The guard: the only place that decides whether a proposed action may run. Default-deny:
-//! an action kind must be allowed by the policy, every kind is checked by its own arm (no
-//! catch-all, so a new kind does not compile until someone decides its rules), and then the
-//! safety flags, the cooldown and the hourly rate apply.
+//! The guard: the only place that decides whether a proposed action may run, in one call
+//! (`judge`). Default-deny. In order: the metric must be past its warm-up, the rule must have
+//! been granted the action (`capabilities:`), the policy must allow its kind, the action must
+//! fit the workload and the policy's bounds (every kind by its own arm, with no catch-all,
+//! so a new kind does not compile until someone decides its rules), then the safety flags,
+//! the cooldowns and the hourly rate apply.
 //!
-//! guard.rs never calls the cluster: it decides from the workload state it is given.
+//! guard.rs never calls the cluster, never writes a file and never changes its inputs: it
+//! decides from the workload state and the guard state it is given, and the caller records
+//! what it allowed.
 
 use super::state::GuardState;
-use crate::config::{Capabilities, GuardSpec};
+use crate::config::{Capabilities, GuardSpec, wildcard};
 use crate::domain::{Action, Proposal, Workload};
 use std::time::{Duration, SystemTime};
 
@@ -21,48 +25,89 @@ pub enum Verdict {
     Reject { reason: String },
 }
 
-/// Checks one proposal. `force_dry_run` is the CLI's `--dry-run`, which wins over the policy.
-/// `guard.min_history`: a proposal made from a forecast on fewer points than this is not acted
-/// on (a fresh start's intervals are too wild). Returns the rejection reason.
-pub fn warming_up(spec: &GuardSpec, metric: &str, seen: usize) -> Option<String> {
-    (seen < spec.min_history).then(|| format!("warming up: {seen} of guard.min_history {} points of `{metric}` seen; a forecast from so few points is not acted on", spec.min_history))
+/// Everything the guard judges a proposal against.
+#[derive(Debug, Clone, Copy)]
+pub struct Case<'a> {
+    /// The policy's guard rails.
+    pub spec: &'a GuardSpec,
+    /// What the proposing rule was granted.
+    pub capabilities: &'a Capabilities,
+    /// The metric whose risk led to the proposal, and how many of its points were seen
+    /// (`guard.min_history`: a forecast from a handful of points has intervals too wild to
+    /// act on).
+    pub metric: &'a str,
+    pub seen: usize,
+    /// The target's state as collected this tick.
+    pub workload: &'a Workload,
+    /// When each kind of action last ran, for cooldowns and the hourly rate.
+    pub state: &'a GuardState,
+    pub now: SystemTime,
+    /// The CLI's `--dry-run`, which wins over the policy.
+    pub force_dry_run: bool,
 }
 
-/// The rule's grant (`capabilities:`): a proposal of a kind or on a node the rule was not
-/// granted is rejected before anything else is checked. Returns the rejection reason.
-pub fn granted(capabilities: &Capabilities, proposal: &Proposal) -> Option<String> {
-    capabilities.refusal(&proposal.action)
-}
-
-pub fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workload: &Workload, state: &GuardState, now: SystemTime) -> Verdict {
+/// Judges one proposal: the whole decision, from warm-up to the hourly rate.
+pub fn judge(case: &Case<'_>, proposal: &Proposal) -> Verdict {
+    let spec = case.spec;
+    if case.seen < spec.min_history {
+        return reject(format!("warming up: {} of guard.min_history {} points of `{}` seen; a forecast from so few points is not acted on", case.seen, spec.min_history, case.metric));
+    }
+    if let Some(reason) = not_granted(case.capabilities, &proposal.action) {
+        return reject(reason);
+    }
     let kind = proposal.action.kind();
     if !spec.allowed_actions.contains(&kind) {
         return reject(format!("action kind `{}` is not in guard.allowed_actions", kind.as_str()));
     }
-    let (action, note) = match allowed_shape(spec, &proposal.action, workload) {
+    let (action, note) = match allowed_shape(spec, &proposal.action, case.workload) {
         Ok(shaped) => shaped,
         Err(reason) => return reject(reason),
     };
-    let dry_run = force_dry_run || spec.dry_run;
+    let dry_run = case.force_dry_run || spec.dry_run;
     if !dry_run && !spec.remediate {
         return reject("guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)".into());
     }
-    for &(key, delay) in cooldown_checks(&action, workload) {
-        let (wait, field) = match delay {
-            Delay::Cooldown => (spec.cooldown, "cooldown"),
-            Delay::ScaleDown => (spec.scale_down_delay.max(spec.cooldown), "scale_down_delay"),
-        };
-        if let Some(since) = state.since_last(key, now)
-            && since < wait
-        {
-            return reject(format!("cooldown: last {key} was {} ago, guard.{field} is {}", human(since), human(wait)));
-        }
+    if let Some(reason) = cooling_down(spec, &action, case) {
+        return reject(reason);
     }
-    let recent = state.actions_within(Duration::from_secs(3600), now);
+    let recent = case.state.actions_within(Duration::from_secs(3600), case.now);
     if recent >= spec.max_actions_per_hour as usize {
         return reject(format!("rate limit: {recent} actions in the last hour, guard.max_actions_per_hour is {}", spec.max_actions_per_hour));
     }
     if dry_run { Verdict::DryRun { action, note } } else { Verdict::Execute { action, note } }
+}
+
+/// The rule's grant (`capabilities:`): the kinds it may propose and, for the kinds that name
+/// a node, the nodes it may name. Why `action` is not granted, or `None` when it is.
+fn not_granted(capabilities: &Capabilities, action: &Action) -> Option<String> {
+    let kind = action.kind();
+    if !capabilities.actions.contains(&kind) {
+        let granted: Vec<&str> = capabilities.actions.iter().map(|k| k.as_str()).collect();
+        return Some(format!("not granted: this rule may propose only [{}], not `{}` (capabilities.actions)", granted.join(", "), kind.as_str()));
+    }
+    let node = match action {
+        Action::CordonNode { node } | Action::UncordonNode { node } => node,
+        // Pods are always the target's, checked by `allowed_shape`; the workload is the target.
+        Action::Scale { .. } | Action::RestartPod { .. } | Action::RolloutRestart => return None,
+    };
+    let patterns = &capabilities.nodes;
+    (!patterns.is_empty() && !patterns.iter().any(|p| wildcard(p, node))).then(|| format!("not granted: node `{node}` matches none of capabilities.nodes [{}]", patterns.join(", ")))
+}
+
+/// The cooldown the action is still inside, if any.
+fn cooling_down(spec: &GuardSpec, action: &Action, case: &Case<'_>) -> Option<String> {
+    for &(key, delay) in cooldown_checks(action, case.workload) {
+        let (wait, field) = match delay {
+            Delay::Cooldown => (spec.cooldown, "cooldown"),
+            Delay::ScaleDown => (spec.scale_down_delay.max(spec.cooldown), "scale_down_delay"),
+        };
+        if let Some(since) = case.state.since_last(key, case.now)
+            && since < wait
+        {
+            return Some(format!("cooldown: last {key} was {} ago, guard.{field} is {}", human(since), human(wait)));
+        }
+    }
+    None
 }
 
 /// The key under which an allowed action is recorded for cooldowns.
@@ -321,6 +366,12 @@ mod tests {
         assert_eq!(render(&an_hour_later), "execute scale to 4");
     }
 
+    /// The guard's judgement with every capability granted and the warm-up passed.
+    fn check(spec: &GuardSpec, force_dry_run: bool, proposal: &Proposal, workload: &Workload, state: &GuardState, now: SystemTime) -> Verdict {
+        let capabilities = Capabilities { actions: ActionKind::ALL.into_iter().collect(), nodes: Vec::new() };
+        judge(&Case { spec, capabilities: &capabilities, metric: "cpu", seen: spec.min_history, workload, state, now, force_dry_run }, proposal)
+    }
+
     fn render(verdict: &Verdict) -> String {
         let with_note = |word: &str, action: &Action, note: &Option<String>| match note {
             Some(note) => format!("{word} {action} ({note})"),
@@ -335,8 +386,24 @@ mod tests {
 
     #[test]
     fn a_forecast_from_too_few_points_is_not_acted_on() {
-        let reason = warming_up(&spec(), "cpu", 3).unwrap();
-        assert_eq!(reason, "warming up: 3 of guard.min_history 10 points of `cpu` seen; a forecast from so few points is not acted on");
-        assert_eq!(warming_up(&spec(), "cpu", 10), None);
+        let (spec, w, state) = (spec(), workload(2), GuardState::default());
+        let capabilities = Capabilities { actions: ActionKind::ALL.into_iter().collect(), nodes: Vec::new() };
+        let case = |seen| Case { spec: &spec, capabilities: &capabilities, metric: "cpu", seen, workload: &w, state: &state, now: at(T0), force_dry_run: false };
+        let verdict = judge(&case(3), &proposal(scale(4)));
+        assert_eq!(render(&verdict), "reject warming up: 3 of guard.min_history 10 points of `cpu` seen; a forecast from so few points is not acted on");
+        assert_eq!(render(&judge(&case(10), &proposal(scale(4)))), "execute scale to 4");
+    }
+
+    #[rstest]
+    #[case::kind_not_granted(&[ActionKind::CordonNode], &[], scale(4), "reject not granted: this rule may propose only [cordon-node], not `scale` (capabilities.actions)")]
+    #[case::node_not_granted(&[ActionKind::CordonNode], &["worker-*"], cordon("a"), "reject not granted: node `a` matches none of capabilities.nodes [worker-*]")]
+    #[case::node_granted(&[ActionKind::CordonNode], &["*"], cordon("a"), "execute cordon node a")]
+    #[case::uncordon_node_not_granted(&[ActionKind::UncordonNode], &["b"], uncordon("c"), "reject not granted: node `c` matches none of capabilities.nodes [b]")]
+    #[case::patterns_do_not_limit_pods(&[ActionKind::RestartPod], &["worker-*"], restart("nginx-0"), "execute restart pod nginx-0")]
+    fn capabilities_are_checked_before_anything_else(#[case] kinds: &[ActionKind], #[case] nodes: &[&str], #[case] action: Action, #[case] expected: &str) {
+        let (spec, w, state) = (spec(), workload(2), GuardState::default());
+        let capabilities = Capabilities { actions: kinds.iter().copied().collect(), nodes: nodes.iter().map(|n| n.to_string()).collect() };
+        let case = Case { spec: &spec, capabilities: &capabilities, metric: "cpu", seen: 10, workload: &w, state: &state, now: at(T0), force_dry_run: false };
+        assert_eq!(render(&judge(&case, &proposal(action))), expected);
     }
 }

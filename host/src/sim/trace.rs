@@ -1,7 +1,8 @@
 //! A request-rate trace: one value per fixed step, read from a CSV column. The default is a
 //! three-day slice of the NASA-HTTP 1995 trace shipped in `host/data/` (see its PROVENANCE.md).
 
-use anyhow::{Context, bail};
+use crate::series::Series;
+use anyhow::bail;
 use std::path::Path;
 
 /// The trace built into the binary.
@@ -25,36 +26,24 @@ impl Trace {
 
     /// Reads a CSV file's `column`; a `unix_time` column, when present, gives the start and step.
     pub fn from_file(path: &Path, column: &str) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read trace {}", path.display()))?;
-        Self::parse(&text, column, &path.display().to_string())
+        Self::from_series(Series::read(path, column, None)?, &path.display().to_string())
     }
 
     /// Parses CSV text with a header line.
     pub fn parse(text: &str, column: &str, origin: &str) -> anyhow::Result<Self> {
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').map(str::trim).collect();
-        let Some(value_at) = header.iter().position(|h| *h == column) else {
-            bail!("{origin}: no column `{column}`; columns are: {}", header.join(", "));
-        };
-        let time_at = header.iter().position(|h| *h == "unix_time");
-        let (mut values, mut times) = (Vec::new(), Vec::new());
-        for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let cells: Vec<&str> = line.split(',').collect();
-            let cell = |i: usize| cells.get(i).map(|c| c.trim()).unwrap_or("");
-            let value: f64 = cell(value_at).parse().with_context(|| format!("{origin}: line {}: `{}` in column `{column}` is not a number", n + 2, cell(value_at)))?;
-            values.push(value);
-            if let Some(t) = time_at {
-                times.push(cell(t).parse::<u64>().with_context(|| format!("{origin}: line {}: bad unix_time", n + 2))?);
-            }
-        }
-        if values.len() < 2 {
+        Self::from_series(Series::parse(text, column, None, origin)?, origin)
+    }
+
+    fn from_series(series: Series, origin: &str) -> anyhow::Result<Self> {
+        if series.values.len() < 2 {
             bail!("{origin}: needs at least two rows");
         }
-        let (start_unix, step_seconds) = match times.as_slice() {
-            [first, second, ..] if second > first => (*first, second - first),
+        let unix_times = if series.time_column == Some("unix_time") { series.times.as_slice() } else { &[] };
+        let (start_unix, step_seconds) = match unix_times {
+            [Some(first), Some(second), ..] if second > first && *first >= 0 => (*first as u64, (second - first) as u64),
             _ => (804_931_200, 60), // no time column: 1 minute steps from the NASA slice's start
         };
-        Ok(Self { start_unix, step_seconds, values })
+        Ok(Self { start_unix, step_seconds, values: series.values })
     }
 
     /// The value at `seconds` after the start, linearly interpolated; the trace repeats.
@@ -90,6 +79,6 @@ mod tests {
     #[test]
     fn a_missing_column_lists_the_columns() {
         let err = Trace::parse("a,b\n1,2\n", "c", "t.csv").unwrap_err();
-        assert_eq!(err.to_string(), "t.csv: no column `c`; columns are: a, b");
+        assert_eq!(err.to_string(), "t.csv: no column `c`; fix: name one of its columns: a, b");
     }
 }

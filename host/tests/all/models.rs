@@ -5,7 +5,7 @@
 //! `make test` trains the tiny CI model (var/models/tiny) with models/train.py before these
 //! run, and fetches ONNX Runtime.
 
-mod common;
+use crate::common;
 
 use augur::config;
 use augur::domain::{Pod, Target, Workload};

@@ -12,57 +12,20 @@
 //! apply. Anything that fails is rejected whole: the previous version keeps running, and the
 //! failure is logged, counted in /metrics and written to the audit by the engine.
 
-use crate::config::{self, Policy};
-use crate::engine::PolicyRuntime;
+use crate::config::{self, Policy, normal};
+use crate::engine::{PolicyRuntime, Update};
 use crate::plugins::{Plugins, RuleSettings, World, digest, plugin_name};
-use notify::{RecursiveMode, Watcher};
+use crate::remediation::audit::FileKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod watch;
+
 /// How long the files must be quiet before a reload: editors and `cp` write in several steps.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// What a reload found, for the engine to apply between two ticks.
-pub enum Update {
-    /// A policy file's new version, loaded and checked. `file` is as the engine knows it.
-    Policy { file: PathBuf, runtime: Box<PolicyRuntime>, digest: String },
-    /// A policy file was deleted: its policy stops.
-    Removed { file: PathBuf },
-    /// A plugin's new version is published (and serves from the next tick).
-    Plugin { file: PathBuf, digest: String },
-    /// A file's new version was refused; the previous version keeps running.
-    Rejected { kind: Kind, file: PathBuf, reason: String },
-}
-
-/// What kind of file a reload is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Policy,
-    Plugin,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Policy => "policy",
-            Kind::Plugin => "plugin",
-        }
-    }
-}
-
-impl std::fmt::Debug for Update {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Update::Policy { file, digest, .. } => write!(f, "Policy({}, {digest})", file.display()),
-            Update::Removed { file } => write!(f, "Removed({})", file.display()),
-            Update::Plugin { file, digest } => write!(f, "Plugin({}, {digest})", file.display()),
-            Update::Rejected { kind, file, reason } => write!(f, "Rejected({}, {}: {reason})", kind.as_str(), file.display()),
-        }
-    }
-}
 
 /// How reloaded policies are started, as `host run` started the first ones.
 #[derive(Debug, Clone, Default)]
@@ -188,7 +151,7 @@ impl Reloader {
         let _ = self.updates.send(update);
     }
 
-    fn reject(&self, kind: Kind, file: &Path, reason: String) -> String {
+    fn reject(&self, kind: FileKind, file: &Path, reason: String) -> String {
         let line = format!("{} {}: rejected, the previous version keeps running: {reason}", kind.as_str(), file.display());
         tracing::error!("{line}");
         self.send(Update::Rejected { kind, file: file.to_path_buf(), reason });
@@ -200,7 +163,7 @@ impl Reloader {
     fn reload_plugin(&mut self, file: &Path, rules: &[(World, PathBuf, Arc<RuleSettings>, String)], force: bool) -> Option<String> {
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
-            Err(e) => return Some(self.reject(Kind::Plugin, file, format!("cannot read it: {e}"))),
+            Err(e) => return Some(self.reject(FileKind::Plugin, file, format!("cannot read it: {e}"))),
         };
         let new = digest(&bytes);
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
@@ -224,14 +187,14 @@ impl Reloader {
                 },
             };
             match self.plugins.check_settings_of(&loaded, settings) {
-                Ok(found) => problems.extend(found.into_iter().map(|p| format!("{field}.settings: {p}"))),
+                Ok(found) => problems.extend(found.into_iter().map(|p| p.under(field).to_string())),
                 Err(e) => problems.push(format!("{field}.plugin: {e}")),
             }
         }
         if !problems.is_empty() {
             problems.dedup();
             self.rejected.insert(file.to_path_buf(), new);
-            return Some(self.reject(Kind::Plugin, file, problems.join("; ")));
+            return Some(self.reject(FileKind::Plugin, file, problems.join("; ")));
         }
         self.plugins.publish(compiled);
         self.rejected.remove(file);
@@ -257,7 +220,7 @@ impl Reloader {
                 self.send(Update::Removed { file: given });
                 return Some(line);
             }
-            Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("cannot read it: {e}"))),
+            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("cannot read it: {e}"))),
         };
         let new = digest(&bytes);
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
@@ -267,25 +230,25 @@ impl Reloader {
         self.rejected.insert(file.to_path_buf(), new.clone());
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
-            Err(_) => return Some(self.reject(Kind::Policy, &shown, "is not UTF-8 text".into())),
+            Err(_) => return Some(self.reject(FileKind::Policy, &shown, "is not UTF-8 text".into())),
         };
         let policy = match config::parse(&text, &shown) {
             Ok(policy) => policy,
             Err(problems) => {
                 let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                return Some(self.reject(Kind::Policy, &shown, format!("{} problem(s): {}", list.len(), list.join("; "))));
+                return Some(self.reject(FileKind::Policy, &shown, format!("{} problem(s): {}", list.len(), list.join("; "))));
             }
         };
         if let Some((other, _)) = self.policies.iter().find(|(f, (_, p))| *f != file && p.name == policy.name).map(|(_, v)| v) {
-            return Some(self.reject(Kind::Policy, &shown, format!("name: `{}` is already the name of the policy in {}; fix: give each policy its own name", policy.name, other.display())));
+            return Some(self.reject(FileKind::Policy, &shown, format!("name: `{}` is already the name of the policy in {}; fix: give each policy its own name", policy.name, other.display())));
         }
         let runtime = match PolicyRuntime::new(policy.clone(), &self.plugins, self.options.audit_override.as_deref(), self.options.resume) {
             Ok(runtime) => runtime,
-            Err(e) => return Some(self.reject(Kind::Policy, &shown, format!("{e:#}"))),
+            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e:#}"))),
         };
         // The engine appends to it from the next tick: it must open now.
         if let Err(e) = crate::remediation::audit::AuditLog::open(runtime.audit_path()) {
-            return Some(self.reject(Kind::Policy, &shown, format!("audit.path: {e:#}")));
+            return Some(self.reject(FileKind::Policy, &shown, format!("audit.path: {e:#}")));
         }
         self.accept_policy(&shown, policy);
         self.rejected.remove(file);
@@ -295,110 +258,11 @@ impl Reloader {
         self.send(Update::Policy { file: shown, runtime: Box::new(runtime), digest: new });
         Some(line)
     }
-
-    /// Watches the files and reloads on change (debounced) and on SIGHUP (forced), until the
-    /// engine's end of the channel is dropped. Runs on the current tokio runtime.
-    pub fn spawn(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            // Opening or reading a file is no change (and the reloader's own reads would loop).
-            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
-            Ok(event) => event.paths.into_iter().for_each(|p| {
-                let _ = events_tx.send(p);
-            }),
-            Err(e) => tracing::warn!("file watch: {e}"),
-        })?;
-        let mut watched = BTreeSet::new();
-        watch_folders(&mut watcher, &mut watched, self.folders());
-        let debounce = self.options.debounce.unwrap_or(DEFAULT_DEBOUNCE);
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        Ok(tokio::spawn(async move {
-            let mut reloader = Some(self);
-            let mut pending = BTreeSet::new();
-            // The debounce runs from the last relevant event, whatever else the folder sees.
-            let mut quiet_at = tokio::time::Instant::now();
-            loop {
-                let force = tokio::select! {
-                    event = events.recv() => match event {
-                        Some(path) => {
-                            if reloader.as_ref().is_some_and(|r| r.is_relevant(&path)) {
-                                pending.insert(path);
-                                quiet_at = tokio::time::Instant::now() + debounce;
-                            }
-                            continue;
-                        }
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(quiet_at), if !pending.is_empty() => false,
-                    _ = hangup.recv() => { tracing::info!("SIGHUP: reloading every policy and plugin"); true }
-                };
-                // Quiet for the debounce (or forced): take what gathered, also anything that
-                // arrived meanwhile.
-                let mut current = reloader.take().expect("the reloader is back after each reload");
-                while let Ok(path) = events.try_recv() {
-                    if current.is_relevant(&path) {
-                        pending.insert(path);
-                    }
-                }
-                if current.updates.is_closed() {
-                    break;
-                }
-                let changed = std::mem::take(&mut pending);
-                let done = tokio::task::spawn_blocking(move || {
-                    current.reload(&changed, force);
-                    current
-                })
-                .await;
-                match done {
-                    Ok(current) => {
-                        watch_folders(&mut watcher, &mut watched, current.folders());
-                        reloader = Some(current);
-                    }
-                    Err(e) => {
-                        tracing::error!("the reloader failed ({e}); live reload stops, the running versions stay");
-                        break;
-                    }
-                }
-            }
-        }))
-    }
-}
-
-fn watch_folders(watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, folders: BTreeSet<PathBuf>) {
-    for folder in folders {
-        if watched.contains(&folder) {
-            continue;
-        }
-        match watcher.watch(&folder, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                watched.insert(folder);
-            }
-            Err(e) => tracing::warn!("cannot watch {} for changes: {e}", folder.display()),
-        }
-    }
 }
 
 /// The plugin files a policy uses.
 fn plugin_files(policy: &Policy) -> Vec<PathBuf> {
     policy.risks.iter().map(|r| r.plugin.clone()).chain(policy.remediations.iter().map(|r| r.plugin.clone())).collect()
-}
-
-/// An absolute path with `.` and `..` resolved lexically, for a file that may not exist (any
-/// more): the same file always gets the same key. Symbolic links are not followed, so that a
-/// file of a mounted ConfigMap keeps its path when the kubelet swaps the `..data` link.
-pub fn normal(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The link a mounted ConfigMap or Secret swaps to publish a new version of all its files.

@@ -11,10 +11,11 @@
 
 pub mod nab;
 
-use crate::backtest::Series;
+use crate::series::Series;
 use crate::config::{self, Policy};
 use crate::domain::{self, Target};
-use crate::engine::{Decision, PolicyRuntime, forecaster_for};
+use crate::engine::{Decision, PolicyRuntime, Tick, forecaster_for};
+use crate::remediation::audit::{Record, Verdict};
 use crate::forecast::{self, Forecaster, Row};
 use crate::metrics::Observation;
 use crate::plugins::{Limits, Plugins};
@@ -205,7 +206,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let policy = only_metric(policy, &metric)?;
     let series = Series::read(&options.series, &options.column, None)?;
     let step_seconds = series.step(options.step.map(|s| s.as_secs() as u32), &options.series)?;
-    let scale = crate::replay::demand_scale(&series.values, options.peak, policy.guard.max_replicas, options.capacity_per_pod)
+    let scale = super::replay::demand_scale(&series.values, options.peak, policy.guard.max_replicas, options.capacity_per_pod)
         .with_context(|| format!("{}: column `{}` has no value above 0", options.series.display(), options.column))?;
     let values: Vec<f64> = series.values.iter().map(|v| v * scale).collect();
     let forecaster = forecaster_for(&policy)?;
@@ -233,7 +234,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     if let Some(path) = &options.plot {
         let minutes: Vec<f64> = (0..values.len()).map(minute).collect();
         let title = format!("{} `{}`: {} flagged on forecast residuals, {} by plain MAD (|z| >= {})", options.series.display(), options.column, residual_flags.len(), plain_flags.len(), options.threshold);
-        crate::plot::anomalies(path, &crate::plot::AnomalyChart { title, minutes: &minutes, values: &values, forecast: &scores.forecast, residual_anomalies: &residual_flags, plain_anomalies: &plain_flags, windows: &[] })?;
+        super::plot::anomalies(path, &super::plot::AnomalyChart { title, minutes: &minutes, values: &values, forecast: &scores.forecast, residual_anomalies: &residual_flags, plain_anomalies: &plain_flags, windows: &[] })?;
     }
     Ok(Report {
         series: options.series.display().to_string(),
@@ -284,7 +285,7 @@ fn dry_run_plans(policy: Policy, metric: &str, values: &[f64], flags: &[usize], 
         let guard = &runtime.policy.guard;
         let replicas = ((before / (options.capacity_per_pod * options.target_utilisation)).ceil() as u32).clamp(guard.min_replicas.max(1), guard.max_replicas);
         let workload = workload(&runtime.policy.target, replicas, *value);
-        let decision = runtime.decide_offline(&plugins, &observation, &workload, now, true);
+        let decision = runtime.decide_offline(&plugins, &Tick { observation: &observation, workload: &workload, now, force_dry_run: true });
         out.push(describe(&decision, replicas));
     }
     Ok(out)
@@ -309,12 +310,17 @@ fn workload(target: &Target, replicas: u32, cpu: f64) -> domain::Workload {
 fn describe(decision: &Decision, replicas: u32) -> (String, Vec<String>) {
     let risk = decision.risks.iter().map(|r| format!("{} {} ({})", r.rule, r.risk.level, r.risk.reason)).collect::<Vec<_>>().join("; ");
     let mut plan = Vec::new();
-    for record in &decision.records {
-        let action = record.allowed.as_ref().or(record.proposal.as_ref()).map(|p| serde_json::to_string(&p.action).unwrap_or_default());
-        let verdict = record.verdict.map(|v| format!("{v:?}").to_lowercase()).unwrap_or_else(|| record.error_stage.unwrap_or("error").to_string());
-        plan.push(match action {
-            Some(action) => format!("{verdict}: {action} from {replicas} replicas; {}", record.reason),
-            None => format!("{verdict}: {}", record.reason),
+    for (i, record) in decision.records.iter().enumerate() {
+        plan.push(match record {
+            Record::Action(r) => {
+                let action = serde_json::to_string(&r.allowed.as_ref().unwrap_or(&r.proposal).action).unwrap_or_default();
+                // What the guard allowed has no verdict yet, since nothing ran it offline.
+                let allowed = decision.pending.iter().find(|p| p.record == i).map(|p| if p.dry_run { Verdict::DryRun } else { Verdict::Executed });
+                let verdict = r.verdict.or(allowed).unwrap_or(Verdict::Rejected).as_str();
+                format!("{verdict}: {action} from {replicas} replicas; {}", r.reason)
+            }
+            Record::Error(r) => format!("{}: {}", r.error_stage, r.reason),
+            Record::Reload(r) => format!("reload: {}", r.reason),
         });
     }
     if plan.is_empty() {
@@ -365,20 +371,13 @@ pub fn read_nab(root: &Path) -> anyhow::Result<Vec<NabFile>> {
     let mut files = Vec::new();
     for (name, windows) in labels {
         let path = root.join("data").join(&name);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (named in {})", path.display(), labels_path.display()))?;
-        let mut times = Vec::new();
-        let mut values = Vec::new();
-        for (n, line) in text.lines().skip(1).filter(|l| !l.trim().is_empty()).enumerate() {
-            let (time, value) = line.split_once(',').with_context(|| format!("{}: line {}: expected `timestamp,value`", path.display(), n + 2))?;
-            values.push(value.trim().parse::<f64>().with_context(|| format!("{}: line {}: `{value}` is not a number", path.display(), n + 2))?);
-            times.push(time.trim().to_string());
+        if !path.is_file() {
+            bail!("cannot read {} (named in {})", path.display(), labels_path.display());
         }
-        let find = |t: &str| {
-            let t = &t[..t.len().min(19)];
-            times.iter().position(|x| x == t).with_context(|| format!("{}: window time {t} is not a row of {}", labels_path.display(), path.display()))
-        };
+        let series = Series::read(&path, "value", None)?;
+        let find = |t: &str| series.row_at(t).with_context(|| format!("{}: window time {t} is not a row of {}", labels_path.display(), path.display()));
         let windows = windows.iter().map(|(a, b)| Ok((find(a)?, find(b)?))).collect::<anyhow::Result<Vec<_>>>()?;
-        files.push(NabFile { name, values, windows });
+        files.push(NabFile { name, values: series.values, windows });
     }
     if files.is_empty() {
         bail!("{}: names no files", labels_path.display());

@@ -3,7 +3,7 @@
 //! rejected (audit, /metrics) while the previous version keeps working; SIGHUP forces a
 //! reload; and a tick that runs while a reload compiles finishes on the version it started with.
 
-mod common;
+use crate::common;
 
 use augur::domain::{Action, Level, Risk, Target, Workload};
 use augur::plugins::{Limits, Plugins, RuleSettings, World};
@@ -196,7 +196,8 @@ fn plugins_and_policies_reload_live_and_a_broken_edit_keeps_the_old_version() {
 /// policy must reload.
 #[test]
 fn a_configmap_update_through_the_data_link_reloads_the_policy() {
-    use augur::reload::{ReloadOptions, Reloader, Update};
+    use augur::engine::Update;
+    use augur::reload::{ReloadOptions, Reloader};
     use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("policies");

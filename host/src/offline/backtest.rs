@@ -11,6 +11,7 @@
 //! pinball loss (mean over p10, p50, p90) and the share of targets inside [p10, p90].
 
 use crate::domain::Forecast;
+pub use crate::series::Series;
 use crate::forecast::{self, ForecastError, Forecaster, HoltWinters, HwState, OnnxModel, Row};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -70,80 +71,6 @@ pub struct Report {
     /// In-sample one-step seasonal naive MAE: the MASE denominator.
     pub scale: f64,
     pub steps: Vec<StepScore>,
-}
-
-/// A numeric column of a CSV file, with its mask and step.
-#[derive(Debug, Clone)]
-pub struct Series {
-    pub values: Vec<f64>,
-    /// `true` where the point is real data.
-    pub real: Vec<bool>,
-    pub step_seconds: Option<u32>,
-}
-
-impl Series {
-    /// Reads `column` of a CSV file (`,` or `;` separated; cells trimmed). The step comes from
-    /// a time column when there is one: `unix_time`, `timestamp` (`YYYY-MM-DD HH:MM[:SS]` or
-    /// Unix seconds), `Timestamp [ms]` (Unix seconds in the Bitbrains traces) or
-    /// `minute_index`.
-    pub fn read(path: &Path, column: &str, mask: Option<&str>) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read series {}", path.display()))?;
-        let origin = path.display();
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let head = lines.next().unwrap_or_default();
-        let sep = if head.matches(';').count() > head.matches(',').count() { ';' } else { ',' };
-        let header: Vec<&str> = head.split(sep).map(str::trim).collect();
-        let find = |name: &str| header.iter().position(|h| *h == name);
-        let Some(at) = find(column) else {
-            bail!("{origin}: no column `{column}`; fix: pass `--column` with one of: {}", header.join(", "));
-        };
-        let mask_at = match mask {
-            Some(m) => Some(find(m).with_context(|| format!("{origin}: no mask column `{m}`; the columns are: {}", header.join(", ")))?),
-            None => None,
-        };
-        let time = ["unix_time", "timestamp", "Timestamp [ms]", "minute_index"].iter().find_map(|n| find(n).map(|i| (i, *n)));
-        let (mut values, mut real, mut times) = (Vec::new(), Vec::new(), Vec::new());
-        for (n, line) in lines.enumerate() {
-            let cells: Vec<&str> = line.split(sep).map(str::trim).collect();
-            let cell = |i: usize| cells.get(i).copied().unwrap_or("");
-            let value: f64 = cell(at).parse().with_context(|| format!("{origin}: line {}: `{}` in column `{column}` is not a number", n + 2, cell(at)))?;
-            let masked = mask_at.is_some_and(|i| cell(i).parse::<f64>().map(|v| v != 0.0).unwrap_or(true));
-            real.push(value.is_finite() && !masked);
-            values.push(if value.is_finite() { value } else { 0.0 });
-            if let Some((i, name)) = time
-                && times.len() < 1000
-                && let Some(t) = parse_time(cell(i), name)
-            {
-                times.push(t);
-            }
-        }
-        let mut diffs: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
-        diffs.sort_unstable();
-        let step_seconds = diffs.get(diffs.len() / 2).map(|d| (*d as f64 / 60.0).round().max(1.0) as u32 * 60).filter(|_| diffs.len() > 10);
-        Ok(Self { values, real, step_seconds })
-    }
-}
-
-impl Series {
-    /// Seconds between points: `given` (`--step`) when there is one, else the file's time
-    /// column's; an error naming the file and the flag when neither is there.
-    pub fn step(&self, given: Option<u32>, path: &Path) -> anyhow::Result<u32> {
-        match (given, self.step_seconds) {
-            (Some(s), _) | (None, Some(s)) => Ok(s.max(1)),
-            (None, None) => bail!("{}: cannot tell the series' step (no time column); fix: pass `--step`, e.g. `--step 1m` or `--step 5m`", path.display()),
-        }
-    }
-}
-
-fn parse_time(cell: &str, column: &str) -> Option<i64> {
-    if column == "minute_index" {
-        return cell.parse::<i64>().ok().map(|m| m * 60);
-    }
-    if let Ok(n) = cell.parse::<f64>() {
-        return Some(n as i64);
-    }
-    let cell = if cell.len() == 16 { format!("{cell}:00") } else { cell.to_string() };
-    humantime::parse_rfc3339_weak(&cell).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64)
 }
 
 /// The shipped default model: `models/default.yaml` names it (`model: <dir>/model.onnx`),

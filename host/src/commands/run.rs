@@ -1,17 +1,21 @@
-//! The commands' work, behind the thin binary: `run` (the control loop, on a real cluster or
-//! the built-in simulated one) and `validate` (a policy, its plugins and its forecaster,
-//! without touching a cluster).
+//! `host run`: the control loop, on a real cluster or on the built-in simulated one. It
+//! loads the policies, wires the engine to its seams (Prometheus or metrics-server, the
+//! Kubernetes workload source and executor behind leader election, or the simulator), starts
+//! the live reload and /metrics, and drives the clock.
+//!
+//! It never decides anything itself: the engine and its guard do.
 
+use super::{invalid, load_policies};
 use crate::cluster::{self, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource};
-use crate::config::{self, MetricSourceSpec, Policy};
+use crate::config::{MetricSourceSpec, Policy};
 use crate::domain::{Action, Target};
-use crate::engine::{Engine, PolicyRuntime, TickCounts, check_plugins, forecaster_for};
+use crate::engine::{Engine, PolicyRuntime, Seams, TickCounts};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
 use crate::reload::{ReloadOptions, Reloader};
 use crate::remediation::{ExecuteError, Executor};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use async_trait::async_trait;
 use crate::telemetry::Telemetry;
 use std::net::SocketAddr;
@@ -20,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
-/// Options of `host run`.
+/// Options of `host run`; `Default` is a plain simulated-cluster-ready set (speed 1, readable
+/// lines on), to be filled with the fields a caller needs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub policies: Vec<PathBuf>,
@@ -56,6 +61,28 @@ pub struct RunOptions {
     pub watch: Option<Vec<PathBuf>>,
 }
 
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            simulate: false,
+            speed: 1.0,
+            run_for: None,
+            audit_log: None,
+            dry_run: false,
+            trace: None,
+            echo: true,
+            leader_election: None,
+            identity: None,
+            kubeconfig: None,
+            metrics_addr: None,
+            expose_sim: None,
+            sim_via_prometheus: false,
+            watch: None,
+        }
+    }
+}
+
 /// Where the leader-election Lease lives, and its timing.
 #[derive(Debug, Clone)]
 pub struct LeaseOptions {
@@ -81,81 +108,6 @@ pub struct RunReport {
     pub totals: TickCounts,
     /// The simulator's account of each policy's target (empty on a real cluster).
     pub simulated: Vec<(String, SimStats)>,
-}
-
-/// Loads every policy file, reporting all problems of all files at once.
-pub fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<Policy>> {
-    let (mut policies, mut errors) = (Vec::new(), Vec::new());
-    for file in files {
-        match config::load(file) {
-            Ok(policy) => policies.push(policy),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("\n"));
-    }
-    if files.is_empty() {
-        bail!("no policy given; fix: pass `--policy FILE` (e.g. `--policy policies/nginx.yaml`)");
-    }
-    Ok(policies)
-}
-
-/// `host validate`: the files, then each policy's plugins (compiled, checked against their
-/// world, settings checked by the plugin) and its forecaster. Returns one line per good file.
-pub fn validate(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    let policies = load_policies(files)?;
-    let plugins = Plugins::new(Limits::default())?;
-    let (mut good, mut errors) = (Vec::new(), Vec::new());
-    for policy in &policies {
-        let checked = forecaster_for(policy).map(|_| check_plugins(policy, &plugins));
-        match checked {
-            Ok(problems) if problems.is_empty() => good.push(format!(
-                "{}: ok (target {}, {} metrics, {} risk rules, {} remediations; plugins load)",
-                policy.source.display(),
-                policy.target,
-                policy.metrics.len(),
-                policy.risks.len(),
-                policy.remediations.len()
-            )),
-            Ok(problems) => errors.push(format!("{}: {} problem(s)\n  - {}", policy.source.display(), problems.len(), problems.join("\n  - "))),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    if errors.is_empty() { Ok(good) } else { bail!("{}", errors.join("\n")) }
-}
-
-/// `host plugin check`: which world a component implements, what it imports and exports,
-/// and whether it loads (compiles, imports only what is granted, exports its world, and
-/// answers `check-settings` within the default limits). An error when it is no plugin.
-pub fn plugin_check(file: &std::path::Path) -> anyhow::Result<String> {
-    use crate::plugins::{PluginError, RuleSettings, World};
-    use std::fmt::Write;
-    let plugins = Plugins::new(Limits::default())?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut out = format!("{}: {} bytes, sha256 {}\n", file.display(), bytes.len(), crate::plugins::digest(&bytes));
-    let mut failures = Vec::new();
-    for world in [World::Risk, World::Remediation] {
-        let loaded = match plugins.compile_bytes(file, &bytes, world) {
-            Ok(loaded) => loaded,
-            Err(e @ PluginError::Compile { .. }) => bail!("{e}; fix: build it as a component (`cargo build --target wasm32-wasip2`), see docs/plugins.md"),
-            Err(e) => {
-                failures.push(e.to_string());
-                continue;
-            }
-        };
-        writeln!(out, "  world:   {} (loads)", world.wit_name())?;
-        writeln!(out, "  imports: {}", loaded.imports.join(", "))?;
-        writeln!(out, "  exports: {}", loaded.exports.join(", "))?;
-        let limits = Limits::default();
-        match plugins.check_settings_of(&loaded, &RuleSettings::new(Default::default())) {
-            Ok(problems) if problems.is_empty() => writeln!(out, "  check-settings with no settings: ok (default limits: {:?} deadline, {} MiB memory)", limits.deadline, limits.memory_bytes >> 20)?,
-            Ok(problems) => writeln!(out, "  check-settings with no settings: {}", problems.join("; "))?,
-            Err(e) => bail!("{out}  but it fails when called: {e}"),
-        }
-        return Ok(out);
-    }
-    bail!("{}: not an Augur plugin of either world:\n  - {}", file.display(), failures.join("\n  - "))
 }
 
 /// `host run`.
@@ -187,7 +139,8 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     let metrics = Arc::new(SourceBySpec { prometheus: PrometheusSource::new()?, metrics_server: MetricsServerSource::new(client.clone()) });
     let executor = Arc::new(LeaderOnly { inner: KubeExecutor::new(client.clone(), &identity), leading: leadership.as_ref().map(Leadership::watch) });
     let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
-    let mut engine = Engine::new(plugins.clone(), metrics, Arc::new(KubeWorkloads::new(client)), executor, runtimes, options.dry_run)?;
+    let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client)), executor };
+    let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
     watch(&mut engine, plugins, &running, options, true)?;
     let telemetry = serve_telemetry(&mut engine, options).await?;
@@ -319,7 +272,7 @@ impl<E: Executor> Executor for LeaderOnly<E> {
 
 async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result<RunReport> {
     if !(options.speed > 0.0 && options.speed.is_finite()) {
-        bail!("--speed must be a number above 0 (simulated seconds per real second), got {}", options.speed);
+        return Err(invalid(format!("--speed must be a number above 0 (simulated seconds per real second), got {}", options.speed)));
     }
     let mut sim_config = SimConfig::default();
     if let Some((file, column)) = &options.trace {
@@ -338,14 +291,15 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
     }
     let metrics: Arc<dyn MetricSource> = if options.sim_via_prometheus {
         if let Some(p) = runtimes.iter().find(|r| !matches!(r.policy.metric_source, MetricSourceSpec::Prometheus { .. })) {
-            bail!("{}: `source` is not Prometheus, but --sim-via-prometheus reads every policy's metrics through Prometheus; fix: set `source: {{ kind: prometheus, url: ... }}`", p.policy.source.display());
+            return Err(invalid(format!("{}: `source` is not Prometheus, but --sim-via-prometheus reads every policy's metrics through Prometheus; fix: set `source: {{ kind: prometheus, url: ... }}`", p.policy.source.display())));
         }
         Arc::new(PrometheusSource::new()?)
     } else {
         sim.clone()
     };
     let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
-    let mut engine = Engine::new(plugins.clone(), metrics, sim.clone(), sim.clone(), runtimes, options.dry_run)?;
+    let seams = Seams { metrics, ..Seams::all(sim.clone()) };
+    let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
     watch(&mut engine, plugins, &running, options, false)?;
     if let Some(t) = serve_telemetry(&mut engine, options).await? {
@@ -410,23 +364,3 @@ fn print_summary(report: &RunReport) {
         );
     }
 }
-
-/// Resolves `--policy` arguments: files as given, folders to their `*.yaml` files.
-pub fn expand_policy_args(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for arg in args {
-        if arg.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
-                .with_context(|| format!("cannot list {}", arg.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(arg.clone());
-        }
-    }
-    Ok(files)
-}
-

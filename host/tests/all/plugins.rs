@@ -2,8 +2,9 @@
 //! settings a plugin reads through its import, settings checks, and the typed errors for a
 //! component that is not a plugin of the expected world.
 
-mod common;
+use crate::common;
 
+use augur::config::Problem;
 use augur::domain::{Action, Forecast, Level, Node, Pod, Risk, Target, Workload};
 use augur::plugins::bindings::ForecastInput;
 use augur::plugins::{Limits, PluginError, Plugins, RuleSettings, Settings, World};
@@ -98,8 +99,8 @@ fn plugins_check_their_settings() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let problems = plugins.check_settings(&common::plugin("risk-cpu"), World::Risk, &settings(&[("ratio", "0.5"), ("act-on", "p99")])).unwrap();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].contains("`ratio` is `0.5`; it must be a number above 1"));
-    assert!(problems[1].contains("`act-on` is `p99`; it must be one of median, upper"));
+    assert!(problems[0].message.contains("`ratio` is `0.5`; it must be a number above 1"));
+    assert!(problems[1].message.contains("`act-on` is `p99`; it must be one of median, upper"));
     let good = plugins.check_settings(&common::plugin("scale"), World::Remediation, &settings(&[("step", "2")])).unwrap();
     assert!(good.is_empty());
 }
@@ -163,7 +164,7 @@ fn the_plugin_template_runs_as_wasm() {
     assert_eq!(risk.level, Level::High);
     assert_eq!(risk.seconds_to_breach, Some(120));
     let problems = plugins.check_settings(&common::fixture_plugin("template"), World::Risk, &settings(&[("max", "-1")])).unwrap();
-    assert_eq!(problems, ["setting `max` is `-1`; it must be a number above 0 (default 1)"]);
+    assert_eq!(problems, [Problem::in_settings("setting `max` is `-1`; it must be a number above 0 (default 1)".into())]);
 }
 
 /// The template's rule written in Python (plugins/python-threshold, built with componentize-py
@@ -192,5 +193,5 @@ fn a_plugin_in_python_implements_the_same_contract() {
         assert_eq!(from_python, from_rust, "the two languages disagree on {f:?}");
     }
     let problems = plugins.check_settings(&python, World::Risk, &settings(&[("max", "-1")])).unwrap();
-    assert_eq!(problems, ["setting `max` is `-1`; it must be a number above 0 (default 1)"]);
+    assert_eq!(problems, [Problem::in_settings("setting `max` is `-1`; it must be a number above 0 (default 1)".into())]);
 }

@@ -15,10 +15,10 @@
 
 pub mod hpa;
 
-use crate::backtest::Series;
+use crate::series::Series;
 use crate::config;
 use crate::domain::Target;
-use crate::engine::{Engine, PolicyRuntime};
+use crate::engine::{Engine, PolicyRuntime, Seams};
 use crate::plugins::{Limits, Plugins};
 use crate::sim::{SimCluster, SimConfig, SimStats, Snapshot, Trace};
 use anyhow::{Context, bail};
@@ -188,7 +188,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let audit = tempfile::tempdir().context("cannot create a temporary folder for the replay's audit log")?;
     let plugins = Arc::new(Plugins::new(Limits::default())?);
     let runtime = PolicyRuntime::new(policy, &plugins, Some(&audit.path().join("replay-audit.jsonl")), false)?;
-    let mut engine = Engine::new(plugins, sim.clone(), sim.clone(), sim.clone(), vec![runtime], false)?;
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false)?;
     engine.set_echo(false);
     let augur = replay_one(&sim, &target, span_s, Controller::Augur(&mut engine)).await;
 

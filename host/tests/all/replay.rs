@@ -2,10 +2,10 @@
 //! (`.wasm`), the shipped LSTM through the real ONNX Runtime, on generated traces whose
 //! answers are known.
 
-mod common;
+use crate::common;
 
 use augur::domain::Target;
-use augur::replay::{self, Outcome};
+use augur::offline::replay::{self, Outcome};
 use augur::sim::{SimConfig, Trace};
 use common::{host_binary, root};
 use std::path::Path;

@@ -2,13 +2,13 @@
 //! (`host anomalies --plot`). Drawn with `plotters` into a bitmap; text uses DejaVu Sans,
 //! embedded, so nothing is needed from the machine's font set-up.
 
-use crate::replay::Report;
+use super::replay::Report;
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();

@@ -3,10 +3,10 @@
 //! stale and missing data never acted on, the warm start from history backfilled with
 //! promtool, and an outage mid-run: no action, then recovery by itself.
 
-mod common;
+use crate::common;
 
 use augur::config::{self, Policy};
-use augur::engine::{Engine, PolicyRuntime};
+use augur::engine::{Engine, PolicyRuntime, Seams};
 use augur::metrics::{MetricSource, PrometheusSource, SourceError};
 use augur::plugins::{Limits, Plugins};
 use augur::sim::{SimCluster, SimConfig};
@@ -127,7 +127,7 @@ fn engine(policy: Policy, sim: &Arc<SimCluster>, source: PrometheusSource, audit
     let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
     sim.add_deployment(&policy.target, 2);
     let runtime = PolicyRuntime::new(policy, &plugins, Some(audit), false).unwrap();
-    Engine::new(plugins, Arc::new(source), sim.clone(), sim.clone(), vec![runtime], false).unwrap()
+    Engine::new(plugins, Seams { metrics: Arc::new(source), ..Seams::all(sim.clone()) }, vec![runtime], false).unwrap()
 }
 
 fn audit(file: &Path) -> Vec<serde_json::Value> {
@@ -187,24 +187,17 @@ async fn prometheus_scrapes_augurs_own_metrics() {
     let text = text.replace("../plugins/dist", &common::root().join("plugins/dist").display().to_string()).replace("../models", &common::root().join("models").display().to_string());
     let file = dir.path().join("nginx.yaml");
     std::fs::write(&file, text).unwrap();
-    let options = augur::run::RunOptions {
+    let options = augur::commands::RunOptions {
         policies: vec![file],
         simulate: true,
         speed: 3600.0,
         run_for: Some(Duration::from_secs(12 * 3600)),
         audit_log: Some(dir.path().join("audit.jsonl")),
-        dry_run: false,
-        trace: None,
         echo: false,
-        leader_election: None,
-        identity: None,
-        kubeconfig: None,
         metrics_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        expose_sim: None,
-        sim_via_prometheus: false,
-        watch: None,
+        ..Default::default()
     };
-    let run = tokio::spawn(augur::run::run(options));
+    let run = tokio::spawn(augur::commands::run(options));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut healthy = false;
@@ -276,23 +269,19 @@ audit: {{ path: audit.jsonl }}
     file
 }
 
-fn sim_options(policy: std::path::PathBuf, audit: &Path, minutes: u64, sim_port: u16, augur_port: u16) -> augur::run::RunOptions {
-    augur::run::RunOptions {
+fn sim_options(policy: std::path::PathBuf, audit: &Path, minutes: u64, sim_port: u16, augur_port: u16) -> augur::commands::RunOptions {
+    augur::commands::RunOptions {
         policies: vec![policy],
         simulate: true,
         speed: 240.0,
         run_for: Some(Duration::from_secs(minutes * 60)),
         audit_log: Some(audit.to_path_buf()),
-        dry_run: false,
         trace: Some((common::root().join("host/tests/fixtures/surge.csv"), "requests".into())),
         echo: false,
-        leader_election: None,
-        identity: None,
-        kubeconfig: None,
         metrics_addr: Some(format!("127.0.0.1:{augur_port}").parse().unwrap()),
         expose_sim: Some(format!("127.0.0.1:{sim_port}").parse().unwrap()),
         sim_via_prometheus: true,
-        watch: None,
+        ..Default::default()
     }
 }
 
@@ -313,7 +302,7 @@ async fn the_simulation_through_prometheus_reads_the_prototypes_queries_and_scal
     let source = PrometheusSource::new().unwrap();
 
     let preset = sim_policy(dir.path(), "preset", &prometheus.url, "  - { preset: prototype }");
-    augur::run::run(sim_options(preset, &dir.path().join("preset.jsonl"), 60, ports[0], ports[1])).await.unwrap();
+    augur::commands::run(sim_options(preset, &dir.path().join("preset.jsonl"), 60, ports[0], ports[1])).await.unwrap();
     for metric in ["cpu", "memory", "replicas", "disk_io", "latency_p95", "node_temperature"] {
         let query = format!("max_over_time(augur_observed_value{{policy=\"preset\",metric=\"{metric}\"}}[5m])");
         let value = source.instant(&prometheus.url, &query).await.unwrap();
@@ -329,7 +318,7 @@ async fn the_simulation_through_prometheus_reads_the_prototypes_queries_and_scal
     );
     let surge = sim_policy(dir.path(), "surge", &prometheus.url, &fast);
     let audit_file = dir.path().join("surge.jsonl");
-    let report = augur::run::run(sim_options(surge, &audit_file, 110, ports[2], ports[3])).await.unwrap();
+    let report = augur::commands::run(sim_options(surge, &audit_file, 110, ports[2], ports[3])).await.unwrap();
     let records = audit(&audit_file);
     let scaled: Vec<&serde_json::Value> = records.iter().filter(|r| r["verdict"] == "executed").collect();
     assert!(!scaled.is_empty() && report.totals.executed > 0, "the surge was met: {:#?}", records.iter().rev().take(3).collect::<Vec<_>>());
@@ -422,7 +411,7 @@ fn the_dashboard_follows_grafanas_dashboard_model() {
         assert!(defined.contains(&name) || builtin.contains(&name.as_str()), "`${name}` is not a variable of the dashboard");
     }
     for query in dashboard_queries(&[("__rate_interval", "5m"), ("policy", "p"), ("namespace", "n"), ("workload", "w")]) {
-        augur::metrics::promql::check(&query).unwrap_or_else(|e| panic!("not PromQL: {query}: {e}"));
+        augur::config::promql::check(&query).unwrap_or_else(|e| panic!("not PromQL: {query}: {e}"));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The executor and the workload source against a real kube-apiserver (with etcd and
 //! kube-controller-manager; see common/k8s.rs). Each test works in its own namespace.
 
-mod common;
+use crate::common;
 
 use augur::cluster::{KubeExecutor, KubeWorkloads};
 use augur::config;
@@ -343,27 +343,20 @@ audit: {{ path: audit.jsonl }}
     file
 }
 
-fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duration, lease_ns: &str) -> augur::run::RunOptions {
-    augur::run::RunOptions {
+fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duration, lease_ns: &str) -> augur::commands::RunOptions {
+    augur::commands::RunOptions {
         policies: vec![policy.to_path_buf()],
-        simulate: false,
-        speed: 1.0,
         run_for: Some(run_for),
         audit_log: Some(audit.to_path_buf()),
-        dry_run: false,
-        trace: None,
         echo: false,
-        leader_election: Some(augur::run::LeaseOptions {
+        leader_election: Some(augur::commands::LeaseOptions {
             namespace: lease_ns.into(),
             name: "augur".into(),
             timing: Some((Duration::from_secs(4), Duration::from_secs(3), Duration::from_millis(500))),
         }),
         identity: Some(identity.into()),
         kubeconfig: Some(control_plane().kubeconfig.clone()),
-        metrics_addr: None,
-        expose_sim: None,
-        sim_via_prometheus: false,
-        watch: None,
+        ..Default::default()
     }
 }
 
@@ -386,12 +379,12 @@ async fn two_hosts_with_leader_election_only_one_acts() {
     let policy = cluster_policy(dir.path(), "leader", &prometheus.url);
     let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
 
-    let a = tokio::spawn(augur::run::run(cluster_options(&policy, &audit_a, "augur-a", Duration::from_secs(6), "leader")));
+    let a = tokio::spawn(augur::commands::run(cluster_options(&policy, &audit_a, "augur-a", Duration::from_secs(6), "leader")));
     let leases: Api<Lease> = Api::namespaced(client.clone(), "leader");
     let holder = |leases: Api<Lease>| async move { leases.get_opt("augur").await.unwrap().and_then(|l| l.spec?.holder_identity) };
     eventually("augur-a to hold the Lease", || { let l = leases.clone(); async move { holder(l).await.as_deref() == Some("augur-a") } }).await;
     let b_started = std::time::SystemTime::now();
-    let b = tokio::spawn(augur::run::run(cluster_options(&policy, &audit_b, "augur-b", Duration::from_secs(16), "leader")));
+    let b = tokio::spawn(augur::commands::run(cluster_options(&policy, &audit_b, "augur-b", Duration::from_secs(16), "leader")));
     let report_a = a.await.unwrap().unwrap();
     let a_stopped = std::time::SystemTime::now();
     let report_b = b.await.unwrap().unwrap();

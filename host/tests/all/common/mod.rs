@@ -1,5 +1,5 @@
-//! Shared by the integration tests: where the repository, the built plugins and the
-//! policies are.
+//! Shared by the integration tests and the benchmarks: where the repository, the built
+//! plugins and the policies are, and the real services the tests start.
 
 #![allow(dead_code)]
 
@@ -10,7 +10,8 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// A built plugin component; `make build` (which `make test` runs first) puts them there.
+/// A built plugin component; `make build` (which `make test` and `make bench` run first)
+/// puts them there.
 pub fn plugin(name: &str) -> PathBuf {
     let path = root().join("plugins/dist").join(format!("{name}.wasm"));
     assert!(path.is_file(), "{} is missing: run `make build` (or `make test`) first", path.display());

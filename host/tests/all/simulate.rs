@@ -2,12 +2,12 @@
 //! the README's acceptance run, dry-run, a surge met before overload, the guard's maximum,
 //! a failing policy beside a good one, and guard state surviving a restart of the host.
 
-mod common;
+use crate::common;
 
 use augur::config;
-use augur::engine::{Engine, PolicyRuntime};
+use augur::engine::{Engine, PolicyRuntime, Seams};
 use augur::plugins::{Limits, Plugins};
-use augur::run::{RunOptions, run};
+use augur::commands::{RunOptions, run};
 use augur::sim::{SimCluster, SimConfig, Trace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -32,17 +32,10 @@ fn options(policies: Vec<PathBuf>, run_for: &str, dry_run: bool, trace: Option<&
         simulate: true,
         speed: 1e9, // as fast as the machine goes
         run_for: Some(humantime::parse_duration(run_for).unwrap()),
-        audit_log: None,
         dry_run,
         trace: trace.map(|f| (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f), "requests".to_string())),
         echo: false,
-        leader_election: None,
-        identity: None,
-        kubeconfig: None,
-        metrics_addr: None,
-        expose_sim: None,
-        sim_via_prometheus: false,
-        watch: None,
+        ..Default::default()
     }
 }
 
@@ -173,7 +166,7 @@ async fn guard_state_survives_a_restart_of_the_host() {
     sim.add_deployment(&policy.target, 2);
     let engine = |resume: bool| {
         let runtime = PolicyRuntime::new(policy.clone(), &plugins, None, resume).unwrap();
-        let mut engine = Engine::new(plugins.clone(), sim.clone(), sim.clone(), sim.clone(), vec![runtime], false).unwrap();
+        let mut engine = Engine::new(plugins.clone(), Seams::all(sim.clone()), vec![runtime], false).unwrap();
         engine.set_echo(false);
         engine
     };

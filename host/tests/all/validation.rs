@@ -2,7 +2,7 @@
 //! names the field path and the fix; every problem of a file is reported at once; and
 //! `host validate` exits non-zero naming the field.
 
-mod common;
+use crate::common;
 
 use augur::config;
 use rstest::rstest;
@@ -67,16 +67,16 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
     assert_eq!(policy.metrics[0].query, r#"sum(rate(container_cpu_usage_seconds_total{namespace="default",pod=~"nginx-.*",image!=""}[5m]))"#);
     // The model's card sets the window.
     assert_eq!((policy.forecast.window, policy.forecast.horizon), (60, 10));
-    let lines = augur::run::validate(&[file]).unwrap();
+    let lines = augur::commands::validate(&[file]).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
 }
 
 /// Every policy shipped in policies/ validates with its plugins and forecaster.
 #[test]
 fn every_shipped_policy_validates() {
-    let files = augur::run::expand_policy_args(&[common::root().join("policies")]).unwrap();
+    let files = augur::commands::expand_policy_args(&[common::root().join("policies")]).unwrap();
     assert!(files.len() >= 3, "{files:?}");
-    let lines = augur::run::validate(&files).unwrap_or_else(|e| panic!("{e:#}"));
+    let lines = augur::commands::validate(&files).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(lines.len(), files.len(), "{lines:?}");
 }
 
@@ -89,7 +89,7 @@ fn the_kind_policy_is_valid_and_reads_prometheus() {
     assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into() });
     assert_eq!(policy.metrics[0].resource, Some(config::PodResource::Cpu));
     assert!(policy.guard.remediate && policy.guard.allowed_actions.contains(&augur::domain::ActionKind::Scale));
-    let lines = augur::run::validate(std::slice::from_ref(&file)).unwrap();
+    let lines = augur::commands::validate(std::slice::from_ref(&file)).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
     // One line switches it to metrics-server, minus the metric metrics-server cannot serve.
     let text = std::fs::read_to_string(common::root().join("policies/kind-nginx.yaml")).unwrap();
@@ -173,7 +173,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
 fn plugin_settings_are_checked_by_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), &good().replace("ratio: 1.5", "ratio: 0.5"));
-    let err = augur::run::validate(&[file]).unwrap_err();
+    let err = augur::commands::validate(&[file]).unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("risks[0].settings: setting `ratio` is `0.5`; it must be a number above 1"), "{message}");
 }
@@ -198,7 +198,7 @@ fn every_plugin_that_does_not_load_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let swapped = good().replace("risk-cpu.wasm", "SWAP").replace("scale.wasm", "risk-cpu.wasm").replace("SWAP", "scale.wasm");
     let file = write(dir.path(), &swapped);
-    let message = format!("{:#}", augur::run::validate(&[file]).unwrap_err());
+    let message = format!("{:#}", augur::commands::validate(&[file]).unwrap_err());
     assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.2.0"), "{message}");
     assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.2.0"), "{message}");
 }

@@ -3,12 +3,12 @@
 //! the runtime keeps serving, and in the engine the other plugins and policies of the same
 //! tick still act.
 
-mod common;
+use crate::common;
 
 use augur::config;
 use augur::domain::{Action, Level, Node, Pod, Risk, Target, Workload};
-use augur::engine::{Engine, PolicyRuntime};
-use augur::plugins::{Limits, PluginError, Plugins, RuleSettings, Settings, World};
+use augur::engine::{Engine, PolicyRuntime, Seams};
+use augur::plugins::{Limits, PluginError, PluginErrorKind, Plugins, RuleSettings, Settings, World};
 use augur::sim::{SimCluster, SimConfig, Trace};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ fn a_guest_that_loops_forever_is_stopped_at_its_deadline() {
         matches!(err, PluginError::Deadline { deadline, .. } if deadline == Duration::from_millis(50)),
         "{err}"
     );
-    assert_eq!(err.kind(), "deadline");
+    assert_eq!(err.kind(), PluginErrorKind::Deadline);
     // The epoch ticks every 5 ms; anything near a second would mean the deadline did not bite.
     assert!(took < Duration::from_secs(1), "stopped after {took:?}");
     still_serves(&plugins);
@@ -111,7 +111,7 @@ fn a_guest_that_loops_forever_is_stopped_at_its_deadline() {
 fn a_guest_that_panics_traps_with_its_message() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let err = plan(&plugins, "panic", Limits::default()).0.unwrap_err();
-    assert_eq!(err.kind(), "trap", "{err}");
+    assert_eq!(err.kind(), PluginErrorKind::Trap, "{err}");
     assert!(
         err.to_string().contains("hostile plugin panics on purpose"),
         "the guest's panic message reaches the error: {err}"
@@ -131,7 +131,7 @@ fn a_guest_that_allocates_without_end_hits_its_memory_cap() {
         matches!(err, PluginError::Memory { limit, .. } if limit == 8 << 20),
         "{err}"
     );
-    assert_eq!(err.kind(), "limit");
+    assert_eq!(err.kind(), PluginErrorKind::Limit);
     still_serves(&plugins);
 }
 
@@ -147,7 +147,7 @@ fn a_million_proposals_are_refused_before_they_are_copied_out() {
     let err = plan(&plugins, "flood", limits).0.unwrap_err();
     assert!(matches!(err, PluginError::TooMuchOutput { .. }), "{err}");
     assert!(err.to_string().contains("refused before it was copied out of the sandbox"), "{err}");
-    assert_eq!(err.kind(), "limit");
+    assert_eq!(err.kind(), PluginErrorKind::Limit);
     // With the default memory cap the same guest cannot even build them.
     let capped = plan(&plugins, "flood", Limits::default()).0.unwrap_err();
     assert!(matches!(capped, PluginError::Memory { .. }), "{capped}");
@@ -174,7 +174,7 @@ fn a_reason_over_the_text_cap_is_refused() {
 fn a_guest_that_recurses_without_end_traps() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let err = plan(&plugins, "recurse", Limits::default()).0.unwrap_err();
-    assert_eq!(err.kind(), "trap", "{err}");
+    assert_eq!(err.kind(), PluginErrorKind::Trap, "{err}");
     still_serves(&plugins);
 }
 
@@ -220,7 +220,7 @@ fn a_guest_exporting_the_wrong_world_is_incompatible() {
     let err = plugins
         .compile(&common::plugin("risk-cpu"), World::Remediation)
         .unwrap_err();
-    assert_eq!(err.kind(), "incompatible", "{err}");
+    assert_eq!(err.kind(), PluginErrorKind::Incompatible, "{err}");
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn a_guest_importing_an_interface_the_host_does_not_grant_is_refused_at_load() {
     let err = plugins
         .compile(&common::fixture_plugin("sneaky"), World::Remediation)
         .unwrap_err();
-    assert_eq!(err.kind(), "incompatible", "{err}");
+    assert_eq!(err.kind(), PluginErrorKind::Incompatible, "{err}");
     let message = err.to_string();
     assert!(
         message.contains("`augur-fixtures:sneaky/exfil`")
@@ -347,15 +347,7 @@ async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
         sim.add_deployment(&policy.target, 1);
         runtimes.push(PolicyRuntime::new(policy, &plugins, None, false).unwrap());
     }
-    let mut engine = Engine::new(
-        plugins,
-        sim.clone(),
-        sim.clone(),
-        sim.clone(),
-        runtimes,
-        false,
-    )
-    .unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), runtimes, false).unwrap();
     engine.set_echo(false);
     let counts = engine.tick(sim.now()).await;
     assert_eq!(counts.executed, 1, "{counts:?}");

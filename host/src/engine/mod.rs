@@ -1,0 +1,206 @@
+//! The engine walks one tick of every policy through the stages, in order:
+//! collect -> forecast -> assess -> plan -> guard -> execute -> record.
+//!
+//! Strategy: collection and execution are async (they talk to the cluster); the decision in
+//! between (forecast, the plugin calls, the guard) is synchronous CPU work that runs for all
+//! due policies on one blocking thread, in one plugin `Session`. A policy whose stage fails
+//! gets an error record and no action; the others go on. The rooms of the engine:
+//! - `policy`: one policy's runtime (histories, schedule, guard state) and its `decide`;
+//! - `forecasts`: the tick's forecasts, batched per forecaster;
+//! - `record`: a tick's outputs (audit, the stdout line, telemetry, the saved guard state);
+//! - `updates`: the reload messages the engine receives, how it applies them between two
+//!   ticks, and the warm start from the metric source's past.
+//!
+//! The engine never watches files (the reloader does and sends it `Update`s), never talks
+//! to the cluster except through its three seams, and never decides what a guard would.
+
+mod forecasts;
+mod policy;
+mod record;
+mod updates;
+
+pub use forecasts::{Forecasts, forecast_all};
+pub use policy::{Decision, Pending, PluginCall, PolicyRuntime, Tick, check_plugins, forecaster_for};
+pub use record::TickCounts;
+pub use updates::{Update, WarmStart};
+
+use crate::metrics::{MetricSource, Observation, SourceError, WorkloadSource};
+use crate::domain::Workload;
+use crate::plugins::Plugins;
+use crate::remediation::audit::{AuditLog, Record, Verdict};
+use crate::remediation::Executor;
+use crate::telemetry::Telemetry;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The engine's seams to a cluster: where metrics and the workload's state come from, and
+/// what carries out actions. The simulator is all three; a real cluster has one of each.
+#[derive(Clone)]
+pub struct Seams {
+    pub metrics: Arc<dyn MetricSource>,
+    pub workloads: Arc<dyn WorkloadSource>,
+    pub executor: Arc<dyn Executor>,
+}
+
+impl Seams {
+    /// One thing that is all three seams (the simulator).
+    pub fn all<T: MetricSource + WorkloadSource + Executor + 'static>(cluster: Arc<T>) -> Self {
+        Self { metrics: cluster.clone(), workloads: cluster.clone(), executor: cluster }
+    }
+}
+
+/// Every policy, the plugins, and the seams to the cluster.
+pub struct Engine {
+    plugins: Arc<Plugins>,
+    seams: Seams,
+    policies: Vec<PolicyRuntime>,
+    audits: BTreeMap<PathBuf, AuditLog>,
+    force_dry_run: bool,
+    echo: bool,
+    telemetry: Option<Arc<Telemetry>>,
+    /// The forecaster last reported per (policy, metric), to retire its info series.
+    forecaster_in_use: BTreeMap<(String, String), String>,
+    /// New versions of policies and plugins from the reloader, applied between two ticks.
+    updates: Option<tokio::sync::mpsc::UnboundedReceiver<Update>>,
+}
+
+/// One due policy's collected inputs, or why they could not be collected.
+type Collected = Result<(Observation, Workload), String>;
+
+impl Engine {
+    /// An engine for `policies`, opening each audit log they append to. `force_dry_run` is the
+    /// CLI's `--dry-run`. Readable lines go to stdout until `set_echo(false)`.
+    pub fn new(plugins: Arc<Plugins>, seams: Seams, policies: Vec<PolicyRuntime>, force_dry_run: bool) -> anyhow::Result<Self> {
+        let mut audits = BTreeMap::new();
+        for p in &policies {
+            if !audits.contains_key(&p.audit_path) {
+                audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
+            }
+        }
+        let mut engine = Self { plugins, seams, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None };
+        engine.set_echo(true);
+        Ok(engine)
+    }
+
+    /// Print readable lines to stdout (on by default).
+    pub fn set_echo(&mut self, echo: bool) {
+        self.echo = echo;
+        for runtime in &mut self.policies {
+            runtime.summarize = echo;
+        }
+    }
+
+    pub fn policies(&self) -> &[PolicyRuntime] {
+        &self.policies
+    }
+
+    /// When the next policy is due.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.policies.iter().filter_map(|p| p.next_due).min()
+    }
+
+    /// Runs one tick of every policy that is due at `now`: applies what the reloader sent,
+    /// collects, decides, executes what the guard allowed, and records it all.
+    pub async fn tick(&mut self, now: SystemTime) -> TickCounts {
+        self.apply_updates(now).await;
+        let started = std::time::Instant::now();
+        let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
+        let inputs = self.collect(&due).await;
+        let decisions = self.decide_all(&due, inputs, now).await;
+        let mut counts = TickCounts::default();
+        for (&i, mut decision) in due.iter().zip(decisions) {
+            self.execute(i, &mut decision).await;
+            self.export_decision(i, &decision);
+            self.finish(i, decision, now, &mut counts);
+        }
+        if let Some(t) = &self.telemetry {
+            t.tick.observe(started.elapsed().as_secs_f64());
+            t.set_ready();
+        }
+        counts
+    }
+
+    /// The metrics and the workload's state of each due policy.
+    async fn collect(&self, due: &[usize]) -> Vec<Collected> {
+        let mut inputs = Vec::with_capacity(due.len());
+        for &i in due {
+            let policy = &self.policies[i].policy;
+            let collected = tokio::join!(self.seams.metrics.collect(policy), self.seams.workloads.workload(policy));
+            self.export_collection(policy, &collected);
+            inputs.push(match collected {
+                (Ok(observation), Ok(mut workload)) => {
+                    observation.fill_pod_usage(policy, &mut workload);
+                    Ok((observation, workload))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(SourceError::to_string(&e)),
+            });
+        }
+        inputs
+    }
+
+    /// Forecasts every due policy (one batch per forecaster) and decides, on a blocking
+    /// thread: model inference and plugin calls are CPU work that must not hold an async
+    /// worker. The policies travel to that thread and back.
+    async fn decide_all(&mut self, due: &[usize], inputs: Vec<Collected>, now: SystemTime) -> Vec<Decision> {
+        let (plugins, force_dry_run) = (self.plugins.clone(), self.force_dry_run);
+        let mut policies = std::mem::take(&mut self.policies);
+        let due_owned = due.to_vec();
+        let work = move || {
+            let decisions = decide_blocking(&plugins, &mut policies, &due_owned, &inputs, now, force_dry_run);
+            (policies, decisions)
+        };
+        let (policies, decisions) = match tokio::task::spawn_blocking(work).await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.policies = policies;
+        decisions
+    }
+
+    /// Carries out the actions the guard allowed and writes the outcome into their records.
+    async fn execute(&self, i: usize, decision: &mut Decision) {
+        let policy = &self.policies[i].policy;
+        for pending in &decision.pending {
+            let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
+            match self.seams.executor.execute(&policy.target, &pending.action, pending.dry_run, &record.proposal.reason).await {
+                Ok(result) => {
+                    record.verdict = Some(if pending.dry_run { Verdict::DryRun } else { Verdict::Executed });
+                    record.result = Some(result);
+                }
+                Err(e) => {
+                    record.verdict = Some(Verdict::Failed);
+                    record.result = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// One tick's decisions for the due policies (`inputs[k]` belongs to `policies[due[k]]`).
+pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Collected], now: SystemTime, force_dry_run: bool) -> Vec<Decision> {
+    let ready: Vec<usize> = due.iter().zip(inputs).filter(|(_, input)| input.is_ok()).map(|(&i, _)| i).collect();
+    for (&i, input) in due.iter().zip(inputs) {
+        if let Ok((observation, _)) = input {
+            policies[i].observe(observation);
+        }
+    }
+    let mut forecasts = forecast_all(policies, &ready).into_iter();
+    let mut session = plugins.session();
+    due.iter()
+        .zip(inputs)
+        .map(|(&i, input)| match input {
+            Ok((observation, workload)) => {
+                let forecasts = forecasts.next().expect("one forecast set per ready policy");
+                policies[i].decide(&mut session, &Tick { observation, workload, now, force_dry_run }, forecasts)
+            }
+            Err(reason) => {
+                let mut decision = Decision::default();
+                let head = record::head(&policies[i].policy, &Observation::default(), now);
+                decision.push_error(&head, crate::remediation::audit::Stage::Collect, reason.clone());
+                decision
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! One policy at run time: its forecaster, the history of each metric, its plugins'
+//! settings, its guard state and its schedule, and `decide`, which takes a tick's forecasts
+//! through the risk plugins, the remediation plugins and the guard.
+//!
+//! A policy never executes, writes or exports anything: `decide` returns the records and the
+//! actions the guard allowed, and the engine carries them out.
+
+use super::Forecasts;
+use super::record::LazyHead;
+use crate::config::{ForecastMethod, Policy, Problem};
+use crate::domain::{Action, Forecast, Risk, Workload};
+use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel};
+use crate::metrics::{History, Observation};
+use crate::plugins::bindings::ForecastInput;
+use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
+use crate::remediation::audit::{ActionRecord, ErrorRecord, ForecastRecord, Record, RiskRecord, Stage, Verdict};
+use crate::remediation::guard::{self, Case};
+use crate::remediation::state::GuardState;
+use anyhow::bail;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// One policy with everything it keeps between ticks.
+pub struct PolicyRuntime {
+    pub policy: Policy,
+    pub(super) forecaster: Arc<dyn Forecaster>,
+    fallback: Box<dyn Forecaster>,
+    pub(super) histories: BTreeMap<String, History>,
+    risk_settings: Vec<Settings>,
+    remediation_settings: Vec<Settings>,
+    pub(super) guard_state: GuardState,
+    pub(super) audit_path: PathBuf,
+    pub(super) next_due: Option<SystemTime>,
+    /// Build the readable per-rule summary lines (only when someone reads them).
+    pub(super) summarize: bool,
+}
+
+/// The inputs of one policy's decision in a tick.
+pub struct Tick<'a> {
+    pub observation: &'a Observation,
+    pub workload: &'a Workload,
+    pub now: SystemTime,
+    /// The CLI's `--dry-run`.
+    pub force_dry_run: bool,
+}
+
+impl PolicyRuntime {
+    /// Prepares a policy: its forecaster, its plugins (compiled and type-checked now), its
+    /// settings (checked by each plugin) and, with `resume`, its saved guard state (a new
+    /// simulation starts its clock afresh, so it starts with an empty state).
+    pub fn new(policy: Policy, plugins: &Plugins, audit_override: Option<&Path>, resume: bool) -> anyhow::Result<Self> {
+        let forecaster = forecaster_for(&policy)?;
+        let fallback = forecast::baseline(policy.forecast.fallback, policy.forecast.season);
+        let problems = check_plugins(&policy, plugins);
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            bail!("{}: {} problem(s) with its plugins:\n  - {}", policy.source.display(), problems.len(), lines.join("\n  - "));
+        }
+        let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
+        let guard_state = if resume { super::record::load_state(&audit_path, &policy.name)? } else { GuardState::default() };
+        let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
+        let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
+        let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
+    }
+
+    /// The audit log this policy appends to.
+    pub fn audit_path(&self) -> &Path {
+        &self.audit_path
+    }
+
+    /// Takes an observation into the histories without deciding (offline passes).
+    pub fn observe_offline(&mut self, observation: &Observation) {
+        self.observe(observation);
+    }
+
+    /// One tick of this policy alone, offline: takes the observation, forecasts, assesses,
+    /// plans and guards (the offline anomaly pass). Nothing is executed or written.
+    pub fn decide_offline(&mut self, plugins: &Plugins, tick: &Tick<'_>) -> Decision {
+        self.observe(tick.observation);
+        let forecasts = super::forecasts::forecast_all(std::slice::from_ref(self), &[0]).pop().unwrap_or_default();
+        let mut session = plugins.session();
+        self.decide(&mut session, tick, forecasts)
+    }
+
+    /// Takes a tick's observation into the histories.
+    pub(super) fn observe(&mut self, observation: &Observation) {
+        for (metric, value) in &observation.values {
+            if let Some(history) = self.histories.get_mut(metric) {
+                history.push(*value);
+            }
+        }
+    }
+
+    /// The rows this policy needs forecast, each a list of metrics read together: a joint
+    /// model's inputs in one row, otherwise one row per metric a risk rule watches.
+    pub(super) fn forecast_rows(&self) -> Vec<Vec<String>> {
+        match self.forecaster.joint_inputs() {
+            Some(inputs) => vec![inputs.to_vec()],
+            None => {
+                let metrics: std::collections::BTreeSet<&String> = self.policy.risks.iter().map(|r| &r.metric).collect();
+                metrics.into_iter().map(|m| vec![m.clone()]).collect()
+            }
+        }
+    }
+
+    pub(super) fn history(&self, metric: &str) -> &[f64] {
+        self.histories.get(metric).map(History::values).unwrap_or_default()
+    }
+
+    /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
+    /// Records come back in order; those with an action to run carry it in `Decision::pending`.
+    pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
+        let mut decision = Decision::default();
+        let head = LazyHead::new(&self.policy, tick.observation, tick.now);
+        let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
+        for (i, rule) in self.policy.remediations.iter().enumerate() {
+            let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
+            let started = std::time::Instant::now();
+            let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, tick.workload);
+            decision.plugin_calls.push((PluginCall::Plan(i), started.elapsed()));
+            let proposals = match planned {
+                Ok(proposals) => proposals,
+                Err(e) => {
+                    decision.push_error(head.get(), Stage::Plan, e.to_string());
+                    continue;
+                }
+            };
+            let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
+            for proposal in proposals {
+                let case = Case { spec: &self.policy.guard, capabilities: &rule.capabilities, metric: &forecast.metric, seen, workload: tick.workload, state: &self.guard_state, now: tick.now, force_dry_run: tick.force_dry_run };
+                let verdict = guard::judge(&case, &proposal);
+                let mut record = ActionRecord { head: head.get().clone(), forecast: forecast.clone(), risk: risk.clone(), remediation: rule.name.clone(), proposal, allowed: None, verdict: None, reason: String::new(), result: None };
+                let (action, note, dry_run) = match verdict {
+                    guard::Verdict::Reject { reason } => {
+                        record.verdict = Some(Verdict::Rejected);
+                        record.reason = reason;
+                        decision.records.push(Record::Action(record));
+                        continue;
+                    }
+                    guard::Verdict::Execute { action, note } => (action, note, false),
+                    guard::Verdict::DryRun { action, note } => (action, note, true),
+                };
+                // Counted now, so that a second proposal of this tick sees the cooldown.
+                self.guard_state.record(guard::cooldown_key(&action, tick.workload), tick.now);
+                decision.state_changed = true;
+                record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
+                if action != record.proposal.action {
+                    record.allowed = Some(crate::domain::Proposal { action: action.clone(), reason: record.proposal.reason.clone() });
+                }
+                decision.pending.push(Pending { record: decision.records.len(), action, dry_run });
+                decision.records.push(Record::Action(record));
+            }
+        }
+        (decision.forecasts, decision.risks) = assessed.into_values().unzip();
+        decision
+    }
+
+    /// Each risk rule's assessment of its metric's forecast (the fallback's where the
+    /// forecaster could not serve), by rule name.
+    fn assess(&self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: &Forecasts, head: &LazyHead<'_>, decision: &mut Decision) -> BTreeMap<String, (ForecastRecord, RiskRecord)> {
+        let mut assessed = BTreeMap::new();
+        for (i, rule) in self.policy.risks.iter().enumerate() {
+            let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
+            let history = self.histories.get(&rule.metric).expect("one history per metric").values();
+            let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
+            let Some((forecast, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
+                decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
+                continue;
+            };
+            let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: tick.workload.replicas, ready_replicas: tick.workload.ready_replicas };
+            let started = std::time::Instant::now();
+            let assessed_risk = session.assess(&rule.plugin, &self.risk_settings[i], &input);
+            decision.plugin_calls.push((PluginCall::Assess(i), started.elapsed()));
+            match assessed_risk {
+                Ok(risk) => {
+                    if self.summarize {
+                        decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
+                    }
+                    let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
+                    assessed.insert(rule.name.clone(), (forecast, RiskRecord { rule: rule.name.clone(), plugin: plugin_name(&rule.plugin), risk }));
+                }
+                Err(e) => decision.push_error(head.get(), Stage::Assess, e.to_string()),
+            }
+        }
+        assessed
+    }
+}
+
+/// The outcome of `PolicyRuntime::decide`.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub records: Vec<Record>,
+    /// Actions the guard allowed, pointing into `records`.
+    pub pending: Vec<Pending>,
+    /// One readable line per risk rule: the forecast and the risk.
+    pub summary: Vec<String>,
+    /// The forecast each risk rule assessed, with the fallback note when one served.
+    pub forecasts: Vec<ForecastRecord>,
+    /// The risk of each rule, beside `forecasts`.
+    pub risks: Vec<RiskRecord>,
+    /// Each plugin call: the plugin, `assess` or `plan`, and how long it took.
+    pub plugin_calls: Vec<(PluginCall, Duration)>,
+    pub(super) state_changed: bool,
+}
+
+impl Decision {
+    pub(super) fn push_error(&mut self, head: &crate::remediation::audit::Head, stage: Stage, reason: String) {
+        self.records.push(Record::Error(ErrorRecord { head: head.clone(), reason, error_stage: stage }));
+    }
+}
+
+/// A plugin call of a tick, by the index of its rule (named only when exported, so the
+/// decision path allocates nothing for it).
+#[derive(Debug, Clone, Copy)]
+pub enum PluginCall {
+    /// `assess` by `policy.risks[i]`.
+    Assess(usize),
+    /// `plan` by `policy.remediations[i]`.
+    Plan(usize),
+}
+
+/// An action to run and the record it belongs to.
+#[derive(Debug)]
+pub struct Pending {
+    pub record: usize,
+    pub action: Action,
+    pub dry_run: bool,
+}
+
+/// The policy's forecaster: a baseline, or its model (loaded once per process, checked
+/// against its card and the policy).
+pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Arc<dyn Forecaster>> {
+    match &policy.forecast.method {
+        ForecastMethod::Baseline(baseline) => Ok(Arc::from(forecast::baseline(*baseline, policy.forecast.season))),
+        ForecastMethod::Model(path) => match OnnxModel::shared(path) {
+            Ok(model) => Ok(model),
+            Err(e) => bail!("{}: forecast.model: {e}", policy.source.display()),
+        },
+    }
+}
+
+/// Compiles and type-checks every plugin of a policy and asks each to check its settings.
+/// Returns every problem found (a plugin that does not load, a bad setting), each at the
+/// rule's field path.
+pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let rules = policy.risks.iter().enumerate().map(|(i, r)| (format!("risks[{i}]"), &r.plugin, &r.settings, r.limits, World::Risk));
+    let remediations = policy.remediations.iter().enumerate().map(|(i, r)| (format!("remediations[{i}]"), &r.plugin, &r.settings, r.limits, World::Remediation));
+    for (path, plugin, settings, limits, world) in rules.chain(remediations) {
+        match plugins.check_settings(plugin, world, &RuleSettings::with_limits(settings.clone(), limits)) {
+            Ok(found) => problems.extend(found.into_iter().map(|p| p.under(&path))),
+            Err(e) => problems.push(Problem::plugin(&path, &e)),
+        }
+    }
+    problems
+}
+
+/// The forecaster's forecast, or the fallback's when it could not serve (too little
+/// history, a failed model, a value that is not finite), or the last value's when neither
+/// could; the second item says why, for the audit. `None` with no history at all.
+fn with_fallback(primary: Result<Forecast, ForecastError>, fallback: &dyn Forecaster, history: &[f64], policy: &Policy) -> Option<(Forecast, Option<String>)> {
+    let (horizon, step) = (policy.forecast.horizon, policy.forecast.step.as_secs() as u32);
+    let e = match primary {
+        Ok(forecast) => return Some((forecast, None)),
+        Err(e) => e,
+    };
+    match fallback.forecast(history, horizon, step) {
+        Ok(f) => Some((f, Some(format!("{e}; used {}", fallback.name())))),
+        Err(e2) => LastValue.forecast(history, horizon, step).ok().map(|f| (f, Some(format!("{e}; {e2}; used last-value")))),
+    }
+}
+
+fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &Risk) -> String {
+    let current = history.last().copied().unwrap_or(f64::NAN);
+    let peak = forecast.predicted.iter().copied().fold(f64::MIN, f64::max);
+    let minutes = forecast.predicted.len() as u32 * forecast.step_seconds / 60;
+    let (scale, unit) = if unit == "bytes" { (1.0 / 1_048_576.0, "MiB") } else { (1.0, unit) };
+    let bounds = match (&forecast.lower, &forecast.upper) {
+        (Some(lower), Some(upper)) => format!(" [p10 {:.2} .. p90 {:.2}]", scale * lower.last().unwrap_or(&0.0), scale * upper.iter().copied().fold(f64::MIN, f64::max)),
+        _ => String::new(),
+    };
+    let (current, peak) = (current * scale, peak * scale);
+    let mut line = format!("{rule}: now {current:.2} {unit}, next {minutes}m peak {peak:.2}{bounds} ({}) -> risk {}", forecast.forecaster, risk.level);
+    if risk.level >= crate::domain::Level::Medium {
+        line.push_str(&format!(": {}", risk.reason));
+    }
+    line
+}

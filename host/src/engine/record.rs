@@ -1,0 +1,234 @@
+//! A tick's outputs: the audit records (and their readable lines on stdout), the counts,
+//! Augur's own metrics, and the guard state saved after an action.
+//!
+//! Recording never changes a decision: it runs after the executor and only writes down what
+//! happened. A write that fails is logged; the tick goes on.
+
+use super::{Decision, Engine, PluginCall};
+use crate::config::Policy;
+use crate::domain::Workload;
+use crate::metrics::{Observation, SourceError};
+use crate::plugins::plugin_name;
+use crate::remediation::audit::{self, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
+use crate::remediation::state::{self, GuardState};
+use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Telemetry};
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Counts of one tick, for the run loop and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickCounts {
+    pub executed: usize,
+    pub dry_run: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub errors: usize,
+}
+
+impl TickCounts {
+    fn count(&mut self, record: &Record) {
+        match record {
+            Record::Action(r) => match r.verdict {
+                Some(Verdict::Executed) => self.executed += 1,
+                Some(Verdict::DryRun) => self.dry_run += 1,
+                Some(Verdict::Rejected) => self.rejected += 1,
+                Some(Verdict::Failed) => self.failed += 1,
+                None => {}
+            },
+            Record::Error(_) | Record::Reload(_) => self.errors += 1,
+        }
+    }
+}
+
+/// The head of a policy's records at `now`.
+pub fn head(policy: &Policy, observation: &Observation, now: SystemTime) -> Head {
+    Head { time: audit::timestamp(now), policy: policy.name.clone(), target: policy.target.to_string(), observed: observation.values.clone() }
+}
+
+/// The head that every record of a policy's tick shares, built on first use: most ticks
+/// record nothing, and the hot path should not format times for them.
+pub struct LazyHead<'a> {
+    policy: &'a Policy,
+    observation: &'a Observation,
+    now: SystemTime,
+    built: OnceCell<Head>,
+}
+
+impl<'a> LazyHead<'a> {
+    pub fn new(policy: &'a Policy, observation: &'a Observation, now: SystemTime) -> Self {
+        Self { policy, observation, now, built: OnceCell::new() }
+    }
+
+    pub fn get(&self) -> &Head {
+        self.built.get_or_init(|| head(self.policy, self.observation, self.now))
+    }
+}
+
+impl Engine {
+    /// Exports each tick's values, forecasts, risks, verdicts and timings to `telemetry`.
+    pub fn set_telemetry(&mut self, telemetry: Arc<Telemetry>) {
+        for runtime in &self.policies {
+            telemetry.reload_ok.get_or_create(&ReloadLabels { kind: FileKind::Policy.as_str().into(), name: runtime.policy.name.clone() }).set(1);
+            // Counters start at 0, so that the first action or error shows as an increase.
+            let policy = &runtime.policy.name;
+            for kind in &runtime.policy.guard.allowed_actions {
+                for verdict in Verdict::ALL {
+                    let _ = telemetry.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: kind.as_str().into(), verdict: verdict.as_str().into() });
+                }
+            }
+            for stage in Stage::TICK {
+                let _ = telemetry.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.as_str().into() });
+            }
+            let plugins = runtime.policy.risks.iter().map(|r| &r.plugin).chain(runtime.policy.remediations.iter().map(|r| &r.plugin));
+            for plugin in plugins {
+                telemetry.reload_ok.get_or_create(&ReloadLabels { kind: FileKind::Plugin.as_str().into(), name: plugin_name(plugin) }).set(1);
+            }
+        }
+        for kind in FileKind::ALL {
+            for result in ReloadOutcome::ALL {
+                let _ = telemetry.reloads.get_or_create(&ReloadResultLabels { kind: kind.as_str().into(), result: result.as_str().into() });
+            }
+        }
+        self.telemetry = Some(telemetry);
+    }
+
+    pub(super) fn export_collection(&self, policy: &Policy, collected: &(Result<Observation, SourceError>, Result<Workload, SourceError>)) {
+        let Some(t) = &self.telemetry else { return };
+        let stale = t.data_stale.get_or_create(&PolicyLabels { policy: policy.name.clone() });
+        match collected {
+            (Ok(observation), Ok(_)) => {
+                stale.set(0);
+                for (metric, value) in &observation.values {
+                    t.observed.get_or_create(&MetricLabels { policy: policy.name.clone(), metric: metric.clone() }).set(*value);
+                }
+                for (metric, age) in &observation.ages {
+                    t.data_age.get_or_create(&MetricLabels { policy: policy.name.clone(), metric: metric.clone() }).set(*age);
+                }
+            }
+            (metrics, workload) => {
+                stale.set(1);
+                let stage = match (metrics, workload) {
+                    (Err(SourceError::Stale { .. }), _) => Stage::Stale,
+                    (Err(_), _) => Stage::Collect,
+                    _ => Stage::Workload,
+                };
+                t.errors.get_or_create(&ErrorLabels { policy: policy.name.clone(), stage: stage.as_str().into() }).inc();
+            }
+        }
+    }
+
+    pub(super) fn export_decision(&mut self, i: usize, decision: &Decision) {
+        let Some(t) = &self.telemetry else { return };
+        let spec = &self.policies[i].policy;
+        let policy = &spec.name;
+        for (call, took) in &decision.plugin_calls {
+            let (plugin, name) = match *call {
+                PluginCall::Assess(r) => (&spec.risks[r].plugin, "assess"),
+                PluginCall::Plan(r) => (&spec.remediations[r].plugin, "plan"),
+            };
+            t.plugin_call(&plugin_name(plugin), name, *took);
+        }
+        for record in &decision.forecasts {
+            let f = &record.forecast;
+            let bands = [("p10", f.lower.as_ref()), ("p50", Some(&f.predicted)), ("p90", f.upper.as_ref())];
+            for (quantile, values) in bands {
+                for (step, value) in values.into_iter().flatten().enumerate() {
+                    let labels = ForecastLabels { policy: policy.clone(), metric: record.metric.clone(), step: (step + 1).to_string(), quantile: quantile.into() };
+                    t.forecast.get_or_create(&labels).set(*value);
+                }
+            }
+            let key = (policy.clone(), record.metric.clone());
+            if let Some(previous) = self.forecaster_in_use.insert(key, f.forecaster.clone())
+                && previous != f.forecaster
+            {
+                t.forecaster.remove(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: previous });
+            }
+            t.forecaster.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: f.forecaster.clone() }).set(1);
+        }
+        for risk in &decision.risks {
+            let labels = RuleLabels { policy: policy.clone(), rule: risk.rule.clone() };
+            t.risk_score.get_or_create(&labels).set(risk.risk.score);
+            t.risk_level.get_or_create(&labels).set(risk.risk.level as i64);
+        }
+        for record in &decision.records {
+            match record {
+                Record::Action(r) => {
+                    if let Some(verdict) = r.verdict {
+                        t.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: r.proposal.action.kind().as_str().into(), verdict: verdict.as_str().into() }).inc();
+                    }
+                }
+                // Collection failures were counted when collected.
+                Record::Error(r) if r.error_stage != Stage::Collect => {
+                    t.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: r.error_stage.as_str().into() }).inc();
+                }
+                Record::Error(_) | Record::Reload(_) => {}
+            }
+        }
+    }
+
+    /// Schedules the policy's next tick, saves its guard state when an action changed it,
+    /// prints the readable lines and appends the records to its audit log.
+    pub(super) fn finish(&mut self, i: usize, decision: Decision, now: SystemTime, counts: &mut super::TickCounts) {
+        let runtime = &mut self.policies[i];
+        runtime.next_due = Some(now + runtime.policy.interval);
+        if decision.state_changed
+            && let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state)
+        {
+            tracing::error!(policy = %runtime.policy.name, "{e:#}");
+        }
+        if self.echo {
+            for line in &decision.summary {
+                println!("{} {} {line}", audit::timestamp(now), runtime.policy.name);
+            }
+        }
+        let audit = self.audits.get_mut(&runtime.audit_path).expect("an audit log per path");
+        for record in &decision.records {
+            counts.count(record);
+            if self.echo && !matches!(record, Record::Action(r) if r.verdict.is_none()) {
+                println!("{}", audit::line(record));
+            }
+            if let Err(e) = audit.write(record) {
+                tracing::error!("{e:#}");
+            }
+        }
+        if let Err(e) = audit.flush() {
+            tracing::error!("{e:#}");
+        }
+    }
+
+    /// Writes one record to the audit log of each listed policy (and its line to stdout).
+    pub(super) fn record_for(&mut self, policies: &[usize], record: impl Fn(&Policy) -> Record) {
+        for &i in policies {
+            let runtime = &self.policies[i];
+            let record = record(&runtime.policy);
+            if self.echo {
+                println!("{}", audit::line(&record));
+            }
+            if let Some(log) = self.audits.get_mut(&runtime.audit_path)
+                && let Err(e) = log.write(&record).and_then(|()| log.flush())
+            {
+                tracing::error!("{e:#}");
+            }
+        }
+    }
+}
+
+type StateFile = BTreeMap<String, GuardState>;
+
+/// The saved guard state of one policy (empty when none was saved).
+pub fn load_state(audit_path: &Path, policy: &str) -> anyhow::Result<GuardState> {
+    let mut file: StateFile = state::load(&state::state_path(audit_path))?;
+    Ok(file.remove(policy).unwrap_or_default())
+}
+
+/// Saves one policy's state into the state file it shares with the other policies of the
+/// same audit log.
+fn save_state(audit_path: &Path, policy: &str, guard_state: &GuardState) -> anyhow::Result<()> {
+    let path = state::state_path(audit_path);
+    let mut file: StateFile = state::load(&path).unwrap_or_default();
+    file.insert(policy.to_string(), guard_state.clone());
+    state::save(&path, &file)
+}

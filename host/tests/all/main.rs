@@ -1,0 +1,15 @@
+//! Every integration test of the host, in one binary (one link, not nine), a module per area.
+//! Each area starts the real parts it needs: `.wasm` plugins built by `make`, ONNX Runtime,
+//! a Prometheus on loopback, a kube-apiserver with etcd and a controller manager.
+
+mod common;
+
+mod kubernetes;
+mod models;
+mod plugins;
+mod prometheus;
+mod reload;
+mod replay;
+mod sandbox;
+mod simulate;
+mod validation;
