@@ -24,7 +24,7 @@ pub use policy::{Decision, Pending, PluginCall, PolicyRuntime, Tick, check_plugi
 pub use record::TickCounts;
 pub use updates::{Update, WarmStart};
 
-use crate::metrics::{MetricSource, Observation, SourceError, WorkloadSource};
+use crate::metrics::{MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
 use crate::plugins::Plugins;
 use crate::remediation::audit::{AuditLog, Record, Verdict};
@@ -134,7 +134,7 @@ impl Engine {
                     observation.fill_pod_usage(policy, &mut workload);
                     Ok((observation, workload))
                 }
-                (Err(e), _) | (_, Err(e)) => Err(SourceError::to_string(&e)),
+                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             });
         }
         inputs

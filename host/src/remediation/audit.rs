@@ -293,3 +293,38 @@ pub fn line(record: &Record) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Action, Level};
+
+    fn head() -> Head {
+        Head { time: "2026-01-01T00:00:00Z".into(), policy: "nginx".into(), target: "Deployment default/nginx".into(), observed: BTreeMap::from([("cpu".into(), 1.5)]) }
+    }
+
+    /// The audit's JSON is the README's format: one flat object per line, with the fields in
+    /// the order they had before the record became an enum of its kinds.
+    #[test]
+    fn each_kind_of_record_keeps_the_audit_format() {
+        let forecast = ForecastRecord { metric: "cpu".into(), forecast: Forecast { forecaster: "holt-damped".into(), step_seconds: 60, predicted: vec![2.0], lower: None, upper: None }, fallback: None };
+        let risk = RiskRecord { rule: "cpu".into(), plugin: "risk-cpu".into(), risk: Risk { level: Level::High, score: 0.9, seconds_to_breach: Some(60), required_replicas: Some(4), reason: "hot".into() } };
+        let proposal = Proposal { action: Action::Scale { replicas: 9 }, reason: "surge".into() };
+        let allowed = Proposal { action: Action::Scale { replicas: 5 }, reason: "surge".into() };
+        let action = Record::Action(ActionRecord { head: head(), forecast, risk, remediation: "scale-up".into(), proposal, allowed: Some(allowed), verdict: Some(Verdict::DryRun), reason: "limited".into(), result: Some("would scale".into()) });
+        assert_eq!(
+            serde_json::to_string(&action).unwrap(),
+            r#"{"time":"2026-01-01T00:00:00Z","policy":"nginx","target":"Deployment default/nginx","observed":{"cpu":1.5},"forecast":{"metric":"cpu","forecaster":"holt-damped","step_seconds":60,"predicted":[2.0]},"risk":{"rule":"cpu","plugin":"risk-cpu","level":"high","score":0.9,"seconds_to_breach":60,"required_replicas":4,"reason":"hot"},"remediation":"scale-up","proposal":{"action":"scale","replicas":9,"reason":"surge"},"allowed":{"action":"scale","replicas":5,"reason":"surge"},"verdict":"dry-run","reason":"limited","result":"would scale"}"#
+        );
+        let error = Record::Error(ErrorRecord { head: head(), reason: "no value yet".into(), error_stage: Stage::Collect });
+        assert_eq!(serde_json::to_string(&error).unwrap(), r#"{"time":"2026-01-01T00:00:00Z","policy":"nginx","target":"Deployment default/nginx","observed":{"cpu":1.5},"reason":"no value yet","error_stage":"collect"}"#);
+        let reload = ReloadRecord { kind: FileKind::Plugin, file: "scale.wasm".into(), outcome: ReloadOutcome::Rejected, sha256: None };
+        let rejected = Record::Reload(ReloadEntry { head: head(), reason: "bad".into(), error_stage: Some(Stage::Reload), reload });
+        assert_eq!(
+            serde_json::to_string(&rejected).unwrap(),
+            r#"{"time":"2026-01-01T00:00:00Z","policy":"nginx","target":"Deployment default/nginx","observed":{"cpu":1.5},"reason":"bad","error_stage":"reload","reload":{"kind":"plugin","file":"scale.wasm","outcome":"rejected"}}"#
+        );
+        assert_eq!(line(&rejected), "2026-01-01T00:00:00Z nginx ERROR in reload: bad");
+        assert_eq!(line(&action), "2026-01-01T00:00:00Z nginx [cpu high] hot => DRY-RUN scale to 5: would scale");
+    }
+}
