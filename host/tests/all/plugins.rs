@@ -146,7 +146,8 @@ fn host_plugin_check_reports_the_world_and_refuses_what_is_not_a_plugin() {
 
     let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::fixture_plugin("sneaky")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // A file that is no plugin is a failure of the check (1), not a usage error (2).
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not an Augur plugin of either world") && stderr.contains("`augur-fixtures:sneaky/exfil`, which Augur does not grant"), "{stderr}");
 
     let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::root().join("Makefile")).output().unwrap();
