@@ -137,7 +137,7 @@ impl PolicyRuntime {
                     guard::Verdict::Reject { reason } => {
                         record.verdict = Some(Verdict::Rejected);
                         record.reason = reason;
-                        decision.records.push(Record::Action(record));
+                        decision.records.push(Record::Action(Box::new(record)));
                         continue;
                     }
                     guard::Verdict::Execute { action, note } => (action, note, false),
@@ -151,7 +151,7 @@ impl PolicyRuntime {
                     record.allowed = Some(crate::domain::Proposal { action: action.clone(), reason: record.proposal.reason.clone() });
                 }
                 decision.pending.push(Pending { record: decision.records.len(), action, dry_run });
-                decision.records.push(Record::Action(record));
+                decision.records.push(Record::Action(Box::new(record)));
             }
         }
         (decision.forecasts, decision.risks) = assessed.into_values().unzip();

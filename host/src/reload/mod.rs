@@ -27,6 +27,10 @@ mod watch;
 /// How long the files must be quiet before a reload: editors and `cp` write in several steps.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// A rule that uses a plugin: its world, the plugin path as the policy wrote it, its
+/// settings and limits, and the rule's field path (with its policy file) for messages.
+type RuleUse = (World, PathBuf, Arc<RuleSettings>, String);
+
 /// How reloaded policies are started, as `host run` started the first ones.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadOptions {
@@ -117,7 +121,7 @@ impl Reloader {
 
     /// Every plugin file in use, with each rule that uses it: (world, settings, limits, rule's
     /// field path, policy file).
-    fn plugin_users(&self) -> BTreeMap<PathBuf, Vec<(World, PathBuf, Arc<RuleSettings>, String)>> {
+    fn plugin_users(&self) -> BTreeMap<PathBuf, Vec<RuleUse>> {
         let mut users: BTreeMap<PathBuf, Vec<_>> = BTreeMap::new();
         for (file, policy) in self.policies.values() {
             for (i, r) in policy.risks.iter().enumerate() {
@@ -160,7 +164,7 @@ impl Reloader {
 
     /// Compiles a plugin's new version for every world it is used in, checks it against
     /// every rule's settings, and publishes it only if all pass.
-    fn reload_plugin(&mut self, file: &Path, rules: &[(World, PathBuf, Arc<RuleSettings>, String)], force: bool) -> Option<String> {
+    fn reload_plugin(&mut self, file: &Path, rules: &[RuleUse], force: bool) -> Option<String> {
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(e) => return Some(self.reject(FileKind::Plugin, file, format!("cannot read it: {e}"))),

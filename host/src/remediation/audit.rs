@@ -123,7 +123,9 @@ pub struct Head {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Record {
-    Action(ActionRecord),
+    /// Boxed: it is ten times the size of the other kinds, and most records of a tick are not
+    /// actions.
+    Action(Box<ActionRecord>),
     Error(ErrorRecord),
     Reload(ReloadEntry),
 }
@@ -311,7 +313,7 @@ mod tests {
         let risk = RiskRecord { rule: "cpu".into(), plugin: "risk-cpu".into(), risk: Risk { level: Level::High, score: 0.9, seconds_to_breach: Some(60), required_replicas: Some(4), reason: "hot".into() } };
         let proposal = Proposal { action: Action::Scale { replicas: 9 }, reason: "surge".into() };
         let allowed = Proposal { action: Action::Scale { replicas: 5 }, reason: "surge".into() };
-        let action = Record::Action(ActionRecord { head: head(), forecast, risk, remediation: "scale-up".into(), proposal, allowed: Some(allowed), verdict: Some(Verdict::DryRun), reason: "limited".into(), result: Some("would scale".into()) });
+        let action = Record::Action(Box::new(ActionRecord { head: head(), forecast, risk, remediation: "scale-up".into(), proposal, allowed: Some(allowed), verdict: Some(Verdict::DryRun), reason: "limited".into(), result: Some("would scale".into()) }));
         assert_eq!(
             serde_json::to_string(&action).unwrap(),
             r#"{"time":"2026-01-01T00:00:00Z","policy":"nginx","target":"Deployment default/nginx","observed":{"cpu":1.5},"forecast":{"metric":"cpu","forecaster":"holt-damped","step_seconds":60,"predicted":[2.0]},"risk":{"rule":"cpu","plugin":"risk-cpu","level":"high","score":0.9,"seconds_to_breach":60,"required_replicas":4,"reason":"hot"},"remediation":"scale-up","proposal":{"action":"scale","replicas":9,"reason":"surge"},"allowed":{"action":"scale","replicas":5,"reason":"surge"},"verdict":"dry-run","reason":"limited","result":"would scale"}"#
