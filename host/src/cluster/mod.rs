@@ -14,7 +14,6 @@ mod workloads;
 
 pub use executor::{KubeExecutor, WriteHook};
 pub use leader::{LeaderElector, Leadership};
-pub use crate::config::parse_quantity;
 pub use metrics_server::{MetricsServerSource, Usage};
 pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
@@ -27,13 +26,11 @@ pub const MANAGER: &str = "augur";
 /// Set on a node Augur cordoned, so that it uncordons only its own cordons.
 pub const CORDONED_BY: &str = "augur.io/cordoned-by";
 
-pub use crate::tls::install_provider as install_tls_provider;
-
 /// A client from `kubeconfig` if given, else the default chain (`KUBECONFIG`,
 /// `~/.kube/config`, the in-cluster service account), checked by asking the API server its
 /// version: a cluster that cannot be reached is an error here, never later.
 pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    install_tls_provider();
+    crate::tls::install_provider();
     let no_cluster = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!("no Kubernetes cluster configured: {e}; fix: pass --kubeconfig or set KUBECONFIG (or run in a pod with a service account), or add `--simulate` to use the built-in simulated cluster")
     };

@@ -10,7 +10,7 @@ pub mod model;
 mod seasonal;
 
 pub use baseline::{HoltDamped, LastValue, LinearTrend};
-pub use model::{ModelCard, OnnxModel};
+pub use model::OnnxModel;
 pub use seasonal::{HoltWinters, HwParams, HwState, SeasonalNaive, carry_forward};
 
 use crate::config::Baseline;

@@ -9,7 +9,7 @@
 //! tick's rows.
 
 use super::{ForecastError, Forecaster, Row, finite};
-pub use crate::config::{ANY_INPUT, CARD_FORMAT, ModelCard};
+use crate::config::ModelCard;
 use crate::domain::Forecast;
 use ndarray::{Array3, ArrayViewD};
 use ort::session::Session;

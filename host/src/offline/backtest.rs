@@ -11,7 +11,7 @@
 //! pinball loss (mean over p10, p50, p90) and the share of targets inside [p10, p90].
 
 use crate::domain::Forecast;
-pub use crate::series::Series;
+use crate::series::Series;
 use crate::forecast::{self, ForecastError, Forecaster, HoltWinters, HwState, OnnxModel, Row};
 use anyhow::{Context, bail};
 use serde::Serialize;

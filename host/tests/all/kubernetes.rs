@@ -496,7 +496,7 @@ async fn the_metrics_server_source_sums_the_target_pods_usage() {
         request
     });
     let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
-    augur::cluster::install_tls_provider();
+    augur::tls::install_provider();
     let source = augur::cluster::MetricsServerSource::new(Client::try_from(config).unwrap());
     let text = "name: shop\ntarget: { kind: Deployment, namespace: shop, name: shop }\nsource: { kind: metrics-server }\nmetrics: [{ name: cpu, resource: cpu }, { name: memory, resource: memory }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
     let policy = config::parse(text, &common::root().join("policies/t.yaml")).unwrap_or_else(|p| panic!("{p:?}"));

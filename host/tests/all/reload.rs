@@ -141,7 +141,7 @@ fn reload_of(r: &serde_json::Value, kind: &str, outcome: &str) -> bool {
 
 #[test]
 fn plugins_and_policies_reload_live_and_a_broken_edit_keeps_the_old_version() {
-    augur::cluster::install_tls_provider();
+    augur::tls::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("act.wasm");
     std::fs::copy(common::fixture_plugin("hostile"), &plugin).unwrap();

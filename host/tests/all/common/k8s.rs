@@ -148,7 +148,7 @@ impl ControlPlane {
     }
 
     pub async fn client_from(&self, kubeconfig: &Path) -> kube::Client {
-        augur::cluster::install_tls_provider();
+        augur::tls::install_provider();
         let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
         kube::Client::try_from(config).unwrap()
