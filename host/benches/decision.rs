@@ -47,7 +47,7 @@ audit: {{ path: audit.jsonl }}
 fn workload(index: usize) -> Workload {
     let target = Target { kind: "Deployment".into(), namespace: "bench".into(), name: format!("web-{index}") };
     let pods = (0..3)
-        .map(|i| Pod { name: format!("web-{index}-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.3), memory_bytes: Some(1e8), age_seconds: 600 })
+        .map(|i| Pod { name: format!("web-{index}-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.3), memory_bytes: Some(1e8), age_seconds: 600 , startup_seconds: None})
         .collect();
     Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![] }
 }
@@ -114,7 +114,7 @@ fn plugin_call(bencher: Bencher) {
     let (target, forecast, history) = forecast_input_parts();
     let risk = plugin("risk-cpu");
     let settings = RuleSettings::new(BTreeMap::new());
-    let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3 };
+    let input = ForecastInput { target: &target, metric: "cpu", unit: "cores", history: &history, forecast: &forecast, replicas: 3, ready_replicas: 3, interval_seconds: 60, startup_seconds: Some(60) };
     let mut session = plugins.session();
     session.assess(&risk, &settings, &input).unwrap();
     bencher.bench_local(|| session.assess(&risk, &settings, &input).unwrap());

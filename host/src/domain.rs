@@ -89,6 +89,8 @@ pub struct Pod {
     pub cpu_cores: Option<f64>,
     pub memory_bytes: Option<f64>,
     pub age_seconds: u64,
+    /// Seconds from the pod's creation to its Ready condition, once it has been ready.
+    pub startup_seconds: Option<u64>,
 }
 
 /// A node that runs (or could run) pods of the target.
@@ -111,6 +113,20 @@ pub struct Workload {
     pub ready_replicas: u32,
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
+}
+
+impl Workload {
+    /// The pods' start-up time, creation to ready: the median of the pods that report one
+    /// (the median, so that one pod stuck on an image pull or a slow node does not set the
+    /// lead for all). `None` when no pod has been seen ready.
+    pub fn startup_seconds(&self) -> Option<u64> {
+        let mut seen: Vec<u64> = self.pods.iter().filter_map(|p| p.startup_seconds).collect();
+        if seen.is_empty() {
+            return None;
+        }
+        seen.sort_unstable();
+        Some(seen[seen.len() / 2])
+    }
 }
 
 /// An action a plugin proposes and the host may execute.
@@ -198,4 +214,23 @@ pub struct Proposal {
     #[serde(flatten)]
     pub action: Action,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(startup: Option<u64>) -> Pod {
+        Pod { name: "p".into(), node: "n".into(), phase: "Running".into(), ready: startup.is_some(), cpu_cores: None, memory_bytes: None, age_seconds: 600, startup_seconds: startup }
+    }
+
+    #[test]
+    fn the_start_up_is_the_median_of_the_pods_that_report_one() {
+        let target = Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() };
+        let mut workload = Workload { target, replicas: 4, ready_replicas: 3, pods: vec![pod(Some(40)), pod(Some(45)), pod(Some(600)), pod(None)], nodes: vec![] };
+        // One pod stuck on a slow image pull does not set the lead for all.
+        assert_eq!(workload.startup_seconds(), Some(45));
+        workload.pods = vec![pod(None)];
+        assert_eq!(workload.startup_seconds(), None);
+    }
 }

@@ -5,6 +5,7 @@
 use augur::commands::{self, InvalidInput, LeaseOptions, RunOptions, StressArgs, invalid};
 use augur::config::Baseline;
 use augur::offline::{anomaly, backtest, plot, replay};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,15 +182,31 @@ enum Command {
         /// The HPA's CPU averageUtilization target, as a fraction.
         #[arg(long, default_value_t = 0.8)]
         hpa_target: f64,
-        /// Time from a pod's creation to ready (all three controllers).
+        /// Time from a pod's creation to ready (every controller; Augur measures it from the pods).
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         startup: Duration,
-        /// Print one JSON object `{augur, hpa, oracle}` instead of the table.
+        /// How often metrics-server scrapes the pods (its `--metric-resolution`): the HPA and
+        /// the EHPA read the mean of the last such window, as on a cluster. `0s`: no lag.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        metrics_resolution: Duration,
+        /// Print one JSON object `{augur, hpa, ehpa, oracle}` instead of the table.
         #[arg(long)]
         json: bool,
-        /// Draw demand, ready capacity and replicas over time for the three into this PNG.
+        /// Draw demand, ready capacity and replicas over time for the four into this PNG: the
+        /// whole trace, and a window (`--from`/`--to`, or the day around the worst overload).
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Write every controller's minute-by-minute demand, ready capacity and replicas to
+        /// this CSV (`minute,controller,demand,capacity,replicas`), to study where each one
+        /// overloads or over-provisions.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        /// Start of the plot's window, hours into the replay.
+        #[arg(long)]
+        from: Option<f64>,
+        /// End of the plot's window, hours into the replay.
+        #[arg(long)]
+        to: Option<f64>,
     },
     /// The offline anomaly pass: flag anomalies by MAD on the policy forecaster's residuals
     /// (and by plain MAD, as the prototype did), show what the policy's plan would have done
@@ -291,12 +308,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Replay { policy, trace, column, step, peak, capacity_per_pod, hpa_target, startup, json, plot } => {
-            let options = replay::Options { step, peak, capacity_per_pod, hpa_target, startup, ..replay::Options::new(policy, trace, column) };
+        Command::Replay { policy, trace, column, step, peak, capacity_per_pod, hpa_target, startup, metrics_resolution, json, plot, timeline, from, to } => {
+            let options = replay::Options { step, peak, capacity_per_pod, hpa_target, startup, metrics_resolution, ..replay::Options::new(policy, trace, column) };
+            let window = plot::Window::new(from, to)?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let report = runtime.block_on(replay::run(&options))?;
             if let Some(path) = &plot {
-                plot::replay(path, &report)?;
+                plot::replay(path, &report, window)?;
+            }
+            if let Some(path) = &timeline {
+                std::fs::write(path, report.timeline_csv()).with_context(|| format!("cannot write {}", path.display()))?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -81,7 +81,14 @@ impl WorkloadSource for KubeWorkloads {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
                 let status = p.status.unwrap_or_default();
-                let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                let ready_condition = status.conditions.iter().flatten().find(|c| c.type_ == "Ready" && c.status == "True");
+                let ready = ready_condition.is_some();
+                // Creation to Ready: the lead a new pod of this workload needs.
+                let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let startup_seconds = match (created, ready_condition.and_then(|c| c.last_transition_time.as_ref())) {
+                    (Some(created), Some(ready_at)) => Some(seconds_between(created, ready_at.0)),
+                    _ => None,
+                };
                 let started = status.start_time.map(|t| t.0).or(p.metadata.creation_timestamp.map(|t| t.0));
                 let name = p.metadata.name.unwrap_or_default();
                 let used = usage.get(&name);
@@ -93,6 +100,7 @@ impl WorkloadSource for KubeWorkloads {
                     memory_bytes: used.map(|u| u.memory_bytes),
                     name,
                     age_seconds: started.map_or(0, |s| seconds_between(s, now)),
+                    startup_seconds,
                 }
             })
             .collect();

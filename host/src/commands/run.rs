@@ -305,9 +305,8 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
     if let Some(t) = serve_telemetry(&mut engine, options).await? {
         t.leader.set(1);
     }
-    if options.sim_via_prometheus {
-        engine.warm_start(sim.now()).await;
-    }
+    // The simulator serves the trace before its clock as history, as Prometheus would.
+    engine.warm_start(sim.now()).await;
     let report = drive(&mut engine, &sim, options).await;
     let simulated = engine.policies().iter().filter_map(|p| sim.stats(&p.policy.target).map(|s| (p.policy.name.clone(), s))).collect();
     let report = RunReport { simulated, ..report };

@@ -36,8 +36,10 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     if let Some(name) = &name {
         check_dns_label(&mut r, "name", name);
     }
-    let (target, selector) = section(&mut r, top, "target", target).flatten().unzip();
-    let selector: Option<String> = selector.flatten();
+    let (target, selector, startup) = match section(&mut r, top, "target", target).flatten() {
+        Some((target, selector, startup)) => (Some(target), selector, startup),
+        None => (None, None, None),
+    };
     let interval = r.duration(top, "", "interval", Some(Duration::from_secs(60)));
     if interval.is_some_and(|i| i < Duration::from_secs(1)) {
         r.problem("interval", "is below 1s", "use an interval of at least `1s` (the prototype used `60s`)");
@@ -80,7 +82,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
             if r.problems.is_empty() =>
         {
             let selector = selector.unwrap_or_else(|| format!("app={}", target.name));
-            Ok(Policy { name, source: source.to_path_buf(), target, selector, interval, metric_source, metrics, forecast, risks, remediations, guard, audit_path })
+            Ok(Policy { name, source: source.to_path_buf(), target, selector, startup, interval, metric_source, metrics, forecast, risks, remediations, guard, audit_path })
         }
         _ => Err(r.problems),
     }
@@ -110,8 +112,8 @@ fn list<T>(r: &mut Reader, top: &Mapping, key: &str, mut read: impl FnMut(&mut R
     Some(out)
 }
 
-fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>)> {
-    r.deny_unknown(m, "target", &["kind", "namespace", "name", "selector"]);
+fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>, Option<Duration>)> {
+    r.deny_unknown(m, "target", &["kind", "namespace", "name", "selector", "startup"]);
     let kind: Option<String> = r.required(m, "target", "kind", "`Deployment` or `StatefulSet`");
     if let Some(k) = &kind
         && k != "Deployment"
@@ -130,7 +132,12 @@ fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>)> {
     if selector.as_deref().is_some_and(|s| s.trim().is_empty() || !s.contains('=')) {
         r.problem("target.selector", "is not a label selector", "write `key=value`, e.g. `app=nginx`, or leave it out for `app=<name>`");
     }
-    Some((Target { kind: kind?, namespace: namespace?, name: name? }, selector))
+    // Creation to ready of a new pod: measured on the cluster unless the policy fixes it.
+    let startup = if m.contains_key("startup") { r.duration(m, "target", "startup", None) } else { None };
+    if startup.is_some_and(|s| s > Duration::from_secs(3600)) {
+        r.problem("target.startup", "is above 1h", "write the time a new pod needs from creation to ready, e.g. `45s`, or leave it out to have it measured");
+    }
+    Some((Target { kind: kind?, namespace: namespace?, name: name? }, selector, startup))
 }
 
 fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {

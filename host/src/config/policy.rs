@@ -21,6 +21,9 @@ pub struct Policy {
     pub target: Target,
     /// Label selector of the target's pods, e.g. `app=nginx`.
     pub selector: String,
+    /// Time a new pod of the target needs from creation to ready (`target.startup`), when the
+    /// policy fixes it; otherwise it is measured from the pods (`Workload::startup_seconds`).
+    pub startup: Option<Duration>,
     /// Time between two ticks.
     pub interval: Duration,
     /// Where the metrics come from on a real cluster (the simulator serves them by name).

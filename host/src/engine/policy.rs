@@ -35,7 +35,14 @@ pub struct PolicyRuntime {
     pub(super) next_due: Option<SystemTime>,
     /// Build the readable per-rule summary lines (only when someone reads them).
     pub(super) summarize: bool,
+    /// The metrics whose newest point was not trusted this tick, with why (see `observe`).
+    untrusted: BTreeMap<String, String>,
+    /// The pods' start-up time last measured (pods that started long ago may be gone).
+    startup_seen: Option<u64>,
 }
+
+/// Points of a metric's recent history that judge whether a drop to zero is believable.
+const TRUST_WINDOW: usize = 10;
 
 /// The inputs of one policy's decision in a tick.
 pub struct Tick<'a> {
@@ -63,7 +70,13 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
-        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false })
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None })
+    }
+
+    /// The pods' start-up time the rules size for: the policy's `target.startup`, else the
+    /// last measured from the workload's pods.
+    pub fn startup_seconds(&self) -> Option<u32> {
+        self.policy.startup.map(|s| s.as_secs() as u32).or(self.startup_seen.map(|s| s.min(u64::from(u32::MAX)) as u32))
     }
 
     /// The audit log this policy appends to.
@@ -85,13 +98,42 @@ impl PolicyRuntime {
         self.decide(&mut session, tick, forecasts)
     }
 
-    /// Takes a tick's observation into the histories.
+    /// Takes a tick's observation into the histories, except the points that cannot be
+    /// trusted: a metric that was not collected this tick, or a resource metric (`cores`,
+    /// `bytes`) that reads zero or less where its recent points were above zero (running pods
+    /// always use some CPU and memory: such a zero is an outage or a collection gap read as
+    /// zeros, not a load). Those are left out of the history and remembered for `decide`,
+    /// which holds the rules that watch them.
     pub(super) fn observe(&mut self, observation: &Observation) {
-        for (metric, value) in &observation.values {
-            if let Some(history) = self.histories.get_mut(metric) {
-                history.push(*value);
+        self.untrusted.clear();
+        for metric in &self.policy.metrics {
+            let Some(history) = self.histories.get_mut(&metric.name) else { continue };
+            let Some(&value) = observation.values.get(&metric.name) else {
+                if !history.values().is_empty() {
+                    self.untrusted.insert(metric.name.clone(), "no value was collected this tick (a collection gap)".into());
+                }
+                continue;
+            };
+            let usage = metric.unit == "cores" || metric.unit == "bytes";
+            if usage && value <= 0.0 {
+                let recent = history.values();
+                let recent = &recent[recent.len().saturating_sub(TRUST_WINDOW)..];
+                let median = median(recent);
+                if median > 0.0 {
+                    self.untrusted.insert(
+                        metric.name.clone(),
+                        format!("read {value} {} after a median of {median:.3} over its last {} points: treated as missing (an outage or a collection gap read as zeros)", metric.unit, recent.len()),
+                    );
+                    continue;
+                }
             }
+            history.push(value);
         }
+    }
+
+    /// Whether a metric's newest point was trusted this tick (see `observe`).
+    pub fn trusted(&self, metric: &str) -> bool {
+        !self.untrusted.contains_key(metric)
     }
 
     /// The rows this policy needs forecast, each a list of metrics read together: a joint
@@ -115,6 +157,9 @@ impl PolicyRuntime {
     pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
         let mut decision = Decision::default();
         let head = LazyHead::new(&self.policy, tick.observation, tick.now);
+        if let Some(measured) = tick.workload.startup_seconds() {
+            self.startup_seen = Some(measured);
+        }
         let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
         for (i, rule) in self.policy.remediations.iter().enumerate() {
             let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
@@ -130,6 +175,14 @@ impl PolicyRuntime {
             };
             let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
             for proposal in proposals {
+                // Nothing to give back at the floor: a scale-down proposed there (a plugin does
+                // not know the guard's bounds) is dropped, not recorded as a refusal every tick.
+                if let Action::Scale { replicas } = proposal.action
+                    && replicas < tick.workload.replicas
+                    && tick.workload.replicas <= self.policy.guard.min_replicas
+                {
+                    continue;
+                }
                 let case = Case { spec: &self.policy.guard, capabilities: &rule.capabilities, metric: &forecast.metric, seen, workload: tick.workload, state: &self.guard_state, now: tick.now, force_dry_run: tick.force_dry_run };
                 let verdict = guard::judge(&case, &proposal);
                 let mut record = ActionRecord { head: head.get().clone(), forecast: forecast.clone(), risk: risk.clone(), remediation: rule.name.clone(), proposal, allowed: None, verdict: None, reason: String::new(), result: None };
@@ -164,13 +217,28 @@ impl PolicyRuntime {
         let mut assessed = BTreeMap::new();
         for (i, rule) in self.policy.risks.iter().enumerate() {
             let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
+            if let Some(why) = self.untrusted.get(&rule.metric) {
+                // Hold: no assessment, so no remediation of this risk acts on a point that is not there.
+                decision.push_error(head.get(), Stage::Collect, format!("metric `{}`: {why}; holding: risk `{}` and its remediations skip this tick", rule.metric, rule.name));
+                continue;
+            }
             let history = self.histories.get(&rule.metric).expect("one history per metric").values();
             let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
             let Some((forecast, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;
             };
-            let input = ForecastInput { target: &self.policy.target, metric: &metric.name, unit: &metric.unit, history, forecast: &forecast, replicas: tick.workload.replicas, ready_replicas: tick.workload.ready_replicas };
+            let input = ForecastInput {
+                target: &self.policy.target,
+                metric: &metric.name,
+                unit: &metric.unit,
+                history,
+                forecast: &forecast,
+                replicas: tick.workload.replicas,
+                ready_replicas: tick.workload.ready_replicas,
+                interval_seconds: self.policy.interval.as_secs() as u32,
+                startup_seconds: self.startup_seconds(),
+            };
             let started = std::time::Instant::now();
             let assessed_risk = session.assess(&rule.plugin, &self.risk_settings[i], &input);
             decision.plugin_calls.push((PluginCall::Assess(i), started.elapsed()));
@@ -288,4 +356,15 @@ fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &
         line.push_str(&format!(": {}", risk.reason));
     }
     line
+}
+
+/// The median of some values; 0 when there are none.
+fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
 }

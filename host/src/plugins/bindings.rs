@@ -139,6 +139,10 @@ pub struct ForecastInput<'a> {
     pub forecast: &'a domain::Forecast,
     pub replicas: u32,
     pub ready_replicas: u32,
+    /// The policy's interval: what is decided now stands at least this long.
+    pub interval_seconds: u32,
+    /// The pods' start-up time, creation to ready, measured or fixed by the policy.
+    pub startup_seconds: Option<u32>,
 }
 
 impl From<&ForecastInput<'_>> for wit::Forecast {
@@ -155,6 +159,8 @@ impl From<&ForecastInput<'_>> for wit::Forecast {
             forecaster: input.forecast.forecaster.clone(),
             replicas: input.replicas,
             ready_replicas: input.ready_replicas,
+            interval_seconds: input.interval_seconds,
+            startup_seconds: input.startup_seconds,
         }
     }
 }

@@ -78,8 +78,8 @@ pub enum World {
 impl World {
     pub fn wit_name(self) -> &'static str {
         match self {
-            World::Risk => "augur:plugin/risk-plugin@0.2.0",
-            World::Remediation => "augur:plugin/remediation-plugin@0.2.0",
+            World::Risk => "augur:plugin/risk-plugin@0.3.0",
+            World::Remediation => "augur:plugin/remediation-plugin@0.3.0",
         }
     }
 }
@@ -87,7 +87,7 @@ impl World {
 /// What a component may import. Everything else is refused at load, before it can run.
 /// The WASI interfaces are those a language runtime (Rust's std, a JavaScript or Python
 /// engine) imports to start; at run time they give nothing (see `Plugins::store`).
-const GRANTED_IMPORTS: &[&str] = &["augur:plugin/types@0.2.0", "augur:plugin/host@0.2.0", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+const GRANTED_IMPORTS: &[&str] = &["augur:plugin/types@0.3.0", "augur:plugin/host@0.3.0", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
 
 fn granted(import: &str) -> bool {
     GRANTED_IMPORTS.iter().any(|g| if g.ends_with('/') { import.starts_with(g) } else { import == *g })
@@ -249,7 +249,7 @@ pub struct Loaded {
     pub world: World,
     /// SHA-256 of the file's bytes, hex.
     pub digest: String,
-    /// Every interface the component imports, e.g. `augur:plugin/host@0.2.0`, `wasi:cli/exit@0.2.6`.
+    /// Every interface the component imports, e.g. `augur:plugin/host@0.3.0`, `wasi:cli/exit@0.2.6`.
     pub imports: Vec<String>,
     /// Every name the component exports, e.g. `plan`, `check-settings`.
     pub exports: Vec<String>,

@@ -241,7 +241,7 @@ mod tests {
 
     fn workload(replicas: u32) -> Workload {
         let pods = (0..replicas)
-            .map(|i| Pod { name: format!("nginx-{i}"), node: "a".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 600 })
+            .map(|i| Pod { name: format!("nginx-{i}"), node: "a".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 600 , startup_seconds: None})
             .collect();
         Workload {
             target: Target { kind: "Deployment".into(), namespace: "default".into(), name: "nginx".into() },

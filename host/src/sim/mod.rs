@@ -47,6 +47,9 @@ pub struct SimConfig {
     pub heat_event: Option<(Duration, Duration, f64)>,
     /// Physics resolution.
     pub step: Duration,
+    /// Where in the trace the clock starts: the trace before it is the past that `backfill`
+    /// serves (the warm start), as Prometheus serves a cluster's.
+    pub start: Duration,
 }
 
 impl Default for SimConfig {
@@ -63,6 +66,7 @@ impl Default for SimConfig {
             node_alarm_celsius: 85.0,
             heat_event: Some((Duration::from_secs(90 * 60), Duration::from_secs(60 * 60), 40.0)),
             step: Duration::from_secs(5),
+            start: Duration::ZERO,
         }
     }
 }
@@ -141,18 +145,19 @@ impl SimCluster {
         let nodes = (0..config.nodes)
             .map(|i| SimNode { name: format!("sim-node-{}", (b'a' + i as u8) as char), schedulable: true, cordoned_by_augur: false, temperature: 45.0, healthy_since: 0.0 })
             .collect();
-        Self { state: Mutex::new(SimState { config, now: 0.0, deployments: Vec::new(), nodes, next_pod: 0 }) }
+        let now = config.start.as_secs_f64();
+        Self { state: Mutex::new(SimState { config, now, deployments: Vec::new(), nodes, next_pod: 0 }) }
     }
 
     /// Adds a Deployment with `replicas` pods, ready from the start.
     pub fn add_deployment(&self, target: &Target, replicas: u32) {
         let mut s = self.lock();
-        let startup = s.config.startup.as_secs_f64();
+        let (startup, now) = (s.config.startup.as_secs_f64(), s.now);
         let mut deployment = SimDeployment { target: target.clone(), replicas, pods: Vec::new(), demand: 0.0, stats: SimStats::default() };
         deployment.stats.peak_replicas = replicas;
-        deployment.stats.replica_changes.push((0.0, replicas));
+        deployment.stats.replica_changes.push((now, replicas));
         for _ in 0..replicas {
-            let pod = s.new_pod(&target.name, -startup);
+            let pod = s.new_pod(&target.name, now - startup);
             deployment.pods.push(pod);
         }
         s.deployments.push(deployment);
@@ -166,7 +171,7 @@ impl SimCluster {
         UNIX_EPOCH + Duration::from_secs(s.config.trace.start_unix) + Duration::from_secs_f64(s.now)
     }
 
-    /// Simulated seconds since the start.
+    /// Simulated seconds since the trace's start (the clock starts at `SimConfig::start`).
     pub fn elapsed(&self) -> Duration {
         Duration::from_secs_f64(self.lock().now)
     }
@@ -388,6 +393,25 @@ impl MetricSource for SimCluster {
         }
         Ok(Observation { values, ..Default::default() })
     }
+
+    /// The trace before now, as a cluster's Prometheus would serve it: the CPU of a workload
+    /// that was served (its demand), one point per interval. Other metrics have no past here.
+    async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
+        let s = self.lock();
+        if !s.deployments.iter().any(|d| d.target == policy.target) {
+            return Err(unknown(&policy.target));
+        }
+        let origin = UNIX_EPOCH + Duration::from_secs(s.config.trace.start_unix);
+        let mut series = BTreeMap::new();
+        // Before the trace's start there is no past.
+        let Ok(end) = end.duration_since(origin).map(|d| d.as_secs_f64()) else { return Ok(series) };
+        let interval = policy.interval.as_secs_f64();
+        if policy.metrics.iter().any(|m| m.name == "cpu") {
+            let values = (0..points).rev().map(|k| end - k as f64 * interval).filter(|t| *t >= 0.0).map(|t| s.config.trace.at(t) * s.config.cores_per_unit).collect();
+            series.insert("cpu".to_string(), values);
+        }
+        Ok(series)
+    }
 }
 
 #[async_trait]
@@ -406,6 +430,7 @@ impl WorkloadSource for SimCluster {
                 cpu_cores: Some(p.cpu),
                 memory_bytes: Some(p.memory),
                 age_seconds: (s.now - p.created).max(0.0) as u64,
+                startup_seconds: s.ready(p).then(|| s.config.startup.as_secs()),
             })
             .collect();
         let nodes = s
@@ -494,6 +519,26 @@ mod tests {
         let s = sim.lock();
         assert_eq!(s.deployments[0].pods.len(), 1);
         assert_eq!(s.deployments[0].pods[0].memory, s.config.memory_base);
+    }
+
+    #[tokio::test]
+    async fn the_trace_before_the_clock_is_served_as_history() {
+        // 10 minutes of a ramp, 1 point a minute; the clock starts at minute 5.
+        let trace = Trace { start_unix: 0, step_seconds: 60, values: (0..10).map(f64::from).collect() };
+        let sim = SimCluster::new(SimConfig { trace, heat_event: None, start: Duration::from_secs(300), ..SimConfig::default() });
+        sim.add_deployment(&target(), 2);
+        let mut policy = crate::config::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/nginx.yaml"))).unwrap();
+        policy.target = target();
+        let end = sim.now() - Duration::from_secs(60);
+        let past = sim.backfill(&policy, 3, end).await.unwrap();
+        // Minutes 2, 3, 4 at 0.02 cores per unit.
+        let cpu: Vec<f64> = past["cpu"].iter().map(|v| (v / 0.02 * 1e6).round() / 1e6).collect();
+        assert_eq!(cpu, vec![2.0, 3.0, 4.0]);
+        // Nothing before the trace's start.
+        assert_eq!(sim.backfill(&policy, 10, end).await.unwrap()["cpu"].len(), 5);
+        // Pods report their start-up once ready.
+        let workload = sim.workload(&policy).await.unwrap();
+        assert_eq!(workload.startup_seconds(), Some(60));
     }
 
     #[test]

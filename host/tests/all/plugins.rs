@@ -24,7 +24,7 @@ fn forecast(predicted: Vec<f64>, upper: Option<Vec<f64>>) -> Forecast {
 
 fn workload(replicas: u32) -> Workload {
     let pods = (0..replicas)
-        .map(|i| Pod { name: format!("nginx-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.4), memory_bytes: Some(100e6 + i as f64 * 50e6), age_seconds: 3600 })
+        .map(|i| Pod { name: format!("nginx-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.4), memory_bytes: Some(100e6 + i as f64 * 50e6), age_seconds: 3600 , startup_seconds: None})
         .collect();
     let node = |name: &str, t: f64| Node { name: name.into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: Some(t), pressure: vec![], healthy_seconds: 0 };
     Workload { target: target(), replicas, ready_replicas: replicas, pods, nodes: vec![node("n1", 60.0), node("n2", 92.0)] }
@@ -39,12 +39,30 @@ fn risk_cpu_assesses_a_surge_through_wasm() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut session = plugins.session();
     let f = forecast(vec![0.7, 0.9, 1.2, 1.5, 1.9], None);
-    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5, 0.6], forecast: &f, replicas: 2, ready_replicas: 2 };
-    let risk = session.assess(&common::plugin("risk-cpu"), &settings(&[]), &input).unwrap();
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5, 0.6], forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
+    let risk = session.assess(&common::plugin("risk-cpu"), &settings(&[("sizing", "surge")]), &input).unwrap();
     assert_eq!(risk.level, Level::High);
     assert_eq!(risk.required_replicas, Some(5));
     assert_eq!(risk.seconds_to_breach, Some(120));
     assert!(risk.reason.contains("predicted breach in 2m"), "{}", risk.reason);
+}
+
+/// The default rule sizes for the look-ahead the host passes: the start-up it measured plus
+/// the interval. The same forecast needs more pods when pods start slowly.
+#[test]
+fn risk_cpu_sizes_for_the_start_up_and_interval_the_host_passes() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut session = plugins.session();
+    let f = forecast(vec![0.7, 0.9, 1.2, 1.5, 1.9], None);
+    let plugin = common::plugin("risk-cpu");
+    let mut input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5, 0.6], forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
+    let quick = session.assess(&plugin, &settings(&[]), &input).unwrap();
+    // 2 minutes ahead: 0.9 cores at 0.4 a pod.
+    assert_eq!((quick.level, quick.required_replicas), (Level::High, Some(3)));
+    assert!(quick.reason.contains("within 2m (start-up 1m + interval 1m)"), "{}", quick.reason);
+    input.startup_seconds = Some(240);
+    let slow = session.assess(&plugin, &settings(&[]), &input).unwrap();
+    assert_eq!(slow.required_replicas, Some(5), "5 minutes ahead: 1.9 cores");
 }
 
 #[test]
@@ -52,7 +70,7 @@ fn settings_reach_the_plugin_through_its_import() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut session = plugins.session();
     let f = forecast(vec![0.6, 0.6], Some(vec![0.9, 1.3]));
-    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2 };
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
     let plugin = common::plugin("risk-cpu");
     let median = session.assess(&plugin, &settings(&[]), &input).unwrap();
     // The same instance, called again with other settings, must read the new ones.
@@ -67,11 +85,11 @@ fn the_other_risk_plugins_run() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut session = plugins.session();
     let mem = forecast(vec![440e6, 470e6, 500e6], None);
-    let input = ForecastInput { target: &target(), metric: "memory", unit: "bytes", history: &[400e6], forecast: &mem, replicas: 2, ready_replicas: 2 };
+    let input = ForecastInput { target: &target(), metric: "memory", unit: "bytes", history: &[400e6], forecast: &mem, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
     let risk = session.assess(&common::plugin("risk-memory"), &settings(&[("limit-bytes", "268435456")]), &input).unwrap();
     assert_eq!(risk.level, Level::High, "{}", risk.reason);
     let heat = forecast(vec![83.0, 86.0], None);
-    let input = ForecastInput { target: &target(), metric: "node_temperature", unit: "celsius", history: &[80.0], forecast: &heat, replicas: 2, ready_replicas: 2 };
+    let input = ForecastInput { target: &target(), metric: "node_temperature", unit: "celsius", history: &[80.0], forecast: &heat, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
     let risk = session.assess(&common::plugin("risk-node"), &settings(&[]), &input).unwrap();
     assert_eq!(risk.level, Level::High);
     assert_eq!(risk.seconds_to_breach, Some(120));
@@ -109,7 +127,7 @@ fn plugins_check_their_settings() {
 fn a_plugin_of_the_wrong_world_is_incompatible() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let err = plugins.load(&common::plugin("scale"), World::Risk).err().expect("scale is not a risk plugin");
-    assert!(matches!(err, PluginError::Incompatible { ref plugin, world: "augur:plugin/risk-plugin@0.2.0", .. } if plugin == "scale"), "{err}");
+    assert!(matches!(err, PluginError::Incompatible { ref plugin, world: "augur:plugin/risk-plugin@0.3.0", .. } if plugin == "scale"), "{err}");
 }
 
 #[test]
@@ -140,9 +158,9 @@ fn host_plugin_check_reports_the_world_and_refuses_what_is_not_a_plugin() {
     let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::fixture_plugin("template")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("world:   augur:plugin/risk-plugin@0.2.0 (loads)"), "{stdout}");
+    assert!(stdout.contains("world:   augur:plugin/risk-plugin@0.3.0 (loads)"), "{stdout}");
     assert!(stdout.contains("exports: assess, check-settings"), "{stdout}");
-    assert!(stdout.contains("imports: augur:plugin/types@0.2.0, augur:plugin/host@0.2.0"), "{stdout}");
+    assert!(stdout.contains("imports: augur:plugin/types@0.3.0, augur:plugin/host@0.3.0"), "{stdout}");
 
     let out = Command::new(common::host_binary()).args(["plugin", "check"]).arg(common::fixture_plugin("sneaky")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -160,7 +178,7 @@ fn the_plugin_template_runs_as_wasm() {
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut session = plugins.session();
     let f = forecast(vec![0.6, 0.8], Some(vec![0.9, 1.2]));
-    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2 };
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5], forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
     let risk = session.assess(&common::fixture_plugin("template"), &settings(&[("max", "1.0")]), &input).unwrap();
     assert_eq!(risk.level, Level::High);
     assert_eq!(risk.seconds_to_breach, Some(120));
@@ -177,7 +195,7 @@ fn a_plugin_in_python_implements_the_same_contract() {
     let python = common::fixture_plugin("python-threshold");
     let rust = common::fixture_plugin("template");
     let loaded = plugins.compile(&python, World::Risk).unwrap();
-    assert_eq!(loaded.imports, ["augur:plugin/types@0.2.0", "augur:plugin/host@0.2.0"], "the Python runtime's WASI imports are stubbed out");
+    assert_eq!(loaded.imports, ["augur:plugin/types@0.3.0", "augur:plugin/host@0.3.0"], "the Python runtime's WASI imports are stubbed out");
     let cases = [
         (vec![0.6, 0.8], Some(vec![0.9, 1.2]), 0.5),
         (vec![0.6, 0.95], None, 0.5),
@@ -188,7 +206,7 @@ fn a_plugin_in_python_implements_the_same_contract() {
     for (predicted, upper, now) in cases {
         let f = forecast(predicted, upper);
         let history = [now];
-        let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &history, forecast: &f, replicas: 2, ready_replicas: 2 };
+        let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &history, forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
         let from_python = session.assess(&python, &settings(&[("max", "1.0")]), &input).unwrap();
         let from_rust = session.assess(&rust, &settings(&[("max", "1.0")]), &input).unwrap();
         assert_eq!(from_python, from_rust, "the two languages disagree on {f:?}");

@@ -46,7 +46,7 @@ async fn the_oracle_is_a_lower_bound() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let get = |who: &str, field: &str| report[who][field].as_f64().unwrap_or_else(|| panic!("{who}.{field} in {report}"));
-    for who in ["augur", "hpa"] {
+    for who in ["augur", "hpa", "ehpa"] {
         assert!(get("oracle", "overload_minutes") <= get(who, "overload_minutes"), "{report}");
         if get(who, "overload_minutes") <= get("oracle", "overload_minutes") {
             assert!(get("oracle", "replica_minutes") <= get(who, "replica_minutes"), "{report}");
@@ -109,19 +109,63 @@ async fn the_oracle_is_a_lower_bound() {
 }
 
 #[test]
-fn replay_prints_a_table_and_draws_the_three_controllers() {
+fn replay_prints_a_table_and_draws_the_four_controllers() {
     let dir = tempfile::tempdir().unwrap();
     let trace = surge_trace(dir.path());
     let png = dir.path().join("replay.png");
     let out = host(&["replay", "--policy", "policies/nginx.yaml", "--trace", trace.to_str().unwrap(), "--column", "requests", "--plot", png.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    for row in ["| augur (nginx.yaml) |", "| hpa (autoscaling/v2 defaults) |", "| oracle (lower bound) |", "360 points, step 60 s"] {
+    for row in ["| augur (nginx.yaml) |", "| hpa (autoscaling/v2 defaults) |", "| ehpa (a model of Crane EHPA's method) |", "| oracle (lower bound) |", "360 points, step 60 s", "read through metrics-server every 15 s"] {
         assert!(text.contains(row), "no `{row}` in:\n{text}");
     }
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
-    assert!(bytes.len() > 20_000, "a chart with three panels, not an empty image: {} bytes", bytes.len());
+    assert!(bytes.len() > 20_000, "a chart with eight panels, not an empty image: {} bytes", bytes.len());
+    // A window of its own, checked before anything runs.
+    let out = host(&["replay", "--policy", "policies/nginx.yaml", "--trace", trace.to_str().unwrap(), "--column", "requests", "--plot", png.to_str().unwrap(), "--from", "3", "--to", "2"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--from (3 h) must be before --to (2 h)"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The shipped policy against the HPA on 14 days of a real EC2 instance's CPU (NAB, copied into
+/// host/tests/fixtures): at most half the overload minutes at no more replica-minutes, and no
+/// more replica changes a day.
+#[test]
+fn the_shipped_policy_beats_the_hpa_on_both_axes_on_a_real_cpu_trace() {
+    let out = host(&["replay", "--policy", "policies/nginx.yaml", "--trace", "host/tests/fixtures/nab-ec2-cpu-c6585a.csv", "--column", "value", "--step", "5m", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |who: &str, field: &str| report[who][field].as_f64().unwrap_or_else(|| panic!("{who}.{field} in {report}"));
+    let (augur, hpa) = (get("augur", "overload_minutes"), get("hpa", "overload_minutes"));
+    assert!(augur <= hpa / 2.0 || (hpa < 2.0 && augur <= 1.0), "overload: augur {augur} vs hpa {hpa}: {report}");
+    assert!(get("augur", "replica_minutes") <= get("hpa", "replica_minutes"), "{report}");
+    assert!(get("augur", "changes_per_day") <= get("hpa", "changes_per_day"), "{report}");
+    // And the peer: no worse on either axis here, better on both.
+    assert!(get("augur", "overload_minutes") < get("ehpa", "overload_minutes"), "{report}");
+    assert!(get("augur", "replica_minutes") < get("ehpa", "replica_minutes"), "{report}");
+}
+
+/// The trace's zeros (a collection gap) are not a load: Augur keeps its replicas through
+/// them and the audit says why, where the HPA gives them away and is overloaded when the load
+/// comes back.
+#[tokio::test]
+async fn a_gap_of_zeros_does_not_make_augur_give_replicas_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("unix_time,requests\n");
+    for m in 0..240u64 {
+        let value = if (150..180).contains(&m) { 0.0 } else { 100.0 + (m % 7) as f64 };
+        csv.push_str(&format!("{},{value}\n", 1_700_000_000 + m * 60));
+    }
+    let trace = dir.path().join("gap.csv");
+    std::fs::write(&trace, csv).unwrap();
+    let report = replay::run(&replay::Options::new(root().join("policies/nginx.yaml"), trace, "requests".into())).await.unwrap();
+    let [augur, hpa, ..] = &report.timelines;
+    // The timeline starts after the 60-minute warm start: minutes 90..120 of it are the gap.
+    let before = augur.replicas[85];
+    assert!(before > 2, "the load needs more than the floor: {before}");
+    assert!(augur.replicas[92..120].iter().all(|r| *r >= before), "augur held through the gap: {:?}", &augur.replicas[85..125]);
+    assert!(hpa.replicas[100..120].iter().any(|r| *r < before), "the HPA gave replicas away: {:?}", &hpa.replicas[85..125]);
+    assert!(report.augur.overload_minutes < report.hpa.overload_minutes, "{:?} vs {:?}", report.augur, report.hpa);
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn workload() -> Workload {
         cpu_cores: None,
         memory_bytes: None,
         age_seconds: 60,
+        startup_seconds: None,
     };
     let node = Node {
         name: "n1".into(),
@@ -211,7 +212,7 @@ fn a_guest_exporting_the_wrong_world_is_incompatible() {
         matches!(
             err,
             PluginError::Incompatible {
-                world: "augur:plugin/risk-plugin@0.2.0",
+                world: "augur:plugin/risk-plugin@0.3.0",
                 ..
             }
         ),
@@ -244,7 +245,7 @@ fn a_guest_importing_an_interface_the_host_does_not_grant_is_refused_at_load() {
         loaded
             .imports
             .iter()
-            .any(|i| i == "augur:plugin/host@0.2.0"),
+            .any(|i| i == "augur:plugin/host@0.3.0"),
         "{:?}",
         loaded.imports
     );

@@ -124,6 +124,24 @@ async fn a_surge_is_met_by_a_scale_up_before_the_overload() {
     assert!(with < without / 4.0, "overload with Augur {with} s, without {without} s");
 }
 
+/// tests/fixtures/gap.csv: a steady load needing 5-6 pods, then 30 minutes of zeros (a
+/// collection gap) from minute 150, then the load again. Augur treats the zeros as missing,
+/// says so in the audit, and holds its replicas through the gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn zeros_in_a_gap_are_treated_as_missing_and_the_replicas_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(options(vec![policy(dir.path(), "gap", |t| t)], "4h", false, Some("gap.csv"))).await.unwrap();
+    let all = records(&dir.path().join("gap-audit.jsonl"));
+    let held: Vec<&Value> = all.iter().filter(|r| r["error_stage"] == "collect" && r["reason"].as_str().unwrap().contains("treated as missing")).collect();
+    assert!((25..=31).contains(&held.len()), "one hold a minute of the 30-minute gap: {}", held.len());
+    assert!(held[0]["reason"].as_str().unwrap().contains("holding: risk `cpu` and its remediations skip this tick"), "{}", held[0]);
+    let changes = &report.simulated[0].1.replica_changes;
+    let at = |seconds: f64| changes.iter().rev().find(|(t, _)| *t <= seconds).map(|(_, r)| *r).unwrap();
+    let before = at(149.0 * 60.0);
+    assert!(before >= 4, "the load needs more than the floor: {changes:?}");
+    assert!((150..180).all(|m| at(f64::from(m) * 60.0) >= before), "no replica given away in the gap: {changes:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_guard_holds_replicas_at_the_policy_maximum() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,7 +176,7 @@ async fn a_failing_policy_does_not_stop_the_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn guard_state_survives_a_restart_of_the_host() {
     let dir = tempfile::tempdir().unwrap();
-    let file = policy(dir.path(), "restarted", |t| t.replace("cooldown: 3m", "cooldown: 1h"));
+    let file = policy(dir.path(), "restarted", |t| t.replace("cooldown: 1m", "cooldown: 1h"));
     let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
     let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
     let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());

@@ -139,6 +139,8 @@ fn the_good_fixture_is_valid() {
 #[case::missing_plugin("scale.wasm", "scale-v2.wasm", "scale-v2.wasm does not exist; fix: run `make build` to build the plugins, or fix the path (relative to the policy file)")]
 #[case::unscalable_kind("kind: Deployment", "kind: CronJob", "target.kind: `CronJob` cannot be scaled by Augur; fix: use `Deployment` or `StatefulSet`")]
 #[case::bad_namespace("namespace: shop", "namespace: Shop_1", "target.namespace: `Shop_1` is not a valid Kubernetes name")]
+#[case::bad_startup("name: web }", "name: web, startup: soon }", "target.startup: `soon` is not a duration; fix: write a duration such as `60s`, `5m` or `1h`")]
+#[case::startup_too_long("name: web }", "name: web, startup: 2h }", "target.startup: is above 1h; fix: write the time a new pod needs from creation to ready, e.g. `45s`, or leave it out to have it measured")]
 #[case::unknown_baseline("baseline: holt-damped", "baseline: prophet", "forecast.baseline: `prophet` is not a built-in forecaster; fix: use one of last-value, linear-trend, holt-damped")]
 #[case::seasonal_window_too_short("baseline: holt-damped", "baseline: holt-winters", "forecast.window: is 20, but holt-winters with a season of 1440 points needs 2881; fix: set `window` to at least 2881, or shorten `season`")]
 #[case::unknown_fallback("baseline: holt-damped,", "baseline: holt-damped, fallback: magic,", "forecast.fallback: `magic` is not a built-in forecaster")]
@@ -200,6 +202,6 @@ fn every_plugin_that_does_not_load_is_reported_at_once() {
     let swapped = good().replace("risk-cpu.wasm", "SWAP").replace("scale.wasm", "risk-cpu.wasm").replace("SWAP", "scale.wasm");
     let file = write(dir.path(), &swapped);
     let message = format!("{:#}", augur::commands::validate(&[file]).unwrap_err());
-    assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.2.0"), "{message}");
-    assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.2.0"), "{message}");
+    assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.3.0"), "{message}");
+    assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.3.0"), "{message}");
 }

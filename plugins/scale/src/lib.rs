@@ -1,22 +1,24 @@
-//! scale: propose scaling the workload to the replicas a risk requires, in steps of at most
-//! `step` (the prototype's `max_delta`).
+//! scale: propose scaling the workload to the replicas a risk requires, both ways.
 //!
-//! With `scale-down: true` it also gives back one replica at a time when the risk is `none` or
-//! `low` and the forecast needs at least two fewer replicas than there are (one spare kept),
-//! so that a quiet forecast never flaps the workload. The host's guard still clamps to the
-//! policy's min/max replicas and max step, and never lets a scale-down follow a recent scale.
+//! Up: when the risk is at or above the trigger and needs more replicas, in steps of at most
+//! `step` (the prototype's `max_delta`). Down (`scale-down: true`, the default): when the risk
+//! is below the trigger and its rule says fewer replicas suffice (risk-cpu's forecast sizing
+//! already keeps its tolerance and the reactive floor), straight to that number, but only
+//! while no pod is starting (a half-started workload's usage says little). The host's guard
+//! still clamps to the policy's min/max replicas and max step, and holds a scale-down for
+//! `scale_down_delay` after the last scale.
 
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
 use augur::plugin::types::Action;
-use augur_plugin_sdk::{Settings};
+use augur_plugin_sdk::Settings;
 
 /// The settings of scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Most replicas added by one proposal.
     pub step: u32,
-    /// Give back unneeded replicas, one at a time.
+    /// Give back replicas the risk rule says are not needed.
     pub scale_down: bool,
 }
 
@@ -25,7 +27,7 @@ impl Config {
     pub fn read(lookup: impl Fn(&str) -> Option<String>) -> (Self, Vec<String>) {
         let mut s = Settings::new(lookup);
         let step = s.number("step", 3.0, "a whole number of replicas from 1 to 100", |v| v.fract() == 0.0 && (1.0..=100.0).contains(&v));
-        let scale_down = s.choice("scale-down", "false", &["true", "false"]) == "true";
+        let scale_down = s.choice("scale-down", "true", &["true", "false"]) == "true";
         (Self { step: step as u32, scale_down }, s.finish())
     }
 }
@@ -34,7 +36,7 @@ impl Config {
 pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -> Vec<Proposal> {
     let Some(required) = risk.required_replicas else { return Vec::new() };
     if (risk.level as u8) < (trigger as u8) {
-        return scale_down(config, risk, required, workload).into_iter().collect();
+        return scale_down(config, required, risk, workload).into_iter().collect();
     }
     if required <= workload.replicas {
         return Vec::new();
@@ -47,15 +49,13 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
     }]
 }
 
-/// One replica fewer, when allowed, quiet, settled, and at least two replicas are spare.
-fn scale_down(config: &Config, risk: &Risk, required: u32, workload: &Workload) -> Option<Proposal> {
-    let quiet = (risk.level as u8) <= (Level::Low as u8);
-    let settled = workload.ready_replicas == workload.replicas;
-    if !(config.scale_down && quiet && settled && required + 2 <= workload.replicas) {
+/// Down to what the risk requires, when allowed and no pod is starting.
+fn scale_down(config: &Config, required: u32, risk: &Risk, workload: &Workload) -> Option<Proposal> {
+    let settled = workload.ready_replicas >= workload.replicas;
+    if !(config.scale_down && settled && required < workload.replicas) {
         return None;
     }
-    let to = workload.replicas - 1;
-    Some(Proposal { action: Action::Scale(to), reason: format!("scale {} -> {to} ({required} needed): {}", workload.replicas, risk.reason) })
+    Some(Proposal { action: Action::Scale(required), reason: format!("scale {} -> {required}: {}", workload.replicas, risk.reason) })
 }
 
 augur_plugin_sdk::remediation_plugin!(Config, plan);
@@ -105,18 +105,18 @@ mod tests {
     }
 
     #[test]
-    fn scale_down_is_opt_in_one_at_a_time_and_keeps_a_spare() {
-        let off = Config::read(|_| None).0;
-        let on = Config::read(|k| (k == "scale-down").then(|| "true".to_string())).0;
+    fn scale_down_goes_to_what_the_risk_requires_unless_turned_off() {
+        let on = Config::read(|_| None).0;
+        let off = Config::read(|k| (k == "scale-down").then(|| "false".to_string())).0;
         let quiet = risk(Level::None, Some(3));
         assert!(plan(&off, &quiet, Level::High, &workload(8)).is_empty());
         let proposals = plan(&on, &quiet, Level::High, &workload(8));
-        assert!(matches!(proposals[0].action, Action::Scale(7)));
-        assert!(proposals[0].reason.starts_with("scale 8 -> 7 (3 needed)"));
-        // Only one replica spare: keep it.
-        assert!(plan(&on, &risk(Level::None, Some(7)), Level::High, &workload(8)).is_empty());
-        // Medium risk is not quiet.
-        assert!(plan(&on, &risk(Level::Medium, Some(3)), Level::High, &workload(8)).is_empty());
+        assert!(matches!(proposals[0].action, Action::Scale(3)));
+        assert!(proposals[0].reason.starts_with("scale 8 -> 3: cpu breach"));
+        // A medium risk below the trigger may still give back what its rule says is spare.
+        assert!(matches!(plan(&on, &risk(Level::Medium, Some(7)), Level::High, &workload(8))[0].action, Action::Scale(7)));
+        // Nothing spare, nothing proposed.
+        assert!(plan(&on, &risk(Level::None, Some(8)), Level::High, &workload(8)).is_empty());
         // Not while replicas are starting.
         let mut starting = workload(8);
         starting.ready_replicas = 6;

@@ -301,6 +301,7 @@ fn workload(target: &Target, replicas: u32, cpu: f64) -> domain::Workload {
             cpu_cores: Some(cpu / f64::from(replicas)),
             memory_bytes: None,
             age_seconds: 3600,
+            startup_seconds: None,
         })
         .collect();
     let node = domain::Node { name: "node-a".into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: None, pressure: Vec::new(), healthy_seconds: 3600 };

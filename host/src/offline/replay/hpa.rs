@@ -90,8 +90,14 @@ impl Hpa {
 
     /// One sync at `now` (seconds): the replicas the controller sets.
     pub fn sync(&mut self, now: f64, observed: Observed) -> u32 {
+        self.sync_with(now, observed, None)
+    }
+
+    /// One sync with a second metric's recommendation beside CPU's: the controller takes the
+    /// larger of the two before stabilising, as it does for an HPA with several metrics.
+    pub fn sync_with(&mut self, now: f64, observed: Observed, other: Option<u32>) -> u32 {
         let current = observed.replicas;
-        let raw = self.raw_recommendation(observed);
+        let raw = self.raw_recommendation(observed).max(other.unwrap_or(0));
         let stabilised = self.stabilise(now, current, raw);
         let limited = self.rate_limit(now, current, stabilised);
         let desired = limited.clamp(self.spec.min_replicas, self.spec.max_replicas);
@@ -122,6 +128,17 @@ impl Hpa {
             return (f64::from(o.replicas) * ratio).ceil() as u32;
         }
         (f64::from(o.ready) * ratio).ceil() as u32
+    }
+
+    /// The recommendation for a metric of type `External` with an `AverageValue` target, e.g.
+    /// a predicted total of CPU cores against `per_pod` cores a pod: `ceil(total / per_pod)`,
+    /// left at `current` within the tolerance.
+    pub fn average_value_recommendation(&self, current: u32, total: f64, per_pod: f64) -> u32 {
+        let ratio = total / (per_pod * f64::from(current.max(1)));
+        if (ratio - 1.0).abs() <= self.spec.tolerance {
+            return current;
+        }
+        ((total / per_pod) - 1e-9).ceil().max(0.0) as u32
     }
 
     fn stabilise(&mut self, now: f64, current: u32, raw: u32) -> u32 {
@@ -169,6 +186,46 @@ impl Hpa {
         } else {
             desired
         }
+    }
+}
+
+/// What metrics-server shows: it scrapes every `resolution` seconds, and each scrape is the
+/// mean of the pods' usage since the one before (kubelet's CPU is a rate between two cAdvisor
+/// samples). The HPA reads the newest scrape, so it sees a window's mean, a window late.
+#[derive(Debug, Clone)]
+pub struct MetricsServer {
+    pub resolution_s: f64,
+    /// The ready pods' utilisation at every simulator step of the current window.
+    window: Vec<f64>,
+    /// When the current window opened (the last scrape, or the first sample).
+    window_start: Option<f64>,
+    /// The newest scrape: the mean utilisation of the window before it.
+    latest: Option<f64>,
+}
+
+impl MetricsServer {
+    pub fn new(resolution_s: f64) -> Self {
+        Self { resolution_s, window: Vec::new(), window_start: None, latest: None }
+    }
+
+    /// Takes the ready pods' utilisation at `now`; a scrape happens at every resolution boundary.
+    pub fn sample(&mut self, now: f64, utilisation: f64) {
+        if self.resolution_s <= 0.0 {
+            self.latest = Some(utilisation);
+            return;
+        }
+        let start = *self.window_start.get_or_insert(now);
+        self.window.push(utilisation);
+        if now - start + 1e-9 >= self.resolution_s {
+            self.latest = Some(self.window.iter().sum::<f64>() / self.window.len() as f64);
+            self.window.clear();
+            self.window_start = Some(now);
+        }
+    }
+
+    /// What the HPA reads now: the newest scrape, or `now_value` before the first one.
+    pub fn read(&self, now_value: f64) -> f64 {
+        self.latest.unwrap_or(now_value)
     }
 }
 
@@ -233,6 +290,30 @@ mod tests {
     fn unready_pods_count_as_idle_when_scaling_up() {
         assert_eq!(hpa().sync(0.0, Observed { replicas: 4, ready: 2, utilisation: 1.0 }), 4);
         assert_eq!(hpa().sync(0.0, Observed { replicas: 4, ready: 2, utilisation: 1.5 }), 6);
+    }
+
+    #[test]
+    fn a_second_metric_wins_when_it_asks_for_more() {
+        let mut h = hpa();
+        // CPU at target: 4 stays 4; the other metric asks for 6.
+        assert_eq!(h.sync_with(0.0, all_ready(4, 0.5), Some(6)), 6);
+        // 3.0 cores predicted at 0.5 a pod: 6 pods; within 10% of 4 x 0.5 = 2.0: unchanged.
+        assert_eq!(h.average_value_recommendation(4, 3.0, 0.5), 6);
+        assert_eq!(h.average_value_recommendation(4, 2.1, 0.5), 4);
+    }
+
+    #[test]
+    fn metrics_server_shows_the_last_window_mean_late() {
+        let mut m = MetricsServer::new(15.0);
+        // Steps of 5 s: 0, 5, 10 -> the window closes at 15 with the mean of 0.2, 0.4, 0.6, 0.8.
+        for (t, u) in [(0.0, 0.2), (5.0, 0.4), (10.0, 0.6)] {
+            m.sample(t, u);
+            assert_eq!(m.read(u), u, "before the first scrape the value itself");
+        }
+        m.sample(15.0, 0.8);
+        assert!((m.read(1.0) - 0.5).abs() < 1e-12);
+        m.sample(20.0, 1.0);
+        assert!((m.read(1.0) - 0.5).abs() < 1e-12, "the next scrape is not due yet");
     }
 
     #[test]
