@@ -88,6 +88,8 @@ mod tests {
             forecaster: "test".into(),
             replicas,
             ready_replicas: replicas,
+            interval_seconds: 60,
+            startup_seconds: Some(60),
         }
     }
 

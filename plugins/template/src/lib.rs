@@ -67,6 +67,8 @@ mod tests {
             forecaster: "test".into(),
             replicas: 2,
             ready_replicas: 2,
+            interval_seconds: 60,
+            startup_seconds: Some(60),
         }
     }
 
