@@ -162,7 +162,7 @@ pub struct Report {
     pub timelines: [Timeline; 4],
 }
 
-/// Runs the three controllers over the trace.
+/// Runs the four controllers over the trace.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     check(options)?;
     let mut policy = config::load(&options.policy)?;
