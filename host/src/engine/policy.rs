@@ -117,9 +117,8 @@ impl PolicyRuntime {
             let usage = metric.unit == "cores" || metric.unit == "bytes";
             if usage && value <= 0.0 {
                 let recent = history.values();
-                let recent = &recent[recent.len().saturating_sub(TRUST_WINDOW)..];
-                let median = median(recent);
-                if median > 0.0 {
+                let mut recent = recent[recent.len().saturating_sub(TRUST_WINDOW)..].to_vec();
+                if let Some(median) = forecast::median(&mut recent).filter(|m| *m > 0.0) {
                     self.untrusted.insert(
                         metric.name.clone(),
                         format!("read {value} {} after a median of {median:.3} over its last {} points: treated as missing (an outage or a collection gap read as zeros)", metric.unit, recent.len()),
@@ -129,11 +128,6 @@ impl PolicyRuntime {
             }
             history.push(value);
         }
-    }
-
-    /// Whether a metric's newest point was trusted this tick (see `observe`).
-    pub fn trusted(&self, metric: &str) -> bool {
-        !self.untrusted.contains_key(metric)
     }
 
     /// The rows this policy needs forecast, each a list of metrics read together: a joint
@@ -157,7 +151,9 @@ impl PolicyRuntime {
     pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
         let mut decision = Decision::default();
         let head = LazyHead::new(&self.policy, tick.observation, tick.now);
-        if let Some(measured) = tick.workload.startup_seconds() {
+        if self.policy.startup.is_none()
+            && let Some(measured) = tick.workload.startup_seconds()
+        {
             self.startup_seen = Some(measured);
         }
         let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
@@ -175,12 +171,7 @@ impl PolicyRuntime {
             };
             let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
             for proposal in proposals {
-                // Nothing to give back at the floor: a scale-down proposed there (a plugin does
-                // not know the guard's bounds) is dropped, not recorded as a refusal every tick.
-                if let Action::Scale { replicas } = proposal.action
-                    && replicas < tick.workload.replicas
-                    && tick.workload.replicas <= self.policy.guard.min_replicas
-                {
+                if guard::idle(&self.policy.guard, &proposal, tick.workload) {
                     continue;
                 }
                 let case = Case { spec: &self.policy.guard, capabilities: &rule.capabilities, metric: &forecast.metric, seen, workload: tick.workload, state: &self.guard_state, now: tick.now, force_dry_run: tick.force_dry_run };
@@ -358,13 +349,3 @@ fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &
     line
 }
 
-/// The median of some values; 0 when there are none.
-fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
-}

@@ -93,6 +93,23 @@ pub(crate) fn with_interval(forecaster: &str, predicted: Vec<f64>, sigma: f64, s
     Forecast { forecaster: forecaster.to_string(), step_seconds, predicted, lower: Some(lower), upper: Some(upper) }
 }
 
+/// The median, reordering `values`; `None` when there are none.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mid = n / 2;
+    let (_, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper = *upper;
+    if n % 2 == 1 {
+        Some(upper)
+    } else {
+        let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((lower + upper) / 2.0)
+    }
+}
+
 pub(crate) fn rms(values: &[f64]) -> f64 {
     if values.is_empty() { 0.0 } else { (values.iter().map(|v| v * v).sum::<f64>() / values.len() as f64).sqrt() }
 }

@@ -77,6 +77,13 @@ pub fn judge(case: &Case<'_>, proposal: &Proposal) -> Verdict {
     if dry_run { Verdict::DryRun { action, note } } else { Verdict::Execute { action, note } }
 }
 
+/// Whether a proposal asks for nothing the bounds could ever allow and is not worth judging
+/// or recording: a scale-down at `min_replicas`. A plugin does not know the guard's bounds,
+/// so at the floor a quiet risk asks for fewer every tick; `judge` would reject each one.
+pub fn idle(spec: &GuardSpec, proposal: &Proposal, workload: &Workload) -> bool {
+    matches!(proposal.action, Action::Scale { replicas } if replicas < workload.replicas && workload.replicas <= spec.min_replicas)
+}
+
 /// The rule's grant (`capabilities:`): the kinds it may propose and, for the kinds that name
 /// a node, the nodes it may name. Why `action` is not granted, or `None` when it is.
 fn not_granted(capabilities: &Capabilities, action: &Action) -> Option<String> {
@@ -303,6 +310,14 @@ mod tests {
     fn verdicts(#[case] spec: GuardSpec, #[case] action: Action, #[case] expected: &str) {
         let verdict = check(&spec, false, &proposal(action), &workload(2), &GuardState::default(), at(T0));
         assert_eq!(render(&verdict), expected);
+    }
+
+    #[test]
+    fn a_scale_down_at_the_floor_is_idle_and_nothing_else_is() {
+        assert!(idle(&spec(), &proposal(scale(1)), &workload(2)));
+        assert!(!idle(&spec(), &proposal(scale(2)), &workload(3)), "above the floor it is judged");
+        assert!(!idle(&spec(), &proposal(scale(3)), &workload(2)), "a scale-up is judged");
+        assert!(!idle(&spec(), &proposal(restart("nginx-0")), &workload(2)));
     }
 
     #[test]

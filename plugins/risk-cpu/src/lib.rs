@@ -96,10 +96,6 @@ fn acted_on<'f>(config: &Config, forecast: &'f Forecast) -> (&'f [f64], &'static
     }
 }
 
-fn peak_of(series: &[f64]) -> Option<f64> {
-    peak(series).map(|(_, v)| v)
-}
-
 /// Pods needed for `cores` at `per_pod` cores each (at least 1).
 fn pods_for(cores: f64, per_pod: f64) -> u32 {
     ((cores / per_pod) - 1e-9).ceil().max(1.0) as u32
@@ -137,7 +133,7 @@ pub fn size_for_forecast(config: &Config, forecast: &Forecast) -> Risk {
     } else {
         // Giving back is judged on the whole horizon: a pod given back now is not worth
         // asking for again within the horizon, and the horizon's peak wobbles less.
-        let horizon_peak = peak_of(series).unwrap_or(peak).max(peak);
+        let horizon_peak = augur_plugin_sdk::peak(series).map_or(peak, |(_, v)| v).max(peak);
         let down = pods_for(horizon_peak, per_pod * (1.0 - config.tolerance)).max(floor).min(replicas);
         horizon = Some(horizon_peak);
         let level = if later.is_some() { Level::Medium } else if peak > 0.8 * serving { Level::Low } else { Level::None };

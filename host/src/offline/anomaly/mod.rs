@@ -70,18 +70,9 @@ pub fn robust_scores(values: &[f64], window: usize) -> Vec<f64> {
     scores
 }
 
-/// The median, reordering `values`.
+/// The median, reordering `values` (the scores' buffers are never empty).
 fn median(values: &mut [f64]) -> f64 {
-    let n = values.len();
-    let mid = n / 2;
-    let (_, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
-    let upper = *upper;
-    if n % 2 == 1 {
-        upper
-    } else {
-        let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lower + upper) / 2.0
-    }
+    crate::forecast::median(values).unwrap_or(f64::NAN)
 }
 
 /// One-step-ahead forecasts: point `i` forecast from the `window` points before it, by the
