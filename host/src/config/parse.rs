@@ -74,6 +74,17 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
             }
         }
     }
+    if let (Some(Some(spec)), Some(interval)) = (&forecast, interval)
+        && interval > spec.step
+    {
+        // The histories hold a point per step: a tick less often than that leaves holes the
+        // forecaster would read as the step.
+        r.problem(
+            "interval",
+            format!("`{}` is longer than forecast.step `{}`, so the history would miss points the forecaster expects", humantime::format_duration(interval), humantime::format_duration(spec.step)),
+            "tick at least once a step: set `interval` to the step or less (between steps a tick updates the current reading), or lengthen forecast.step",
+        );
+    }
     if let (Some(Some(spec)), Some(Value::Mapping(m))) = (&forecast, top.get("forecast")) {
         model_problems(&mut r, m, spec, &metrics, &risks);
     }

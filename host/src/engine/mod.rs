@@ -180,19 +180,22 @@ impl Engine {
 
 /// One tick's decisions for the due policies (`inputs[k]` belongs to `policies[due[k]]`).
 pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Collected], now: SystemTime, force_dry_run: bool) -> Vec<Decision> {
-    let ready: Vec<usize> = due.iter().zip(inputs).filter(|(_, input)| input.is_ok()).map(|(&i, _)| i).collect();
     for (&i, input) in due.iter().zip(inputs) {
         if let Ok((observation, _)) = input {
-            policies[i].observe(observation);
+            policies[i].observe(observation, now);
         }
     }
-    let mut forecasts = forecast_all(policies, &ready).into_iter();
+    // A new point asks for new forecasts; a tick within the step reuses its point's.
+    let stale: Vec<usize> = due.iter().zip(inputs).filter(|(i, input)| input.is_ok() && policies[**i].kept_forecasts.is_none()).map(|(&i, _)| i).collect();
+    for (i, made) in stale.iter().zip(forecast_all(policies, &stale)) {
+        policies[*i].kept_forecasts = Some(made);
+    }
     let mut session = plugins.session();
     due.iter()
         .zip(inputs)
         .map(|(&i, input)| match input {
             Ok((observation, workload)) => {
-                let forecasts = forecasts.next().expect("one forecast set per ready policy");
+                let forecasts = policies[i].kept_forecasts.clone().expect("every ready policy has its point's forecasts");
                 policies[i].decide(&mut session, &Tick { observation, workload, now, force_dry_run }, forecasts)
             }
             Err(reason) => {

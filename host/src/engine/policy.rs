@@ -39,6 +39,14 @@ pub struct PolicyRuntime {
     untrusted: BTreeMap<String, String>,
     /// The pods' start-up time last measured (pods that started long ago may be gone).
     startup_seen: Option<u64>,
+    /// When the newest history point was taken: the histories hold one point per forecast
+    /// step, and the ticks between (an interval shorter than the step) only update the
+    /// current reading (see `observe`).
+    pub(super) point_at: Option<SystemTime>,
+    /// The forecasts made at the newest point, which the ticks until the next point reuse.
+    pub(super) kept_forecasts: Option<Forecasts>,
+    /// Whether the last observation added a point (the readable summary is printed once a step).
+    new_point: bool,
 }
 
 /// Points of a metric's recent history that judge whether a drop to zero is believable.
@@ -70,7 +78,7 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
-        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None })
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None, new_point: false })
     }
 
     /// The pods' start-up time the rules size for: the policy's `target.startup`, else the
@@ -84,28 +92,48 @@ impl PolicyRuntime {
         &self.audit_path
     }
 
-    /// Takes an observation into the histories without deciding (offline passes).
+    /// Takes an observation into the histories without deciding (offline passes, where
+    /// each observation is one step's point).
     pub fn observe_offline(&mut self, observation: &Observation) {
-        self.observe(observation);
+        self.take(observation, true);
     }
 
     /// One tick of this policy alone, offline: takes the observation, forecasts, assesses,
     /// plans and guards (the offline anomaly pass). Nothing is executed or written.
     pub fn decide_offline(&mut self, plugins: &Plugins, tick: &Tick<'_>) -> Decision {
-        self.observe(tick.observation);
+        self.take(tick.observation, true);
         let forecasts = super::forecasts::forecast_all(std::slice::from_ref(self), &[0]).pop().unwrap_or_default();
         let mut session = plugins.session();
         self.decide(&mut session, tick, forecasts)
     }
 
-    /// Takes a tick's observation into the histories, except the points that cannot be
-    /// trusted: a metric that was not collected this tick, or a resource metric (`cores`,
-    /// `bytes`) that reads zero or less where its recent points were above zero (running pods
-    /// always use some CPU and memory: such a zero is an outage or a collection gap read as
-    /// zeros, not a load). Those are left out of the history and remembered for `decide`,
-    /// which holds the rules that watch them.
-    pub(super) fn observe(&mut self, observation: &Observation) {
+    /// Takes a tick's observation at `now` into the histories. The histories hold one point
+    /// per forecast step, as the forecaster reads them: a tick a step (less half an interval)
+    /// after the newest point adds a point and asks for new forecasts; a tick within the step
+    /// (an interval shorter than the step) only updates the current reading, so that the
+    /// rules see the newest usage every interval while the step's forecasts stand. Returns
+    /// whether the tick added a point.
+    pub(super) fn observe(&mut self, observation: &Observation, now: SystemTime) -> bool {
+        let half = self.policy.interval / 2;
+        let new_point = self.point_at.is_none_or(|at| now.duration_since(at).map_or(true, |since| since + half >= self.policy.forecast.step));
+        if new_point {
+            self.point_at = Some(now);
+            self.kept_forecasts = None;
+        }
+        self.take(observation, new_point);
+        new_point
+    }
+
+    /// Takes an observation into the histories (as a new point, or as the current reading
+    /// within the newest point's step), except the values that cannot be trusted: a metric
+    /// that was not collected this tick, or a resource metric (`cores`, `bytes`) that reads
+    /// zero or less where its recent points were above zero (running pods always use some
+    /// CPU and memory: such a zero is an outage or a collection gap read as zeros, not a
+    /// load). Those are left out and remembered for `decide`, which holds the rules that
+    /// watch them.
+    fn take(&mut self, observation: &Observation, new_point: bool) {
         self.untrusted.clear();
+        self.new_point = new_point;
         for metric in &self.policy.metrics {
             let Some(history) = self.histories.get_mut(&metric.name) else { continue };
             let Some(&value) = observation.values.get(&metric.name) else {
@@ -126,7 +154,11 @@ impl PolicyRuntime {
                     continue;
                 }
             }
-            history.push(value);
+            if new_point {
+                history.push(value);
+            } else {
+                history.note_between(value);
+            }
         }
     }
 
@@ -142,8 +174,19 @@ impl PolicyRuntime {
         }
     }
 
-    pub(super) fn history(&self, metric: &str) -> &[f64] {
+    /// A metric's history points, one per forecast step, oldest first (what the forecaster reads).
+    pub fn history(&self, metric: &str) -> &[f64] {
         self.histories.get(metric).map(History::values).unwrap_or_default()
+    }
+
+    /// A metric's newest reading: the newest point, or a reading taken since within its step.
+    pub fn reading(&self, metric: &str) -> Option<f64> {
+        self.histories.get(metric).and_then(|h| h.current().last().copied())
+    }
+
+    /// When the forecasts the rules read were made: at the newest point.
+    pub fn forecasts_made_at(&self) -> Option<SystemTime> {
+        self.kept_forecasts.as_ref().and(self.point_at)
     }
 
     /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
@@ -213,7 +256,8 @@ impl PolicyRuntime {
                 decision.push_error(head.get(), Stage::Collect, format!("metric `{}`: {why}; holding: risk `{}` and its remediations skip this tick", rule.metric, rule.name));
                 continue;
             }
-            let history = self.histories.get(&rule.metric).expect("one history per metric").values();
+            let history = self.histories.get(&rule.metric).expect("one history per metric").current();
+            let history = &*history;
             let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
             let Some((forecast, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
@@ -235,7 +279,7 @@ impl PolicyRuntime {
             decision.plugin_calls.push((PluginCall::Assess(i), started.elapsed()));
             match assessed_risk {
                 Ok(risk) => {
-                    if self.summarize {
+                    if self.summarize && self.new_point {
                         decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
                     }
                     let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
@@ -254,7 +298,8 @@ pub struct Decision {
     pub records: Vec<Record>,
     /// Actions the guard allowed, pointing into `records`.
     pub pending: Vec<Pending>,
-    /// One readable line per risk rule: the forecast and the risk.
+    /// One readable line per risk rule: the forecast and the risk (on the ticks that add a
+    /// history point: once a forecast step).
     pub summary: Vec<String>,
     /// The forecast each risk rule assessed, with the fallback note when one served.
     pub forecasts: Vec<ForecastRecord>,

@@ -128,7 +128,8 @@ impl Engine {
         };
         let old = &mut self.policies[i];
         for metric in &runtime.policy.metrics {
-            let unchanged = old.policy.metrics.iter().any(|m| m == metric) && old.policy.forecast.window == runtime.policy.forecast.window;
+            let spacing = old.policy.forecast.window == runtime.policy.forecast.window && old.policy.forecast.step == runtime.policy.forecast.step;
+            let unchanged = spacing && old.policy.metrics.iter().any(|m| m == metric);
             if unchanged && let (Some(kept), Some(history)) = (old.histories.remove(&metric.name), runtime.histories.get_mut(&metric.name)) {
                 *history = kept;
             }
@@ -137,6 +138,7 @@ impl Engine {
             runtime.guard_state = std::mem::take(&mut old.guard_state);
         }
         runtime.next_due = old.next_due;
+        runtime.point_at = old.point_at;
         *old = runtime;
         i
     }
@@ -205,7 +207,8 @@ impl Engine {
         if which == WarmStart::EmptyOnly && runtime.histories.values().all(|h| !h.values().is_empty()) {
             return None;
         }
-        let end = now.checked_sub(runtime.policy.interval).unwrap_or(now);
+        // One point per forecast step, the newest a step before the first tick's.
+        let end = now.checked_sub(runtime.policy.forecast.step).unwrap_or(now);
         let series = match self.seams.metrics.backfill(&runtime.policy, runtime.policy.forecast.window, end).await {
             Ok(series) => series,
             Err(e) => {
@@ -214,6 +217,8 @@ impl Engine {
             }
         };
         let mut filled = BTreeMap::new();
+        runtime.point_at = None;
+        runtime.kept_forecasts = None;
         for (metric, values) in series {
             let Some(history) = runtime.histories.get_mut(&metric) else { continue };
             match which {

@@ -62,7 +62,7 @@ pub enum SourceError {
 pub trait MetricSource: Send + Sync {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError>;
 
-    /// Up to `points` past values of each metric, one per policy interval, oldest first,
+    /// Up to `points` past values of each metric, one per forecast step, oldest first,
     /// ending at `end`: the warm start. A source without history returns nothing.
     async fn backfill(&self, _policy: &Policy, _points: usize, _end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
         Ok(BTreeMap::new())

@@ -187,7 +187,8 @@ impl MetricSource for PrometheusSource {
 
     async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
         let url = url(policy)?;
-        let step = policy.interval;
+        // The histories hold one point per forecast step.
+        let step = policy.forecast.step;
         let start = end - step * (points.saturating_sub(1) as u32);
         let mut filled = BTreeMap::new();
         for metric in &policy.metrics {

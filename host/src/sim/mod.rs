@@ -405,9 +405,9 @@ impl MetricSource for SimCluster {
         let mut series = BTreeMap::new();
         // Before the trace's start there is no past.
         let Ok(end) = end.duration_since(origin).map(|d| d.as_secs_f64()) else { return Ok(series) };
-        let interval = policy.interval.as_secs_f64();
+        let step = policy.forecast.step.as_secs_f64();
         if policy.metrics.iter().any(|m| m.name == "cpu") {
-            let values = (0..points).rev().map(|k| end - k as f64 * interval).filter(|t| *t >= 0.0).map(|t| s.config.trace.at(t) * s.config.cores_per_unit).collect();
+            let values = (0..points).rev().map(|k| end - k as f64 * step).filter(|t| *t >= 0.0).map(|t| s.config.trace.at(t) * s.config.cores_per_unit).collect();
             series.insert("cpu".to_string(), values);
         }
         Ok(series)

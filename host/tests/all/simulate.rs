@@ -133,13 +133,70 @@ async fn zeros_in_a_gap_are_treated_as_missing_and_the_replicas_held() {
     let report = run(options(vec![policy(dir.path(), "gap", |t| t)], "4h", false, Some("gap.csv"))).await.unwrap();
     let all = records(&dir.path().join("gap-audit.jsonl"));
     let held: Vec<&Value> = all.iter().filter(|r| r["error_stage"] == "collect" && r["reason"].as_str().unwrap().contains("treated as missing")).collect();
-    assert!((25..=31).contains(&held.len()), "one hold a minute of the 30-minute gap: {}", held.len());
+    let ticks = 30 * 60 / config::load(&dir.path().join("gap.yaml")).unwrap().interval.as_secs() as usize;
+    assert!((ticks * 5 / 6..=ticks + 4).contains(&held.len()), "one hold a tick of the 30-minute gap ({ticks} ticks): {}", held.len());
     assert!(held[0]["reason"].as_str().unwrap().contains("holding: risk `cpu` and its remediations skip this tick"), "{}", held[0]);
     let changes = &report.simulated[0].1.replica_changes;
     let at = |seconds: f64| changes.iter().rev().find(|(t, _)| *t <= seconds).map(|(_, r)| *r).unwrap();
     let before = at(149.0 * 60.0);
     assert!(before >= 4, "the load needs more than the floor: {changes:?}");
     assert!((150..180).all(|m| at(f64::from(m) * 60.0) >= before), "no replica given away in the gap: {changes:?}");
+}
+
+/// nginx.yaml at 15 s ticks (the HPA's sync period) on its forecast step of a minute, with a
+/// cooldown of one tick: the history keeps one point
+/// a minute, as the model reads it; the ticks between read the current usage and reuse their
+/// minute's forecast; so the reactive floor acts between the minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn ticks_between_forecast_steps_read_the_current_usage_and_reuse_the_steps_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = policy(dir.path(), "substep", every_15_seconds);
+    let loaded = config::load(&file).unwrap();
+    assert_eq!((loaded.interval, loaded.forecast.step), (Duration::from_secs(15), Duration::from_secs(60)));
+    let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
+    let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
+    sim.add_deployment(&loaded.target, 2);
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let runtime = PolicyRuntime::new(loaded, &plugins, None, false).unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
+    engine.set_echo(false);
+    // Into the fixture's ramp (minute 60 on), where the usage changes within every minute.
+    sim.advance(Duration::from_secs(62 * 60));
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        engine.tick(sim.now()).await;
+        let p = &engine.policies()[0];
+        seen.push((p.history("cpu").len(), p.history("cpu").last().copied(), p.reading("cpu"), p.forecasts_made_at()));
+        sim.advance(Duration::from_secs(15));
+    }
+    for minute in seen.chunks(4) {
+        let (points, newest, _, made) = minute[0];
+        assert!(minute.iter().all(|(n, p, _, m)| (*n, *p, *m) == (points, newest, made)), "one point and one forecast a minute: {seen:?}");
+        assert_eq!(minute[0].2, newest, "the minute's first tick is its point");
+        assert!(minute[1..].iter().any(|(_, _, reading, _)| *reading != newest), "the ticks between read the current usage: {seen:?}");
+    }
+    assert!(seen[4].0 == seen[0].0 + 1 && seen[8].0 == seen[4].0 + 1, "a point a minute: {seen:?}");
+    assert!(seen[0].3 < seen[4].3 && seen[4].3 < seen[8].3, "a new forecast a minute: {seen:?}");
+}
+
+/// nginx.yaml ticking every 15 s with a cooldown of one tick.
+fn every_15_seconds(text: String) -> String {
+    let edited = text.replace("\ninterval: 60s\n", "\ninterval: 15s\n").replace("  cooldown: 1m", "  cooldown: 15s");
+    assert_eq!(edited.matches("15s").count(), text.matches("15s").count() + 2, "nginx.yaml has `interval: 60s` and `cooldown: 1m`");
+    edited
+}
+
+/// At 15 s ticks in the surge run, the reactive floor adds a pod between the minutes: a scale lands at a
+/// tick that is not on a forecast step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_can_land_between_the_forecast_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    run(options(vec![policy(dir.path(), "between", every_15_seconds)], "3h", false, Some("surge.csv"))).await.unwrap();
+    let all = records(&dir.path().join("between-audit.jsonl"));
+    let at = |r: &Value| humantime::parse_rfc3339(r["time"].as_str().unwrap()).unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let between: Vec<&Value> = executed_scales(&all).into_iter().filter(|r| at(r) % 60 != 0).collect();
+    assert!(!between.is_empty(), "some scale lands between the minutes");
+    assert!(between.iter().all(|r| r["proposal"]["reason"].as_str().unwrap().contains("interval 15s")), "{between:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +233,11 @@ async fn a_failing_policy_does_not_stop_the_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn guard_state_survives_a_restart_of_the_host() {
     let dir = tempfile::tempdir().unwrap();
-    let file = policy(dir.path(), "restarted", |t| t.replace("cooldown: 1m", "cooldown: 1h"));
+    let file = policy(dir.path(), "restarted", |t| {
+        let edited = t.replace("  cooldown: 1m", "  cooldown: 1h");
+        assert_ne!(edited, t, "nginx.yaml's guard has `cooldown: 1m`");
+        edited
+    });
     let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
     let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
     let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());

@@ -140,6 +140,7 @@ fn the_good_fixture_is_valid() {
 #[case::unscalable_kind("kind: Deployment", "kind: CronJob", "target.kind: `CronJob` cannot be scaled by Augur; fix: use `Deployment` or `StatefulSet`")]
 #[case::bad_namespace("namespace: shop", "namespace: Shop_1", "target.namespace: `Shop_1` is not a valid Kubernetes name")]
 #[case::bad_startup("name: web }", "name: web, startup: soon }", "target.startup: `soon` is not a duration; fix: write a duration such as `60s`, `5m` or `1h`")]
+#[case::interval_longer_than_the_step("interval: 30s", "interval: 2m", "interval: `2m` is longer than forecast.step `1m`, so the history would miss points the forecaster expects; fix: tick at least once a step: set `interval` to the step or less (between steps a tick updates the current reading), or lengthen forecast.step")]
 #[case::startup_too_long("name: web }", "name: web, startup: 2h }", "target.startup: is above 1h; fix: write the time a new pod needs from creation to ready, e.g. `45s`, or leave it out to have it measured")]
 #[case::unknown_baseline("baseline: holt-damped", "baseline: prophet", "forecast.baseline: `prophet` is not a built-in forecaster; fix: use one of last-value, linear-trend, holt-damped")]
 #[case::seasonal_window_too_short("baseline: holt-damped", "baseline: holt-winters", "forecast.window: is 20, but holt-winters with a season of 1440 points needs 2881; fix: set `window` to at least 2881, or shorten `season`")]

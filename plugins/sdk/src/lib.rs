@@ -161,11 +161,12 @@ pub fn peak(series: &[f64]) -> Option<(usize, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Formats a duration in seconds for a reason line: `45s`, `4m`, `1h10m`.
+/// Formats a duration in seconds for a reason line: `45s`, `4m`, `1m15s`, `1h10m`.
 pub fn human_seconds(seconds: u64) -> String {
     match seconds {
         s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 3600 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
         s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }
@@ -224,6 +225,7 @@ mod tests {
     fn human_seconds_reads_well() {
         assert_eq!(human_seconds(45), "45s");
         assert_eq!(human_seconds(240), "4m");
+        assert_eq!(human_seconds(75), "1m15s");
         assert_eq!(human_seconds(4200), "1h10m");
     }
 }

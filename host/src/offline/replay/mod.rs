@@ -176,8 +176,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .with_context(|| format!("{}: column `{}` has no value above 0, so it cannot drive a demand", options.trace.display(), options.column))?;
     let trace = Trace { start_unix: 1_700_000_000, step_seconds: u64::from(step_seconds), values: series.values.clone() };
     let end_s = (series.values.len() - 1) as f64 * f64::from(step_seconds);
-    // One forecast window of the policy's intervals is the past the warm start reads.
-    let warm_s = (policy.forecast.window as f64 * policy.interval.as_secs_f64()).min(end_s / 2.0);
+    // One forecast window of the policy's steps is the past the warm start reads.
+    let warm_s = (policy.forecast.window as f64 * policy.forecast.step.as_secs_f64()).min(end_s / 2.0);
     let sim_config = SimConfig {
         trace,
         cores_per_unit,
