@@ -45,8 +45,6 @@ pub struct PolicyRuntime {
     pub(super) point_at: Option<SystemTime>,
     /// The forecasts made at the newest point, which the ticks until the next point reuse.
     pub(super) kept_forecasts: Option<Forecasts>,
-    /// Whether the last observation added a point (the readable summary is printed once a step).
-    new_point: bool,
 }
 
 /// Points of a metric's recent history that judge whether a drop to zero is believable.
@@ -78,7 +76,7 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
-        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None, new_point: false })
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None })
     }
 
     /// The pods' start-up time the rules size for: the policy's `target.startup`, else the
@@ -111,9 +109,8 @@ impl PolicyRuntime {
     /// per forecast step, as the forecaster reads them: a tick a step (less half an interval)
     /// after the newest point adds a point and asks for new forecasts; a tick within the step
     /// (an interval shorter than the step) only updates the current reading, so that the
-    /// rules see the newest usage every interval while the step's forecasts stand. Returns
-    /// whether the tick added a point.
-    pub(super) fn observe(&mut self, observation: &Observation, now: SystemTime) -> bool {
+    /// rules see the newest usage every interval while the step's forecasts stand.
+    pub(super) fn observe(&mut self, observation: &Observation, now: SystemTime) {
         let half = self.policy.interval / 2;
         let new_point = self.point_at.is_none_or(|at| now.duration_since(at).map_or(true, |since| since + half >= self.policy.forecast.step));
         if new_point {
@@ -121,7 +118,6 @@ impl PolicyRuntime {
             self.kept_forecasts = None;
         }
         self.take(observation, new_point);
-        new_point
     }
 
     /// Takes an observation into the histories (as a new point, or as the current reading
@@ -133,7 +129,6 @@ impl PolicyRuntime {
     /// watch them.
     fn take(&mut self, observation: &Observation, new_point: bool) {
         self.untrusted.clear();
-        self.new_point = new_point;
         for metric in &self.policy.metrics {
             let Some(history) = self.histories.get_mut(&metric.name) else { continue };
             let Some(&value) = observation.values.get(&metric.name) else {
@@ -181,7 +176,7 @@ impl PolicyRuntime {
 
     /// A metric's newest reading: the newest point, or a reading taken since within its step.
     pub fn reading(&self, metric: &str) -> Option<f64> {
-        self.histories.get(metric).and_then(|h| h.current().last().copied())
+        self.histories.get(metric).and_then(History::newest)
     }
 
     /// When the forecasts the rules read were made: at the newest point.
@@ -279,7 +274,8 @@ impl PolicyRuntime {
             decision.plugin_calls.push((PluginCall::Assess(i), started.elapsed()));
             match assessed_risk {
                 Ok(risk) => {
-                    if self.summarize && self.new_point {
+                    // Once a step: on the tick that took the step's point.
+                    if self.summarize && self.point_at == Some(tick.now) {
                         decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
                     }
                     let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };

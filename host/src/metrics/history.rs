@@ -60,6 +60,11 @@ impl History {
         front
     }
 
+    /// The newest reading: the one taken since the newest point, else that point.
+    pub fn newest(&self) -> Option<f64> {
+        self.between.or_else(|| self.values.back().copied())
+    }
+
     /// The points with the newest reading in place of the newest point: what the rules read
     /// as the metric's history (its last value is the current usage).
     pub fn current(&self) -> Cow<'_, [f64]> {
@@ -98,6 +103,7 @@ mod tests {
         h.note_between(f64::INFINITY);
         assert_eq!(h.values(), &[1.0, 2.0], "the points stay one per step");
         assert_eq!(&*h.current(), &[1.0, 5.0]);
+        assert_eq!(h.newest(), Some(5.0));
         h.push(3.0);
         assert_eq!(&*h.current(), &[1.0, 2.0, 3.0], "a new point ends the stand-in");
     }
