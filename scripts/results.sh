@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-HOST=./target/release/host
+HOST=${HOST:-./target/release/host}   # HOST=... runs another build (e.g. a copy, while this tree rebuilds)
 OUT=docs/results.md
 mkdir -p var docs/results
 
