@@ -193,6 +193,40 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
+/// The WASI version whose clocks `never_block` replaces (the one wasmtime-wasi implements; a
+/// guest built against an older 0.2 release links to it too).
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Makes every clock subscription ready at once. wasmtime-wasi's `subscribe-duration` and
+/// `subscribe-instant` sleep on the host's real clock, where the epoch deadline cannot reach:
+/// a guest that sleeps for an hour, or polls a pollable due in an hour, would block its
+/// thread (and the tick) for that long. With a clock frozen at 0 no time passes for the
+/// guest, so every deadline it waits for is already due; its sleeps return at once and its
+/// loops around them meet the epoch deadline like any other loop. The other pollables a
+/// plugin can reach are ready at once too (stdin is empty, stdout/stderr are memory
+/// pipes that never wait), and sockets are not granted, so no WASI call can block.
+fn never_block(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_CLOCKS)?;
+    clock.func_wrap("subscribe-duration", |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready(&mut store.data_mut().table)?,)))?;
+    clock.func_wrap("subscribe-instant", |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready(&mut store.data_mut().table)?,)))?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A pollable that is always ready.
+struct Ready;
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+fn ready(table: &mut ResourceTable) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    let pollable = table.push(Ready)?;
+    wasmtime_wasi::p2::subscribe(table, pollable)
+}
+
 /// The state of one store: the sandboxed WASI context and what the host imports need.
 pub struct HostState {
     plugin: Arc<str>,
@@ -294,6 +328,7 @@ impl Plugins {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        never_block(&mut linker)?;
         RiskPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
@@ -388,7 +423,22 @@ impl Plugins {
     }
 
     /// Asks a compiled (maybe not yet published) plugin to check its settings.
+    ///
+    /// The call runs on a thread of its own: it is made at load, validate and reload, often
+    /// from async code, where wasmtime-wasi's synchronous WASI (a guest writing its panic
+    /// message to stderr) would start a runtime within the caller's and panic.
     pub fn check_settings_of(&self, loaded: &Loaded, settings: &Settings) -> Result<Vec<Problem>, PluginError> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("augur-check-settings".into())
+                .spawn_scoped(scope, || self.check_settings_here(loaded, settings))
+                .map_err(|e| PluginError::Trap { plugin: plugin_name(&loaded.path), reason: format!("cannot start a thread for the call: {e}") })?
+                .join()
+                .unwrap_or_else(|_| Err(PluginError::Trap { plugin: plugin_name(&loaded.path), reason: "the host's call of check-settings panicked".into() }))
+        })
+    }
+
+    fn check_settings_here(&self, loaded: &Loaded, settings: &Settings) -> Result<Vec<Problem>, PluginError> {
         self.call(loaded, settings, |store, instance, limits| {
             let problems = instance.get_typed_func::<(), (Vec<String>,)>(&mut *store, &loaded.check)?.call(&mut *store, ())?.0;
             let bytes: usize = problems.iter().map(String::len).sum();

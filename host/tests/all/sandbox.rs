@@ -120,6 +120,63 @@ fn a_guest_that_panics_traps_with_its_message() {
     still_serves(&plugins);
 }
 
+/// A guest that blocks in WASI (an hour's sleep; a poll on a pollable due in an hour) waits
+/// in host code, out of the epoch deadline's reach: the host's clocks make every such wait
+/// ready at once, so the call returns as if the hour had passed.
+#[test]
+fn a_guest_that_sleeps_or_polls_for_an_hour_returns_at_once() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    for how in ["sleep", "poll"] {
+        let (result, took) = plan(&plugins, how, Limits::default());
+        let proposals = result.unwrap();
+        assert_eq!(proposals[0].reason, format!("woke from {how}"));
+        assert!(took < Duration::from_secs(5), "{how} took {took:?}");
+    }
+    still_serves(&plugins);
+}
+
+/// `check-settings` runs at validate, start and reload, often from async code: a guest that
+/// blocks there returns at once, one that loops meets its deadline, one that panics traps
+/// with its message (and the host does not panic starting a runtime within its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_settings_that_blocks_loops_or_panics_is_bounded_and_typed_from_async_code() {
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let check = |how: &str| {
+        let limits = Limits {
+            deadline: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let settings = RuleSettings::with_limits(
+            BTreeMap::from([("check".to_string(), how.to_string())]),
+            Some(limits),
+        );
+        let started = Instant::now();
+        let result = plugins.check_settings(
+            &common::fixture_plugin("hostile"),
+            World::Remediation,
+            &settings,
+        );
+        (result, started.elapsed())
+    };
+    for how in ["sleep", "poll"] {
+        let (result, took) = check(how);
+        assert!(result.unwrap().is_empty(), "{how}");
+        assert!(took < Duration::from_secs(5), "{how} took {took:?}");
+    }
+    let (result, took) = check("loop");
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), PluginErrorKind::Deadline, "{err}");
+    assert!(took < Duration::from_secs(5), "loop took {took:?}");
+    let err = check("panic").0.unwrap_err();
+    assert_eq!(err.kind(), PluginErrorKind::Trap, "{err}");
+    assert!(
+        err.to_string()
+            .contains("hostile check-settings panics on purpose"),
+        "{err}"
+    );
+    still_serves(&plugins);
+}
+
 #[test]
 fn a_guest_that_allocates_without_end_hits_its_memory_cap() {
     let plugins = Plugins::new(Limits::default()).unwrap();
@@ -296,9 +353,10 @@ fn records(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// One tick of four policies on the simulator: a guest that loops, one that allocates, one
-/// that proposes a scale where it was granted only cordons, and a good one. The first three get a typed error
-/// or a rejection in their audit; the good one scales on the same tick.
+/// One tick of six policies on the simulator: a guest that loops, one that allocates, one
+/// that proposes a scale where it was granted only cordons, two that sleep or poll for an
+/// hour in WASI, and a good one. The first three get a typed error or a rejection in their
+/// audit; the sleepers wake at once; the good one scales on the same tick.
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
     let dir = tempfile::tempdir().unwrap();
@@ -330,6 +388,22 @@ async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
         ),
         write_policy(
             dir.path(),
+            "sleeper",
+            &hostile,
+            "{ mode: sleep }",
+            "{ actions: [scale] }",
+            "",
+        ),
+        write_policy(
+            dir.path(),
+            "poller",
+            &hostile,
+            "{ mode: poll }",
+            "{ actions: [scale] }",
+            "",
+        ),
+        write_policy(
+            dir.path(),
             "good",
             &common::plugin("scale"),
             "{ step: 10 }",
@@ -348,10 +422,34 @@ async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
         sim.add_deployment(&policy.target, 1);
         runtimes.push(PolicyRuntime::new(policy, &plugins, None, false).unwrap());
     }
+    // A policy whose plugin panics in check-settings does not start, with the reason; the
+    // host, in async code here as at `host run`'s start, does not panic.
+    let panicky = write_policy(
+        dir.path(),
+        "panicky",
+        &hostile,
+        "{ check: panic }",
+        "{ actions: [scale] }",
+        "",
+    );
+    let err = PolicyRuntime::new(config::load(&panicky).unwrap(), &plugins, None, false)
+        .err()
+        .expect("a policy whose check-settings traps does not start");
+    assert!(
+        format!("{err:#}").contains("hostile check-settings panics on purpose"),
+        "{err:#}"
+    );
     let mut engine = Engine::new(plugins, Seams::all(sim.clone()), runtimes, false).unwrap();
     engine.set_echo(false);
+    let started = Instant::now();
     let counts = engine.tick(sim.now()).await;
-    assert_eq!(counts.executed, 1, "{counts:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the sleeping guests cost no more than their deadlines: {:?}",
+        started.elapsed()
+    );
+    // The good policy and the two whose guests slept (and woke at once) scale.
+    assert_eq!(counts.executed, 3, "{counts:?}");
 
     let audit = |name: &str| records(&dir.path().join(format!("{name}-audit.jsonl")));
     let looper = audit("looper");
