@@ -208,8 +208,10 @@ const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
 fn never_block(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance(WASI_CLOCKS)?;
-    clock.func_wrap("subscribe-duration", |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready(&mut store.data_mut().table)?,)))?;
-    clock.func_wrap("subscribe-instant", |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready(&mut store.data_mut().table)?,)))?;
+    // Both take a u64 (a duration or an instant, in ns) and return a pollable.
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(name, ready)?;
+    }
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -222,9 +224,11 @@ impl wasmtime_wasi::p2::Pollable for Ready {
     async fn ready(&mut self) {}
 }
 
-fn ready(table: &mut ResourceTable) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+/// A clock subscription that is due at once, whatever its argument.
+fn ready(mut store: wasmtime::StoreContextMut<'_, HostState>, _when: (u64,)) -> wasmtime::Result<(wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>,)> {
+    let table = &mut store.data_mut().table;
     let pollable = table.push(Ready)?;
-    wasmtime_wasi::p2::subscribe(table, pollable)
+    Ok((wasmtime_wasi::p2::subscribe(table, pollable)?,))
 }
 
 /// The state of one store: the sandboxed WASI context and what the host imports need.
