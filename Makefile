@@ -123,9 +123,10 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s prometheus g
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of
 # the models, of live reload (write -> serving; tick latency while a reload compiles), and of
-# replays and the anomaly pass.
-bench: build
+# replays and the anomaly pass; and the host's peak memory through every hostile plugin case.
+bench: build test-plugins
 	$(CARGO) bench -p host --bench decision --bench models --bench reload --bench replay
+	bash scripts/hostile-rss.sh
 
 # docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
 # NAB scores (about 15 minutes on 2 cores).

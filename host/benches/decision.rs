@@ -35,7 +35,7 @@ metrics: [{{ name: cpu, query: 'cpu', unit: cores }}]
 forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
 risks: [{{ name: cpu, metric: cpu, plugin: {risk} }}]
 remediations: [{{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, capabilities: {{ actions: [scale] }} }}]
-guard: {{ dry_run: true, min_replicas: 2, max_replicas: 50, cooldown: 0s, max_actions_per_hour: 1000000, allowed_actions: [scale] }}
+guard: {{ dry_run: true, min_replicas: 2, max_replicas: 50, cooldown: 0s, max_actions_per_hour: 3600, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,
         risk = plugin("risk-cpu").display(),

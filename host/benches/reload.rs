@@ -43,7 +43,7 @@ metrics: [{{ name: cpu, query: cpu, unit: cores }}]
 forecast: {{ baseline: holt-damped, window: 20, horizon: 5, step: 60s }}
 risks: [{{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}]
 remediations: [{{ name: scale-up, risk: cpu, trigger: high, plugin: {act}, settings: {{ step: 3 }}, capabilities: {{ actions: [scale] }} }}]
-guard: {{ dry_run: true, min_replicas: 1, max_replicas: 50, cooldown: 0s, min_history: 1, max_actions_per_hour: 1000000, allowed_actions: [scale] }}
+guard: {{ dry_run: true, min_replicas: 1, max_replicas: 50, cooldown: 0s, min_history: 1, max_actions_per_hour: 3600, allowed_actions: [scale] }}
 audit: {{ path: audit-{index}.jsonl }}
 "#,
         risk = plugin("risk-cpu").display(),

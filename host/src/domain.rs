@@ -127,6 +127,34 @@ impl Workload {
         seen.sort_unstable();
         Some(seen[seen.len() / 2])
     }
+
+    /// The workload as it will be once `action` lands, as far as the guard's rules need it:
+    /// what a later proposal of the same tick is judged against, so that one tick cannot
+    /// restart every pod or cordon every node on the strength of the picture before its own
+    /// actions. New pods count as not ready yet; a restarted pod is not ready; a rollout
+    /// restart takes a pod down first.
+    pub fn after(&mut self, action: &Action) {
+        match action {
+            Action::Scale { replicas } => {
+                self.replicas = *replicas;
+                self.ready_replicas = self.ready_replicas.min(*replicas);
+            }
+            Action::RestartPod { pod } => {
+                if let Some(p) = self.pods.iter_mut().find(|p| &p.name == pod).filter(|p| p.ready) {
+                    p.ready = false;
+                    self.ready_replicas = self.ready_replicas.saturating_sub(1);
+                }
+            }
+            Action::RolloutRestart => self.ready_replicas = self.ready_replicas.min(self.replicas).saturating_sub(1),
+            Action::CordonNode { node } | Action::UncordonNode { node } => {
+                let cordon = matches!(action, Action::CordonNode { .. });
+                if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
+                    n.schedulable = !cordon;
+                    n.cordoned_by_augur = cordon;
+                }
+            }
+        }
+    }
 }
 
 /// An action a plugin proposes and the host may execute.

@@ -3,7 +3,8 @@
 //!
 //! The rooms, from the ground up (each imports only rooms listed before it; see
 //! docs/architecture.md): `domain` (the types that cross the plugin boundary), `config` (policy
-//! files, model cards, limits), `series` (CSV series), `tls`, `metrics` (sources), `forecast`
+//! files, model cards, limits), `text` (outside text made safe for a terminal line), `series`
+//! (CSV series), `tls`, `metrics` (sources), `forecast`
 //! (forecasters), `plugins` (the wasm runtime), `remediation` (guard, executor seam, audit,
 //! state), `cluster` (Kubernetes), `sim` (the built-in simulated cluster), `telemetry` (Augur's
 //! own metrics), `engine` (one tick through all of them), `reload` (live reload, feeding the
@@ -24,4 +25,5 @@ pub mod remediation;
 pub mod series;
 pub mod sim;
 pub mod telemetry;
+pub mod text;
 pub mod tls;

@@ -3,7 +3,8 @@
 //!
 //! What a dashboard or an alert needs to see Augur work: per workload the observed value, the
 //! forecast per horizon step and quantile, the risk score and level, and the age of the data;
-//! actions by kind and verdict; plugin call latency; the forecaster in use; tick duration;
+//! actions by kind and verdict; plugin call latency and dropped log lines; whether each
+//! policy's audit takes writes; the forecaster in use; tick duration;
 //! collection failures; reload status per plugin and policy; leadership.
 
 use axum::Router;
@@ -62,6 +63,11 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginNameLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadResultLabels {
     /// `policy` or `plugin`.
     pub kind: String,
@@ -107,6 +113,8 @@ pub struct Telemetry {
     pub errors: Family<ErrorLabels, Counter>,
     pub data_stale: Family<PolicyLabels, Gauge>,
     pub plugin_call: Histograms<PluginLabels>,
+    pub plugin_log_dropped: Family<PluginNameLabels, Counter>,
+    pub audit_failing: Family<PolicyLabels, Gauge>,
     pub reload_ok: Family<ReloadLabels, Gauge>,
     pub reloads: Family<ReloadResultLabels, Counter>,
     pub forecaster: Family<ModelLabels, Gauge>,
@@ -133,6 +141,8 @@ impl Telemetry {
             errors: Family::default(),
             data_stale: Family::default(),
             plugin_call: Family::new_with_constructor(plugin_buckets),
+            plugin_log_dropped: Family::default(),
+            audit_failing: Family::default(),
             reload_ok: Family::default(),
             reloads: Family::default(),
             forecaster: Family::default(),
@@ -150,6 +160,8 @@ impl Telemetry {
         registry.register("stage_errors", "Ticks of a policy that failed at a stage (collect, stale, forecast, assess, plan)", t.errors.clone());
         registry.register("data_stale", "1 while a policy's last collection failed or was stale (it takes no action), else 0", t.data_stale.clone());
         registry.register("plugin_call_seconds", "Time of one plugin call", t.plugin_call.clone());
+        registry.register("plugin_log_lines_dropped", "Log lines of a plugin dropped by its rate limit (a burst of 50, then 10 a second)", t.plugin_log_dropped.clone());
+        registry.register("audit_write_failing", "1 while a policy's audit log cannot be written (the policy executes no action), else 0", t.audit_failing.clone());
         registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
         registry.register("reloads", "Live reloads of policy and plugin files, by outcome (reloaded, rejected, removed)", t.reloads.clone());
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());

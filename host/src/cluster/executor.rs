@@ -82,13 +82,14 @@ impl KubeExecutor {
     {
         let params = PostParams { dry_run, field_manager: Some(MANAGER.into()) };
         let what = format!("scale {target}");
+        let replicas = i32::try_from(replicas).map_err(|_| ExecuteError::Refused(format!("{replicas} replicas is more than Kubernetes can hold (an int32)")))?;
         let result = with_retries(&what, || async {
             let mut scale = api.get_scale(&target.name).await?;
             let before = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
             if let Some(hook) = &self.before_write {
                 hook().await;
             }
-            scale.spec.get_or_insert_default().replicas = Some(replicas as i32);
+            scale.spec.get_or_insert_default().replicas = Some(replicas);
             let after = api.replace_scale(&target.name, &params, &scale).await?;
             Ok((before, after.spec.and_then(|s| s.replicas).unwrap_or(0)))
         })

@@ -38,6 +38,11 @@ pub fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<Policy>> {
             Err(e) => errors.push(e.to_string()),
         }
     }
+    for (i, policy) in policies.iter().enumerate() {
+        if let Some(problem) = config::clash(policy, &policies[..i]) {
+            errors.push(config::PolicyError { file: policy.source.clone(), problems: vec![problem] }.to_string());
+        }
+    }
     if !errors.is_empty() {
         return Err(invalid(errors.join("\n")));
     }

@@ -1,7 +1,8 @@
 //! `host plugin check`: what a component is, as the host sees it, before any policy uses it.
 
 use crate::plugins::{Limits, Plugins};
-use anyhow::{Context, bail};
+use crate::config::files;
+use anyhow::bail;
 
 /// `host plugin check`: which world a component implements, what it imports and exports,
 /// and whether it loads (compiles, imports only what is granted, exports its world, and
@@ -10,7 +11,7 @@ pub fn plugin_check(file: &std::path::Path) -> anyhow::Result<String> {
     use crate::plugins::{PluginError, RuleSettings, World};
     use std::fmt::Write;
     let plugins = Plugins::new(Limits::default())?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = files::read(file, files::MAX_PLUGIN_BYTES).map_err(|e| anyhow::anyhow!("{} {e}; fix: {}", file.display(), e.fix()))?;
     let mut out = format!("{}: {} bytes, sha256 {}\n", file.display(), bytes.len(), crate::plugins::digest(&bytes));
     let mut failures = Vec::new();
     for world in [World::Risk, World::Remediation] {

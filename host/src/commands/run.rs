@@ -156,7 +156,8 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
 /// The wall clock: tick while leading, then sleep until the next policy is due.
 async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, options: &RunOptions) -> RunReport {
     let started = Instant::now();
-    let deadline = options.run_for.map(|d| started + d);
+    // A `--for` past what the clock can hold is no deadline at all.
+    let deadline = options.run_for.and_then(|d| started.checked_add(d));
     let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
     let mut leading = leadership.map(Leadership::watch);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -270,9 +271,13 @@ impl<E: Executor> Executor for LeaderOnly<E> {
     }
 }
 
+/// The slowest and fastest `--speed`: a thousandth of real time, and a billion times it.
+const MIN_SPEED: f64 = 1e-3;
+const MAX_SPEED: f64 = 1e9;
+
 async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result<RunReport> {
-    if !(options.speed > 0.0 && options.speed.is_finite()) {
-        return Err(invalid(format!("--speed must be a number above 0 (simulated seconds per real second), got {}", options.speed)));
+    if !(MIN_SPEED..=MAX_SPEED).contains(&options.speed) {
+        return Err(invalid(format!("--speed must be from {MIN_SPEED} to {MAX_SPEED:e} (simulated seconds per real second), got {}", options.speed)));
     }
     let mut sim_config = SimConfig::default();
     if let Some((file, column)) = &options.trace {
@@ -329,7 +334,9 @@ async fn drive(engine: &mut Engine, sim: &SimCluster, options: &RunOptions) -> R
         if options.run_for.is_some_and(|limit| sim.elapsed() + step > limit) {
             break;
         }
-        let wake = started + Duration::from_secs_f64((sim.elapsed() + step).as_secs_f64() / options.speed);
+        // Within the checked speeds and a policy's 30-day interval the sum fits; were it ever
+        // not to, the tick would not wait.
+        let wake = Duration::try_from_secs_f64((sim.elapsed() + step).as_secs_f64() / options.speed).ok().and_then(|d| started.checked_add(d)).unwrap_or_else(Instant::now);
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = &mut ctrl_c => break,

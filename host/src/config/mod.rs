@@ -7,6 +7,7 @@
 //! quantities, the key of a file path) lives here, below them.
 
 mod card;
+pub mod files;
 mod limits;
 mod parse;
 mod paths;
@@ -14,10 +15,11 @@ mod policy;
 pub mod promql;
 mod quantity;
 mod reader;
+mod selector;
 
 pub use card::{ANY_INPUT, CARD_FORMAT, ModelCard};
 pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
-pub use parse::parse;
+pub use parse::{MAX_REPLICAS, parse};
 pub use paths::normal;
 pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, wildcard};
 pub use quantity::parse_quantity;
@@ -46,9 +48,28 @@ impl fmt::Display for PolicyError {
 
 /// Reads and validates one policy file.
 pub fn load(file: &Path) -> Result<Policy, PolicyError> {
-    let text = std::fs::read_to_string(file).map_err(|e| PolicyError {
+    let text = files::read_text(file, files::MAX_TEXT_BYTES).map_err(|e| PolicyError {
         file: file.to_path_buf(),
-        problems: vec![Problem { path: "(file)".into(), message: format!("cannot be read: {e}"), fix: "check the path and its permissions".into() }],
+        problems: vec![Problem { path: "(file)".into(), message: e.to_string(), fix: e.fix().into() }],
     })?;
     parse(&text, file).map_err(|problems| PolicyError { file: file.to_path_buf(), problems })
+}
+
+/// Why `policy` cannot run beside `others`: two policies with one name would share an audit
+/// and a metrics label; two on one workload would fight over its replicas (each undoing the
+/// other's scale, each change a hand-over outside the other's `max_step`). None if it can.
+pub fn clash<'a>(policy: &Policy, others: impl IntoIterator<Item = &'a Policy>) -> Option<Problem> {
+    for other in others {
+        if other.name == policy.name {
+            return Some(Problem { path: "name".into(), message: format!("`{}` is already the name of the policy in {}", policy.name, other.source.display()), fix: "give each policy its own name".into() });
+        }
+        if other.target == policy.target {
+            return Some(Problem {
+                path: "target".into(),
+                message: format!("{} is already the target of policy `{}` in {}: two policies on one workload would fight over its replicas", policy.target, other.name, other.source.display()),
+                fix: "merge the two policies into one file (one policy may hold many rules), or point this one at another workload".into(),
+            });
+        }
+    }
+    None
 }

@@ -58,8 +58,17 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     let guard = section(&mut r, top, "guard", guard);
     let audit_path = section(&mut r, top, "audit", |r, m| {
         r.deny_unknown(m, "audit", &["path"]);
-        r.required::<String>(m, "audit", "path", "a file path for the audit log, e.g. `../var/nginx-audit.jsonl`")
-            .map(|p| base.join(p))
+        let path = r.required::<String>(m, "audit", "path", "a file path for the audit log, e.g. `../var/nginx-audit.jsonl`").map(|p| base.join(p))?;
+        // Opening a FIFO for writing blocks until a reader comes; a directory cannot be appended to.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = meta.file_type();
+            let what = if kind.is_dir() { Some("a directory") } else if kind.is_fifo() { Some("a FIFO") } else if kind.is_socket() { Some("a socket") } else { None };
+            if let Some(what) = what {
+                r.problem("audit.path", format!("{} is {what}, which Augur cannot append records to", path.display()), "name a regular file (it is created if missing)");
+            }
+        }
+        Some(path)
     });
 
     cross_check(&mut r, &metrics, &risks, &remediations);
@@ -140,8 +149,8 @@ fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>, Option
         }
     }
     let selector: Option<String> = r.optional(m, "target", "selector", "a label selector such as `app=nginx`");
-    if selector.as_deref().is_some_and(|s| s.trim().is_empty() || !s.contains('=')) {
-        r.problem("target.selector", "is not a label selector", "write `key=value`, e.g. `app=nginx`, or leave it out for `app=<name>`");
+    if let Some(Err(e)) = selector.as_deref().map(super::selector::check) {
+        r.problem("target.selector", format!("is not a Kubernetes label selector: {e}"), "write requirements separated by commas, e.g. `app=nginx,tier=web` or `tier in (web,api)`, or leave it out for `app=<name>`");
     }
     // Creation to ready of a new pod: measured on the cluster unless the policy fixes it.
     let startup = if m.contains_key("startup") { r.duration(m, "target", "startup", None) } else { None };
@@ -275,11 +284,13 @@ fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
         (Some(name), None) => parse_baseline(r, "forecast.baseline", &name).map(ForecastMethod::Baseline),
         (None, Some(path)) => {
             let path = base.join(path);
-            if !path.is_file() {
-                r.problem("forecast.model", format!("{} does not exist", path.display()), "give the path of a model.onnx relative to the policy file (the shipped ones are in models/)");
-                None
-            } else {
-                Some(ForecastMethod::Model(path))
+            match super::files::readable(&path, super::files::MAX_MODEL_BYTES) {
+                Err(e) => {
+                    let fix = if matches!(e, super::files::FileError::Missing) { "give the path of a model.onnx relative to the policy file (the shipped ones are in models/)" } else { e.fix() };
+                    r.problem("forecast.model", format!("{} {e}", path.display()), fix);
+                    None
+                }
+                Ok(()) => Some(ForecastMethod::Model(path)),
             }
         }
     };
@@ -426,8 +437,9 @@ fn capabilities(r: &mut Reader, m: &Mapping, path: &str) -> Option<Capabilities>
 fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<PathBuf> {
     let raw: String = r.required(m, path, "plugin", "the path of a .wasm component relative to the policy file")?;
     let plugin = base.join(&raw);
-    if !plugin.is_file() {
-        r.problem(join(path, "plugin"), format!("{} does not exist", plugin.display()), "run `make build` to build the plugins, or fix the path (relative to the policy file)");
+    if let Err(e) = super::files::readable(&plugin, super::files::MAX_PLUGIN_BYTES) {
+        let fix = if matches!(e, super::files::FileError::Missing) { "run `make build` to build the plugins, or fix the path (relative to the policy file)" } else { e.fix() };
+        r.problem(join(path, "plugin"), format!("{} {e}", plugin.display()), fix);
     }
     Some(plugin)
 }
@@ -448,6 +460,9 @@ fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String>
     }
     out
 }
+
+/// The most replicas a policy may name: Kubernetes' `replicas` is an int32.
+pub const MAX_REPLICAS: u32 = i32::MAX as u32;
 
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";
@@ -470,6 +485,15 @@ fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     }
     if max_step == 0 {
         r.problem("guard.max_step", "is 0, so no scale action could ever pass", "use at least 1");
+    }
+    // Kubernetes keeps replicas in an int32.
+    for (field, value) in [("min_replicas", min_replicas), ("max_replicas", max_replicas), ("max_step", Some(max_step))] {
+        if value.is_some_and(|v| v > MAX_REPLICAS) {
+            r.problem(&format!("guard.{field}"), format!("{} is more replicas than Kubernetes can hold (an int32, at most {MAX_REPLICAS})", value.unwrap_or_default()), "use a realistic number of replicas");
+        }
+    }
+    if max_actions_per_hour > 3600 {
+        r.problem("guard.max_actions_per_hour", format!("{max_actions_per_hour} is more than one action a second"), "use at most 3600");
     }
     let min_history: usize = r.optional(m, P, "min_history", "a whole number of points").unwrap_or(10);
     if max_actions_per_hour == 0 {

@@ -9,6 +9,9 @@ use std::fmt;
 use std::time::Duration;
 use yaml_serde::{Mapping, Value};
 
+/// The longest duration a policy may give (any field): 30 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
 /// One problem in a file: where, what, and how to fix it. The host finds some (the policy
 /// parser); a plugin finds others (its `check-settings`), whose message already names the
 /// setting and the fix.
@@ -106,7 +109,9 @@ impl Reader {
         self.convert(value, &join(parent, key), expect)
     }
 
-    /// A duration written as `30s`, `5m`, `1h 30m`, or a number of seconds.
+    /// A duration written as `30s`, `5m`, `1h 30m`, or a number of seconds, at most
+    /// `MAX_DURATION`: a longer one is refused here, so that no clock arithmetic on it can
+    /// overflow.
     pub fn duration(&mut self, map: &Mapping, parent: &str, key: &str, default: Option<Duration>) -> Option<Duration> {
         let path = join(parent, key);
         let expect = "a duration such as `60s`, `5m` or `1h`";
@@ -121,8 +126,13 @@ impl Reader {
             Value::String(s) => humantime::parse_duration(s.trim()).ok(),
             _ => None,
         };
-        if parsed.is_none() {
-            self.problem(&path, format!("`{}` is not a duration", show(value)), format!("write {expect}"));
+        match parsed {
+            None => self.problem(&path, format!("`{}` is not a duration", show(value)), format!("write {expect}")),
+            Some(d) if d > MAX_DURATION => {
+                self.problem(&path, format!("`{}` is longer than 30 days, the most any duration in a policy may be", show(value)), format!("write {expect}"));
+                return None;
+            }
+            Some(_) => {}
         }
         parsed
     }

@@ -29,7 +29,7 @@ use crate::domain::Workload;
 use crate::plugins::Plugins;
 use crate::remediation::audit::{AuditLog, Record, Verdict};
 use crate::remediation::Executor;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PluginNameLabels, Telemetry};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,12 +111,16 @@ impl Engine {
         let decisions = self.decide_all(&due, inputs, now).await;
         let mut counts = TickCounts::default();
         for (&i, mut decision) in due.iter().zip(decisions) {
+            self.hold_unrecordable(i, &mut decision);
             self.execute(i, &mut decision).await;
             self.export_decision(i, &decision);
             self.finish(i, decision, now, &mut counts);
         }
         if let Some(t) = &self.telemetry {
             t.tick.observe(started.elapsed().as_secs_f64());
+            for (plugin, lines) in self.plugins.dropped_log_lines() {
+                t.plugin_log_dropped.get_or_create(&PluginNameLabels { plugin }).inc_by(lines);
+            }
             t.set_ready();
         }
         counts

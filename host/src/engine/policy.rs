@@ -195,10 +195,13 @@ impl PolicyRuntime {
             self.startup_seen = Some(measured);
         }
         let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
+        // The workload as this tick's allowed actions leave it: each later proposal (and each
+        // later rule's plan) is judged against it, not against the picture before them.
+        let mut projected = std::borrow::Cow::Borrowed(tick.workload);
         for (i, rule) in self.policy.remediations.iter().enumerate() {
             let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
             let started = std::time::Instant::now();
-            let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, tick.workload);
+            let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, &projected);
             decision.plugin_calls.push((PluginCall::Plan(i), started.elapsed()));
             let proposals = match planned {
                 Ok(proposals) => proposals,
@@ -209,10 +212,10 @@ impl PolicyRuntime {
             };
             let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
             for proposal in proposals {
-                if guard::idle(&self.policy.guard, &proposal, tick.workload) {
+                if guard::idle(&self.policy.guard, &proposal, &projected) {
                     continue;
                 }
-                let case = Case { spec: &self.policy.guard, capabilities: &rule.capabilities, metric: &forecast.metric, seen, workload: tick.workload, state: &self.guard_state, now: tick.now, force_dry_run: tick.force_dry_run };
+                let case = Case { spec: &self.policy.guard, capabilities: &rule.capabilities, metric: &forecast.metric, seen, workload: &projected, state: &self.guard_state, now: tick.now, force_dry_run: tick.force_dry_run };
                 let verdict = guard::judge(&case, &proposal);
                 let mut record = ActionRecord { head: head.get().clone(), forecast: forecast.clone(), risk: risk.clone(), remediation: rule.name.clone(), proposal, allowed: None, verdict: None, reason: String::new(), result: None };
                 let (action, note, dry_run) = match verdict {
@@ -226,7 +229,8 @@ impl PolicyRuntime {
                     guard::Verdict::DryRun { action, note } => (action, note, true),
                 };
                 // Counted now, so that a second proposal of this tick sees the cooldown.
-                self.guard_state.record(guard::cooldown_key(&action, tick.workload), tick.now);
+                self.guard_state.record(guard::cooldown_key(&action, &projected), tick.now);
+                projected.to_mut().after(&action);
                 decision.state_changed = true;
                 record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
                 if action != record.proposal.action {

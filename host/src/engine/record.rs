@@ -1,15 +1,16 @@
 //! A tick's outputs: the audit records (and their readable lines on stdout), the counts,
 //! Augur's own metrics, and the guard state saved after an action.
 //!
-//! Recording never changes a decision: it runs after the executor and only writes down what
-//! happened. A write that fails is logged; the tick goes on.
+//! Recording never changes a decision, with one exception that fails closed: an action whose
+//! record cannot be written is not executed (`hold_unrecordable`). A write that fails is said
+//! once on stderr and in `/metrics`; the policy acts again once its audit takes writes.
 
 use super::{Decision, Engine, PluginCall};
 use crate::config::Policy;
 use crate::domain::Workload;
 use crate::metrics::{Observation, SourceError};
 use crate::plugins::plugin_name;
-use crate::remediation::audit::{self, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
+use crate::remediation::audit::{self, AuditLog, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
 use crate::remediation::state::{self, GuardState};
 use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Telemetry};
 use std::cell::OnceCell;
@@ -82,6 +83,7 @@ impl Engine {
             for stage in Stage::TICK {
                 let _ = telemetry.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.as_str().into() });
             }
+            telemetry.audit_failing.get_or_create(&PolicyLabels { policy: policy.clone() }).set(0);
             let plugins = runtime.policy.risks.iter().map(|r| &r.plugin).chain(runtime.policy.remediations.iter().map(|r| &r.plugin));
             for plugin in plugins {
                 telemetry.reload_ok.get_or_create(&ReloadLabels { kind: FileKind::Plugin.as_str().into(), name: plugin_name(plugin) }).set(1);
@@ -185,17 +187,61 @@ impl Engine {
             }
         }
         let audit = self.audits.get_mut(&runtime.audit_path).expect("an audit log per path");
+        let was_failing = audit.failing();
+        let mut first_error = None;
         for record in &decision.records {
             counts.count(record);
             if self.echo && !matches!(record, Record::Action(r) if r.verdict.is_none()) {
                 println!("{}", audit::line(record));
             }
             if let Err(e) = audit.write(record) {
-                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
             }
         }
         if let Err(e) = audit.flush() {
-            tracing::error!("{e:#}");
+            first_error.get_or_insert(e);
+        }
+        self.report_audit(i, was_failing, first_error);
+    }
+
+    /// Fail closed on the audit: the actions the guard allowed run only if their records can
+    /// be written. When room for them cannot be reserved (a full disk, a quota, a device that
+    /// refuses writes), each is turned into a rejection that says why, so this policy stops
+    /// acting; it acts again on the first tick its audit takes writes. Stderr says so when
+    /// it stops and when it recovers; `/metrics` has `augur_audit_write_failing`.
+    pub(super) fn hold_unrecordable(&mut self, i: usize, decision: &mut Decision) {
+        if decision.pending.is_empty() {
+            return;
+        }
+        let audit = self.audits.get_mut(&self.policies[i].audit_path).expect("an audit log per path");
+        let was_failing = audit.failing();
+        // Each record as it stands, and room for the cluster's answer in its `result`.
+        let bytes: usize = decision.pending.iter().map(|p| serde_json::to_vec(&decision.records[p.record]).map_or(0, |v| v.len()) + 4096).sum();
+        let reserved = audit.reserve(bytes as u64);
+        if let Err(e) = &reserved {
+            for pending in decision.pending.drain(..) {
+                let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
+                record.verdict = Some(Verdict::Rejected);
+                record.reason = format!("not executed: its audit record cannot be written ({e:#}), and Augur runs only what it can record; fix: free space for audit.path");
+            }
+        }
+        self.report_audit(i, was_failing, reserved.err());
+    }
+
+    /// Says on stderr when policy `i`'s audit stops or starts taking writes, and exports
+    /// whether it is failing now.
+    fn report_audit(&self, i: usize, was_failing: bool, error: Option<anyhow::Error>) {
+        let runtime = &self.policies[i];
+        let failing = self.audits.get(&runtime.audit_path).is_some_and(AuditLog::failing);
+        let policy = &runtime.policy.name;
+        match (was_failing, failing, error) {
+            (false, true, Some(e)) => tracing::error!(policy = %policy, "{e:#}; policy {policy} executes no action until its audit log can be written again"),
+            (false, true, None) => tracing::error!(policy = %policy, "the audit log {} cannot be written; policy {policy} executes no action until it can", runtime.audit_path.display()),
+            (true, false, _) => tracing::warn!(policy = %policy, "the audit log {} takes writes again; policy {policy} acts again", runtime.audit_path.display()),
+            _ => {}
+        }
+        if let Some(t) = &self.telemetry {
+            t.audit_failing.get_or_create(&PolicyLabels { policy: policy.clone() }).set(i64::from(failing));
         }
     }
 

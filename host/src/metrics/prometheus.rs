@@ -18,6 +18,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SOURCE: &str = "prometheus";
+/// The largest answer read from the store: 32 MiB (a policy's queries yield one number, or
+/// one per pod).
+const MAX_BODY: usize = 32 << 20;
+/// How far ahead of this host's clock a sample may be stamped and still count as now: clock
+/// skew between the host and the store. Further ahead, it is from the future: stale.
+const SKEW_SECONDS: f64 = 1.0;
 
 /// Evaluates the policies' PromQL against their Prometheus servers.
 #[derive(Debug, Clone)]
@@ -43,11 +49,28 @@ impl PrometheusSource {
     }
 
     async fn api(&self, url: &str, path: &str, params: &[(&str, String)]) -> Result<QueryData, String> {
-        let response = self.http.get(format!("{url}{path}")).query(params).send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?;
+        let mut response = self.http.get(format!("{url}{path}")).query(params).send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?;
         let status = response.status();
-        let body: ApiResponse = response.json().await.map_err(|e| format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}"))?;
+        // Read at most MAX_BODY: a store that streams without end is an error, not a hang.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("Prometheus at {url} broke off its answer: {e}"))? {
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(format!("Prometheus at {url} answered more than {} MiB; fix: aggregate the query", MAX_BODY >> 20));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: Result<ApiResponse, _> = serde_json::from_slice(&bytes);
+        // A non-2xx status is an error whatever the body says.
+        if !status.is_success() {
+            return Err(match body {
+                // Prometheus' own answer to a bad query: 400 with its error.
+                Ok(b) if b.status == "error" => format!("Prometheus rejected the query ({}): {} (HTTP {status})", crate::text::shown(&b.error_type.unwrap_or_default()), crate::text::shown(&b.error.unwrap_or_default())),
+                _ => format!("Prometheus at {url} answered HTTP {status}"),
+            });
+        }
+        let body = body.map_err(|e| format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}"))?;
         if body.status != "success" {
-            return Err(format!("Prometheus rejected the query ({}): {}", body.error_type.unwrap_or_default(), body.error.unwrap_or_default()));
+            return Err(format!("Prometheus rejected the query ({}): {}", crate::text::shown(&body.error_type.unwrap_or_default()), crate::text::shown(&body.error.unwrap_or_default())));
         }
         body.data.ok_or_else(|| "Prometheus answered success without data".to_string())
     }
@@ -130,6 +153,8 @@ impl PrometheusSource {
         let mut age_seconds: f64 = 0.0;
         for selector in promql::selectors(used)? {
             match self.instant(url, &promql::age_query(&selector)).await? {
+                // Not finite, or from the future: no age can be trusted, so it is stale.
+                Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Reading { value, per_pod, age_seconds: age }),
                 Some(age) => age_seconds = age_seconds.max(age),
                 None => return Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale")),
             }
@@ -162,6 +187,12 @@ impl MetricSource for PrometheusSource {
         let (mut failures, mut stale) = (Vec::new(), Vec::new());
         for metric in &policy.metrics {
             match self.read(url, metric).await {
+                Ok(reading) if !reading.age_seconds.is_finite() => {
+                    stale.push(format!("{}: the age of the newest sample computes to {}, not a number of seconds", metric.name, reading.age_seconds));
+                }
+                Ok(reading) if reading.age_seconds < -SKEW_SECONDS => {
+                    stale.push(format!("{}: the newest sample is stamped {:.0}s in the future (this host's clock, or the store's, is wrong)", metric.name, -reading.age_seconds));
+                }
                 Ok(reading) if reading.age_seconds > limit => {
                     stale.push(format!("{}: the newest sample is {:.0}s old (more than two intervals, {limit:.0}s)", metric.name, reading.age_seconds));
                     observation.ages.insert(metric.name.clone(), reading.age_seconds);

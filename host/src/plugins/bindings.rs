@@ -60,7 +60,8 @@ impl From<wit::Risk> for domain::Risk {
             score: r.score,
             seconds_to_breach: r.seconds_to_breach,
             required_replicas: r.required_replicas,
-            reason: r.reason,
+            // Shown on terminal lines: one line, no control characters, capped.
+            reason: crate::text::shown(&r.reason).into_owned(),
         }
     }
 }
@@ -126,7 +127,7 @@ impl From<wit::Proposal> for domain::Proposal {
             wit::Action::CordonNode(node) => domain::Action::CordonNode { node },
             wit::Action::UncordonNode(node) => domain::Action::UncordonNode { node },
         };
-        Self { action, reason: p.reason }
+        Self { action, reason: crate::text::shown(&p.reason).into_owned() }
     }
 }
 

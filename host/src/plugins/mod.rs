@@ -19,9 +19,10 @@
 //! This module never decides anything: plugins propose, the guard decides.
 
 pub mod bindings;
+mod logs;
 
 pub use crate::config::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
-use crate::config::Problem;
+use crate::config::{Problem, files};
 use crate::domain::{self, Level, Proposal, Risk};
 use bindings::{ForecastInput, RemediationPluginPre, RiskPlugin, RiskPluginPre, wit};
 use std::collections::{BTreeMap, HashMap};
@@ -106,6 +107,8 @@ pub enum PluginError {
     Trap { plugin: String, reason: String },
     #[error("plugin {plugin}: went over its memory limit of {limit} bytes (limits.memory)")]
     Memory { plugin: String, limit: usize },
+    #[error("plugin {plugin}: declares {declared} bytes of memory or data, more than its limit of {limit} bytes (limits.memory); refused before it was instantiated")]
+    DeclaredMemory { plugin: String, declared: u64, limit: usize },
     #[error("plugin {plugin}: returned too much: {detail}")]
     TooMuchOutput { plugin: String, detail: String },
 }
@@ -141,7 +144,7 @@ impl PluginError {
             PluginError::Incompatible { .. } => PluginErrorKind::Incompatible,
             PluginError::Deadline { .. } => PluginErrorKind::Deadline,
             PluginError::Trap { .. } => PluginErrorKind::Trap,
-            PluginError::Memory { .. } | PluginError::TooMuchOutput { .. } => PluginErrorKind::Limit,
+            PluginError::Memory { .. } | PluginError::DeclaredMemory { .. } | PluginError::TooMuchOutput { .. } => PluginErrorKind::Limit,
         }
     }
 }
@@ -239,6 +242,7 @@ pub struct HostState {
     table: ResourceTable,
     limiter: Limiter,
     stderr: MemoryOutputPipe,
+    logs: Arc<logs::LogBudget>,
 }
 
 impl WasiView for HostState {
@@ -250,8 +254,12 @@ impl WasiView for HostState {
 impl bindings::host::Host for HostState {
     fn log(&mut self, level: wit::Level, message: String) {
         let plugin = &*self.plugin;
-        // A guest cannot flood the log with one call: long lines are cut.
-        let message = truncate(&message, 2048);
+        if !self.logs.admit(plugin) {
+            return;
+        }
+        // One line, no control characters (a guest cannot forge a log line or steer the
+        // terminal), and capped: a guest cannot flood the log with one call either.
+        let message = crate::text::shown(&message);
         match domain::Level::from(level) {
             Level::None | Level::Low => tracing::debug!(plugin, "{message}"),
             Level::Medium => tracing::info!(plugin, "{message}"),
@@ -270,17 +278,6 @@ impl bindings::host::Host for HostState {
 
 impl wit::Host for HostState {}
 
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// A compiled, checked, pre-linked plugin, with the exports it is called through.
 pub struct Loaded {
     pub path: PathBuf,
@@ -291,6 +288,10 @@ pub struct Loaded {
     pub imports: Vec<String>,
     /// Every name the component exports, e.g. `plan`, `check-settings`.
     pub exports: Vec<String>,
+    /// The most linear memory one of its modules needs at start (its initial memory, or its
+    /// data segments if larger), in bytes: a call under a smaller `limits.memory` is refused
+    /// before instantiation.
+    pub declared_memory: u64,
     pre: InstancePre<HostState>,
     main: ComponentExportIndex,
     check: ComponentExportIndex,
@@ -312,6 +313,7 @@ pub struct Plugins {
     limits: Limits,
     published: RwLock<Arc<PluginSet>>,
     ticker_stop: Arc<AtomicBool>,
+    logs: Arc<logs::LogBudget>,
 }
 
 impl Plugins {
@@ -345,7 +347,7 @@ impl Plugins {
                 }
             }
         })?;
-        Ok(Self { engine, linker, limits, published: RwLock::new(Arc::new(PluginSet::new())), ticker_stop })
+        Ok(Self { engine, linker, limits, published: RwLock::new(Arc::new(PluginSet::new())), ticker_stop, logs: Arc::default() })
     }
 
     /// The published version of a plugin, compiling and publishing it on first use.
@@ -362,7 +364,7 @@ impl Plugins {
     /// nothing the host does not grant and must export `world`.
     pub fn compile(&self, path: &Path, world: World) -> Result<Loaded, PluginError> {
         let plugin = plugin_name(path);
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("cannot read {}: {e}", path.display()) })?;
+        let bytes = files::read(path, files::MAX_PLUGIN_BYTES).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{} {e}; fix: {}", path.display(), e.fix()) })?;
         self.compile_bytes(path, &bytes, world)
     }
 
@@ -372,26 +374,32 @@ impl Plugins {
         if !bytes.starts_with(b"\0asm") {
             return Err(PluginError::Compile { plugin, reason: format!("{} is not a WebAssembly file", path.display()) });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{e:#}") })?;
+        // Before compiling: a component that declares more memory or data than any rule may
+        // have is refused without allocating it (compiling copies its data into an image).
+        let declared_memory = declared_memory(bytes).map_err(|reason| PluginError::Compile { plugin: plugin.clone(), reason })?;
+        if declared_memory > MAX_MEMORY_BYTES as u64 {
+            return Err(PluginError::DeclaredMemory { plugin, declared: declared_memory, limit: MAX_MEMORY_BYTES });
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: crate::text::shown(&format!("{e:#}")).into_owned() })?;
         let incompatible = |reason: String| PluginError::Incompatible { plugin: plugin.clone(), world: world.wit_name(), reason };
         let imports: Vec<String> = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let denied: Vec<&String> = imports.iter().filter(|i| !granted(i)).collect();
         if !denied.is_empty() {
-            let list = denied.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ");
+            let list = denied.iter().map(|d| format!("`{}`", crate::text::shown(d))).collect::<Vec<_>>().join(", ");
             return Err(incompatible(format!(
                 "it imports {list}, which Augur does not grant; a plugin may import augur:plugin/host and the WASI cli, io, clocks, random and filesystem interfaces (which give it nothing); fix: remove the import (a plugin gets its data as arguments)"
             )));
         }
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(crate::text::shown(&format!("{e:#}")).into_owned()))?;
         // The generated bindings check every export of the world and its types.
         let (main, check) = match world {
             World::Risk => RiskPluginPre::new(pre.clone()).map(|_| ("assess", "check-settings")),
             World::Remediation => RemediationPluginPre::new(pre.clone()).map(|_| ("plan", "check-settings")),
         }
-        .map_err(|e| incompatible(format!("{e:#}")))?;
+        .map_err(|e| incompatible(crate::text::shown(&format!("{e:#}")).into_owned()))?;
         let export = |name: &str| component.get_export_index(None, name).ok_or_else(|| incompatible(format!("no export `{name}`")));
-        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, pre, main: export(main)?, check: export(check)? })
+        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, declared_memory, pre, main: export(main)?, check: export(check)? })
     }
 
     /// Publishes new versions of plugins, all at once: the next session sees all of them,
@@ -412,6 +420,11 @@ impl Plugins {
 
     fn snapshot(&self) -> Arc<PluginSet> {
         self.published.read().expect("plugin set poisoned").clone()
+    }
+
+    /// Each plugin's log lines dropped by its rate limit since the last call (see `logs`).
+    pub fn dropped_log_lines(&self) -> Vec<(String, u64)> {
+        self.logs.take_dropped()
     }
 
     /// A session for one tick: the plugins published now, whatever is published during it.
@@ -446,7 +459,7 @@ impl Plugins {
         self.call(loaded, settings, |store, instance, limits| {
             let problems = instance.get_typed_func::<(), (Vec<String>,)>(&mut *store, &loaded.check)?.call(&mut *store, ())?.0;
             let bytes: usize = problems.iter().map(String::len).sum();
-            Ok(if problems.len() > limits.max_proposals || bytes > limits.max_output_bytes { Err(text_limit(loaded, limits)) } else { Ok(problems.into_iter().map(Problem::in_settings).collect()) })
+            Ok(if problems.len() > limits.max_proposals || bytes > limits.max_output_bytes { Err(text_limit(loaded, limits)) } else { Ok(problems.iter().map(|p| Problem::in_settings(crate::text::shown(p).into_owned())).collect()) })
         })
     }
 
@@ -458,6 +471,9 @@ impl Plugins {
         body: impl FnOnce(&mut Store<HostState>, &wasmtime::component::Instance, &Limits) -> wasmtime::Result<Result<R, PluginError>>,
     ) -> Result<R, PluginError> {
         let limits = settings.limits.unwrap_or(self.limits);
+        if loaded.declared_memory > limits.memory_bytes as u64 {
+            return Err(PluginError::DeclaredMemory { plugin: plugin_name(&loaded.path), declared: loaded.declared_memory, limit: limits.memory_bytes });
+        }
         let mut store = self.store(plugin_name(&loaded.path).into(), settings.clone(), &limits);
         let instance = loaded.pre.instantiate(&mut store).map_err(|e| classify(&store, e, &limits))?;
         body(&mut store, &instance, &limits).map_err(|e| classify(&store, e, &limits))?
@@ -474,7 +490,7 @@ impl Plugins {
             .allow_ip_name_lookup(false)
             .build();
         let limiter = Limiter { memory_bytes: limits.memory_bytes, hit: false };
-        let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limiter, stderr };
+        let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limiter, stderr, logs: self.logs.clone() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // What the host copies out of the guest in one call (lists counted at the host's size
@@ -581,12 +597,97 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, limits: &Limits) -> 
         );
         return PluginError::TooMuchOutput { plugin, detail };
     }
+    // Both may carry the guest's text (its panic message, its function names): shown safe.
     let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
-    let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("{err:#}; guest stderr: {}", truncate(&stderr, 1024)) };
+    let error = format!("{err:#}");
+    let reason = if stderr.is_empty() { crate::text::shown(&error).into_owned() } else { format!("{}; guest stderr: {}", crate::text::shown(&error), crate::text::shown(&stderr)) };
     PluginError::Trap { plugin, reason }
+}
+
+/// The most memory one core module of a component declares it needs at start: its largest
+/// initial memory, or the sum of its data segments if that is more. Read with `wasmparser`
+/// over the bytes as they are (nested modules included), allocating nothing of their size.
+fn declared_memory(bytes: &[u8]) -> Result<u64, String> {
+    use wasmparser::{Parser, Payload};
+    let (mut most, mut data) = (0u64, 0u64);
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("is not a valid component: {e}"))? {
+            Payload::ModuleSection { .. } | Payload::End(_) => data = 0,
+            Payload::MemorySection(memories) => {
+                for memory in memories {
+                    let memory = memory.map_err(|e| format!("is not a valid component: {e}"))?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    most = most.max(memory.initial.saturating_mul(page));
+                }
+            }
+            Payload::DataSection(segments) => {
+                for segment in segments {
+                    data = data.saturating_add(segment.map_err(|e| format!("is not a valid component: {e}"))?.data.len() as u64);
+                    most = most.max(data);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(most)
 }
 
 /// A plugin's name for messages: its file stem, e.g. `risk-cpu`.
 pub fn plugin_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+
+    /// A component holding one core module with a memory of `pages` and a data segment of
+    /// `data` bytes: the shape of a plugin with a large static.
+    fn component(pages: u64, data: usize) -> Vec<u8> {
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        let mut memory = vec![1, 0];
+        leb(pages, &mut memory);
+        section(5, &memory, &mut module);
+        let mut segment = vec![1, 0, 0x41, 0, 0x0b];
+        leb(data as u64, &mut segment);
+        segment.resize(segment.len() + data, 7);
+        section(11, &segment, &mut module);
+        let mut out = b"\0asm\x0d\0\x01\0".to_vec();
+        section(1, &module, &mut out);
+        out
+    }
+
+    #[test]
+    fn declared_memory_is_the_larger_of_initial_memory_and_data() {
+        assert_eq!(declared_memory(&component(2, 10)).unwrap(), 2 << 16);
+        assert_eq!(declared_memory(&component(1, 3 << 16)).unwrap(), 3 << 16);
+        assert!(declared_memory(b"\0asm\x0d\0\x01\0\x01\xff").unwrap_err().starts_with("is not a valid component"));
+    }
+
+    #[test]
+    fn a_component_declaring_more_memory_than_any_rule_may_have_is_refused_before_compiling() {
+        let plugins = Plugins::new(Limits::default()).unwrap();
+        // 4097 pages: 64 KiB over the 256 MiB any rule may allow; never allocated.
+        let err = plugins.compile_bytes(Path::new("bloated.wasm"), &component(4097, 0), World::Risk).unwrap_err();
+        assert!(matches!(err, PluginError::DeclaredMemory { declared, limit, .. } if declared == 4097 << 16 && limit == MAX_MEMORY_BYTES), "{err}");
+        assert_eq!(err.kind(), PluginErrorKind::Limit);
+        assert!(err.to_string().contains("refused before it was instantiated"), "{err}");
+    }
 }

@@ -12,7 +12,7 @@
 //! apply. Anything that fails is rejected whole: the previous version keeps running, and the
 //! failure is logged, counted in /metrics and written to the audit by the engine.
 
-use crate::config::{self, Policy, normal};
+use crate::config::{self, Policy, files, normal};
 use crate::engine::{PolicyRuntime, Update};
 use crate::plugins::{Plugins, RuleSettings, World, digest, plugin_name};
 use crate::remediation::audit::FileKind;
@@ -68,7 +68,7 @@ impl Reloader {
 
     fn accept_policy(&mut self, file: &Path, policy: Policy) {
         let key = normal(file);
-        if let Ok(bytes) = std::fs::read(file) {
+        if let Ok(bytes) = files::read(file, files::MAX_TEXT_BYTES) {
             self.digests.insert(key.clone(), digest(&bytes));
         }
         for plugin in plugin_files(&policy) {
@@ -165,9 +165,9 @@ impl Reloader {
     /// Compiles a plugin's new version for every world it is used in, checks it against
     /// every rule's settings, and publishes it only if all pass.
     fn reload_plugin(&mut self, file: &Path, rules: &[RuleUse], force: bool) -> Option<String> {
-        let bytes = match std::fs::read(file) {
+        let bytes = match files::read(file, files::MAX_PLUGIN_BYTES) {
             Ok(bytes) => bytes,
-            Err(e) => return Some(self.reject(FileKind::Plugin, file, format!("cannot read it: {e}"))),
+            Err(e) => return Some(self.reject(FileKind::Plugin, file, format!("{e}; fix: {}", e.fix()))),
         };
         let new = digest(&bytes);
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
@@ -213,9 +213,9 @@ impl Reloader {
     fn reload_policy(&mut self, file: &Path, force: bool) -> Option<String> {
         let known = self.policies.get(file).map(|(given, _)| given.clone());
         let shown = known.clone().unwrap_or_else(|| file.to_path_buf());
-        let bytes = match std::fs::read(file) {
+        let bytes = match files::read(file, files::MAX_TEXT_BYTES) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(files::FileError::Missing) => {
                 let given = known?;
                 self.policies.remove(file);
                 self.digests.remove(file);
@@ -224,7 +224,7 @@ impl Reloader {
                 self.send(Update::Removed { file: given });
                 return Some(line);
             }
-            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("cannot read it: {e}"))),
+            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e}; fix: {}", e.fix()))),
         };
         let new = digest(&bytes);
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
@@ -234,7 +234,7 @@ impl Reloader {
         self.rejected.insert(file.to_path_buf(), new.clone());
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
-            Err(_) => return Some(self.reject(FileKind::Policy, &shown, "is not UTF-8 text".into())),
+            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("is not UTF-8 text (the first bad byte is at offset {}); fix: save the file as UTF-8", e.utf8_error().valid_up_to()))),
         };
         let policy = match config::parse(&text, &shown) {
             Ok(policy) => policy,
@@ -243,8 +243,8 @@ impl Reloader {
                 return Some(self.reject(FileKind::Policy, &shown, format!("{} problem(s): {}", list.len(), list.join("; "))));
             }
         };
-        if let Some((other, _)) = self.policies.iter().find(|(f, (_, p))| *f != file && p.name == policy.name).map(|(_, v)| v) {
-            return Some(self.reject(FileKind::Policy, &shown, format!("name: `{}` is already the name of the policy in {}; fix: give each policy its own name", policy.name, other.display())));
+        if let Some(problem) = config::clash(&policy, self.policies.iter().filter(|(f, _)| *f != file).map(|(_, (_, p))| p)) {
+            return Some(self.reject(FileKind::Policy, &shown, problem.to_string()));
         }
         let runtime = match PolicyRuntime::new(policy.clone(), &self.plugins, self.options.audit_override.as_deref(), self.options.resume) {
             Ok(runtime) => runtime,

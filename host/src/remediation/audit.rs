@@ -251,6 +251,8 @@ pub fn timestamp(t: SystemTime) -> String {
 pub struct AuditLog {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Whether the last write, flush or reservation failed (see `reserve`).
+    failing: bool,
 }
 
 impl AuditLog {
@@ -260,18 +262,58 @@ impl AuditLog {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create the audit folder {}", dir.display()))?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open the audit log {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file) })
+        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file), failing: false })
     }
 
     /// Appends one record.
     pub fn write(&mut self, record: &Record) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n").with_context(|| format!("cannot write the audit log {}", self.path.display()))
+        let written = serde_json::to_writer(&mut self.out, record).map_err(std::io::Error::from).and_then(|()| self.out.write_all(b"\n"));
+        self.failing |= written.is_err();
+        written.with_context(|| format!("cannot write the audit log {}", self.path.display()))
+    }
+
+    /// Whether the audit cannot be written now: its last write, flush or reservation failed,
+    /// and none has succeeded since.
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// Makes sure that `bytes` more of records can be written, before an action they record
+    /// is executed (fail closed: an action whose record cannot be written does not run).
+    /// What was buffered is flushed, then room is reserved on the disk (`fallocate`, keeping
+    /// the file's size), so that a full disk or a quota is found before the action, not
+    /// after it. A file system that cannot reserve is trusted on the flush alone; a device
+    /// (`/dev/null`, `/dev/full`) is probed with a blank line, the only write that tells.
+    pub fn reserve(&mut self, bytes: u64) -> anyhow::Result<()> {
+        let reserved = self.try_reserve(bytes);
+        self.failing = reserved.is_err();
+        reserved
+    }
+
+    fn try_reserve(&mut self, bytes: u64) -> anyhow::Result<()> {
+        self.flush()?;
+        let cannot = || format!("cannot write the audit log {}", self.path.display());
+        let file = self.out.get_ref();
+        let meta = file.metadata().with_context(cannot)?;
+        if !meta.is_file() {
+            self.out.write_all(b"\n").with_context(cannot)?;
+            return self.flush();
+        }
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, meta.len(), bytes) {
+            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
+            Err(e) => Err(std::io::Error::from(e)).with_context(cannot),
+        }
     }
 
     /// Flushes buffered records to the file; called at the end of every tick.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush().with_context(|| format!("cannot write the audit log {}", self.path.display()))
+        let had = !self.out.buffer().is_empty();
+        let flushed = self.out.flush();
+        // A flush that wrote something proves the audit takes writes again.
+        if flushed.is_err() || had {
+            self.failing = flushed.is_err();
+        }
+        flushed.with_context(|| format!("cannot write the audit log {}", self.path.display()))
     }
 }
 
@@ -293,7 +335,9 @@ pub fn line(record: &Record) -> String {
             }
         }
     }
-    out
+    // Parts of it came from plugins and the cluster (a proposed pod's name, an API error):
+    // one record, one terminal line.
+    crate::text::one_line(out)
 }
 
 #[cfg(test)]

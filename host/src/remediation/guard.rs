@@ -10,7 +10,7 @@
 //! what it allowed.
 
 use super::state::GuardState;
-use crate::config::{Capabilities, GuardSpec, wildcard};
+use crate::config::{Capabilities, GuardSpec, MAX_REPLICAS, wildcard};
 use crate::domain::{Action, Proposal, Workload};
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +37,8 @@ pub struct Case<'a> {
     /// act on).
     pub metric: &'a str,
     pub seen: usize,
-    /// The target's state as collected this tick.
+    /// The target's state as collected this tick, changed by the actions the guard has
+    /// already allowed in it (`Workload::after`).
     pub workload: &'a Workload,
     /// When each kind of action last ran, for cooldowns and the hourly rate.
     pub state: &'a GuardState,
@@ -98,7 +99,7 @@ fn not_granted(capabilities: &Capabilities, action: &Action) -> Option<String> {
         Action::Scale { .. } | Action::RestartPod { .. } | Action::RolloutRestart => return None,
     };
     let patterns = &capabilities.nodes;
-    (!patterns.is_empty() && !patterns.iter().any(|p| wildcard(p, node))).then(|| format!("not granted: node `{node}` matches none of capabilities.nodes [{}]", patterns.join(", ")))
+    (!patterns.is_empty() && !patterns.iter().any(|p| wildcard(p, node))).then(|| format!("not granted: node `{}` matches none of capabilities.nodes [{}]", crate::text::shown(node), patterns.join(", ")))
 }
 
 /// The cooldown the action is still inside, if any.
@@ -155,7 +156,8 @@ fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Resu
         Action::Scale { replicas } => scale(spec, *replicas, workload.replicas),
         Action::RestartPod { pod } => {
             if !workload.pods.iter().any(|p| &p.name == pod) {
-                return Err(format!("pod {pod} is not a pod of {}", workload.target));
+                // A name from the plugin: shown safe (it may hold anything).
+                return Err(format!("pod {} is not a pod of {}", crate::text::shown(pod), workload.target));
             }
             if workload.ready_replicas < workload.replicas {
                 return Err(format!("only {} of {} replicas are ready; restarting another pod now would cut capacity further", workload.ready_replicas, workload.replicas));
@@ -170,7 +172,7 @@ fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Resu
         }
         Action::CordonNode { node } => {
             let Some(found) = workload.nodes.iter().find(|n| &n.name == node) else {
-                return Err(format!("node {node} does not run pods of {}", workload.target));
+                return Err(format!("node {} does not run pods of {}", crate::text::shown(node), workload.target));
             };
             if !found.schedulable {
                 return Err(format!("node {node} is already cordoned"));
@@ -181,7 +183,7 @@ fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Resu
             Ok((action.clone(), None))
         }
         Action::UncordonNode { node } => match workload.nodes.iter().find(|n| &n.name == node) {
-            None => Err(format!("node {node} does not run pods of {}", workload.target)),
+            None => Err(format!("node {} does not run pods of {}", crate::text::shown(node), workload.target)),
             Some(n) if n.schedulable => Err(format!("node {node} is not cordoned")),
             Some(n) if !n.cordoned_by_augur => Err(format!("node {node} was cordoned by someone else; Augur only undoes its own cordons")),
             Some(_) => Ok((action.clone(), None)),
@@ -190,7 +192,9 @@ fn allowed_shape(spec: &GuardSpec, action: &Action, workload: &Workload) -> Resu
 }
 
 fn scale(spec: &GuardSpec, wanted: u32, current: u32) -> Result<(Action, Option<String>), String> {
-    let bounded = wanted.clamp(spec.min_replicas, spec.max_replicas);
+    // Kubernetes keeps replicas in an int32, whatever the policy says (validation refuses
+    // larger bounds; a policy built in code is held to it here too).
+    let bounded = wanted.clamp(spec.min_replicas, spec.max_replicas).min(MAX_REPLICAS);
     let stepped = if bounded > current { bounded.min(current.saturating_add(spec.max_step)) } else { bounded.max(current.saturating_sub(spec.max_step)) };
     if stepped == current {
         let why = if wanted > current {

@@ -461,3 +461,103 @@ async fn per_pod_series_give_the_total_and_each_pods_usage() {
     assert_eq!(memory, [Some(100.0), Some(300.0), None]);
     assert!(workload.pods.iter().all(|p| p.cpu_cores.is_none()), "cpu has no per-pod series and no resource");
 }
+
+/// A store that answers `/<scenario>/api/v1/query` as Prometheus' API would, with the faults a
+/// real Prometheus cannot be made to serve: it never returns a sample stamped after the query's
+/// time, never computes an age of NaN from real timestamps, and never pairs an error status
+/// with a success body. A remote store (Thanos, Mimir, a proxy in front of them) can, so here
+/// (and only here) a loopback stand-in serves them.
+async fn faulty_store() -> String {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{StatusCode, Uri};
+    async fn query(UrlPath(scenario): UrlPath<String>, uri: Uri) -> (StatusCode, String) {
+        let now = unix_now();
+        // The age query of `promql::age_query`, form-encoded.
+        let is_age = uri.query().is_some_and(|q| q.contains("timestamp"));
+        let number = match (scenario.as_str(), is_age) {
+            (_, false) => "12".to_string(),
+            ("future", true) => "-3600".to_string(),
+            ("nan", true) => "NaN".to_string(),
+            (_, true) => "1".to_string(),
+        };
+        let body = format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{number}"]}}]}}}}"#);
+        match scenario.as_str() {
+            "unavailable" => (StatusCode::SERVICE_UNAVAILABLE, body),
+            "forged-error" => (StatusCode::BAD_REQUEST, "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":\"no\\nFORGED line\\u001b[2K\"}".into()),
+            _ => (StatusCode::OK, body),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/{scenario}/api/v1/query", axum::routing::get(query));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+fn faulty_policy(dir: &Path, name: &str, url: &str) -> Policy {
+    let text = format!(
+        r#"name: {name}
+target: {{ kind: Deployment, namespace: shop, name: {name} }}
+interval: 60s
+source: {{ kind: prometheus, url: "{url}" }}
+metrics: [{{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[1m]))', unit: cores }}]
+forecast: {{ baseline: last-value, horizon: 5, step: 60s }}
+risks:
+  - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.5 }} }}
+remediations:
+  - {{ name: scale-up, risk: cpu, trigger: high, plugin: {scale}, settings: {{ step: 3 }}, capabilities: {{ actions: [scale] }} }}
+guard: {{ remediate: true, min_replicas: 2, max_replicas: 20, max_step: 3, cooldown: 1s, min_history: 1, allowed_actions: [scale] }}
+audit: {{ path: {name}.jsonl }}
+"#,
+        risk = common::plugin("risk-cpu").display(),
+        scale = common::plugin("scale").display(),
+    );
+    config::parse(&text, &dir.join(format!("{name}.yaml"))).unwrap_or_else(|p| panic!("{p:#?}"))
+}
+
+/// A sample stamped in the future, an age that computes to NaN and an error status whose body
+/// says success are stale or an error, never data; a store's error text reaches the record
+/// escaped; and a policy on a healthy store acts on the same tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_that_is_not_fresh_is_never_acted_on() {
+    let store = faulty_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = PrometheusSource::new().unwrap();
+    let at = |scenario: &str| faulty_policy(dir.path(), scenario, &format!("{store}/{scenario}"));
+
+    let future = source.collect(&at("future")).await.unwrap_err();
+    assert!(matches!(future, SourceError::Stale { .. }), "{future}");
+    assert!(future.to_string().contains("the newest sample is stamped 3600s in the future"), "{future}");
+    let nan = source.collect(&at("nan")).await.unwrap_err();
+    assert!(matches!(nan, SourceError::Stale { .. }), "{nan}");
+    assert!(nan.to_string().contains("computes to NaN"), "{nan}");
+    let unavailable = source.collect(&at("unavailable")).await.unwrap_err();
+    assert!(matches!(unavailable, SourceError::Failed { .. }), "{unavailable}");
+    assert!(unavailable.to_string().contains("answered HTTP 503 Service Unavailable"), "{unavailable}");
+    let forged = source.collect(&at("forged-error")).await.unwrap_err().to_string();
+    assert!(forged.contains("Prometheus rejected the query (bad_data): no\\nFORGED line\\u{1b}[2K (HTTP 400 Bad Request)"), "{forged}");
+    assert!(!forged.chars().any(char::is_control), "{forged:?}");
+    assert_eq!(source.collect(&at("fresh")).await.unwrap().values["cpu"], 12.0);
+
+    // In one engine tick: the faulty stores' policies record why and hold; the healthy acts.
+    let sim = Arc::new(SimCluster::new(SimConfig::default()));
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let names = ["future", "nan", "unavailable", "fresh"];
+    let runtimes = names
+        .iter()
+        .map(|n| {
+            let policy = at(n);
+            sim.add_deployment(&policy.target, 2);
+            PolicyRuntime::new(policy, &plugins, None, false).unwrap()
+        })
+        .collect();
+    let mut engine = Engine::new(plugins, Seams { metrics: Arc::new(source), ..Seams::all(sim.clone()) }, runtimes, false).unwrap();
+    engine.set_echo(false);
+    let counts = engine.tick(sim.now()).await;
+    assert_eq!(counts.executed, 1, "{counts:?}");
+    for held in ["future", "nan", "unavailable"] {
+        let records = audit(&dir.path().join(format!("{held}.jsonl")));
+        assert!(records.iter().all(|r| r["verdict"].is_null() && r["error_stage"] == "collect"), "{held}: {records:#?}");
+    }
+    assert!(audit(&dir.path().join("fresh.jsonl")).iter().any(|r| r["verdict"] == "executed"));
+}

@@ -72,7 +72,7 @@ risks:
   - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.01 }} }}
 remediations:
   - {{ name: act, risk: cpu, trigger: high, plugin: {dir}/act.wasm, settings: {{ step: {step} }}, capabilities: {{ actions: [scale] }} }}
-guard: {{ dry_run: true, min_replicas: 1, max_replicas: 50, max_step: 50, cooldown: 0s, min_history: 1, max_actions_per_hour: 100000, allowed_actions: [scale] }}
+guard: {{ dry_run: true, min_replicas: 1, max_replicas: 50, max_step: 50, cooldown: 0s, min_history: 1, max_actions_per_hour: 3600, allowed_actions: [scale] }}
 audit: {{ path: audit.jsonl }}
 "#,
         risk = common::plugin("risk-cpu").display(),
@@ -172,6 +172,12 @@ fn plugins_and_policies_reload_live_and_a_broken_edit_keeps_the_old_version() {
     let rejected: u64 = metrics.lines().find_map(|l| l.strip_prefix(r#"augur_reloads_total{kind="plugin",result="rejected"} "#)).and_then(|n| n.parse().ok()).unwrap_or(0);
     // At least one: a file written in two steps (truncate, write) may be seen half-written too.
     assert!(rejected >= 1, "{metrics}");
+
+    // 3b. An edit to a plugin that loops in check-settings: rejected at that plugin's deadline,
+    // and the reloader goes on (the good edit below reloads).
+    std::fs::copy(common::fixture_plugin("hostile"), dir.path().join("slow.wasm")).unwrap();
+    std::fs::write(dir.path().join("web.yaml"), policy_text(dir.path(), 3).replace("act.wasm, settings: { step: 3 }", "slow.wasm, settings: { step: 3, check: loop }")).unwrap();
+    at = run.wait_for(at, "the rejection of a policy whose plugin loops in check-settings", |r| reload_of(r, "policy", "rejected") && r["reason"].as_str().unwrap().contains("ran past its 250ms deadline"));
 
     // 4. A good policy edit (a threshold: the step): the next ticks use it.
     std::fs::write(dir.path().join("web.yaml"), policy_text(dir.path(), 1)).unwrap();

@@ -222,10 +222,10 @@ fn a_reason_over_the_text_cap_is_refused() {
         max_output_bytes: 2 << 20,
         ..Limits::default()
     };
-    assert_eq!(
-        plan(&plugins, "verbose", roomy).0.unwrap()[0].reason.len(),
-        1 << 20
-    );
+    // Within a roomy limit the call succeeds; the reason is kept to one readable line.
+    let reason = plan(&plugins, "verbose", roomy).0.unwrap()[0].reason.clone();
+    assert!(reason.starts_with(&"x".repeat(augur::text::MAX_SHOWN_CHARS)), "{reason}");
+    assert!(reason.ends_with(&format!("… ({} more bytes)", (1 << 20) - augur::text::MAX_SHOWN_CHARS)), "{reason}");
 }
 
 #[test]
@@ -334,7 +334,7 @@ risks:
   - {{ name: cpu, metric: cpu, plugin: {risk}, settings: {{ capacity-per-pod: 0.05 }} }}
 remediations:
   - {{ name: act, risk: cpu, trigger: high, plugin: {plugin}, settings: {settings}, capabilities: {capabilities}{limits} }}
-guard: {{ remediate: true, min_replicas: 1, max_replicas: 20, max_step: 10, cooldown: 0s, min_history: 1, allowed_actions: [scale, cordon-node] }}
+guard: {{ remediate: true, min_replicas: 1, max_replicas: 20, max_step: 10, cooldown: 0s, min_history: 1, allowed_actions: [scale, cordon-node, restart-pod] }}
 audit: {{ path: {name}-audit.jsonl }}
 "#,
         risk = common::plugin("risk-cpu").display(),
@@ -481,4 +481,131 @@ async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
     );
     let good = audit("good");
     assert!(good.iter().any(|r| r["verdict"] == "executed"), "{good:?}");
+}
+
+/// A tmpfs of 256 KiB at `dir`: a real file system that fills on demand. Unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root, which the test machine has");
+        Self(dir)
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.0.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        let _ = filler.flush();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// One tick of plans that would do harm against the picture taken before the tick: restart
+/// every pod, cordon every node, scale to u32::MAX, forge log lines and names, flood the log,
+/// act with an audit on a full disk. The guard judges each proposal against the workload as
+/// the tick's earlier actions left it, so one pod restarts and one node stays schedulable;
+/// the scale is clamped; forged text reaches no record raw; the flood is rate-limited and
+/// counted; the action that cannot be recorded does not run (and runs once the disk has
+/// room); and the good policy acts on the same tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn harmful_plans_are_held_to_the_invariants_on_the_same_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = common::fixture_plugin("hostile");
+    let disk = SmallDisk::mount(dir.path().join("disk"));
+    let unrecorded = write_policy(dir.path(), "unrecorded", &common::plugin("scale"), "{ step: 10 }", "{ actions: [scale] }", "");
+    let text = std::fs::read_to_string(&unrecorded).unwrap().replace("path: unrecorded-audit.jsonl", "path: disk/unrecorded-audit.jsonl");
+    std::fs::write(&unrecorded, text).unwrap();
+    let files = [
+        write_policy(dir.path(), "restarter", &hostile, "{ mode: restart-all }", "{ actions: [restart-pod] }", ""),
+        write_policy(dir.path(), "cordoner", &hostile, "{ mode: cordon-all }", "{ actions: [cordon-node] }", ""),
+        write_policy(dir.path(), "huge", &hostile, "{ mode: huge-scale }", "{ actions: [scale] }", ""),
+        write_policy(dir.path(), "forger", &hostile, "{ mode: forge }", "{ actions: [scale, restart-pod] }", ""),
+        write_policy(dir.path(), "flooder", &hostile, "{ mode: log-flood }", "{ actions: [scale] }", ", limits: { deadline: 50ms }"),
+        unrecorded,
+        write_policy(dir.path(), "good", &common::plugin("scale"), "{ step: 10 }", "{ actions: [scale] }", ""),
+    ];
+    let sim = Arc::new(SimCluster::new(SimConfig {
+        trace: Trace::parse("requests\n1000\n1000\n1000\n", "requests", "constant").unwrap(),
+        ..SimConfig::default()
+    }));
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let mut runtimes = Vec::new();
+    let mut targets = BTreeMap::new();
+    for file in &files {
+        let policy = config::load(file).unwrap();
+        sim.add_deployment(&policy.target, 3);
+        targets.insert(policy.name.clone(), policy.target.clone());
+        runtimes.push(PolicyRuntime::new(policy, &plugins, None, false).unwrap());
+    }
+    let telemetry = augur::telemetry::Telemetry::new();
+    let mut engine = Engine::new(plugins.clone(), Seams::all(sim.clone()), runtimes, false).unwrap();
+    engine.set_echo(false);
+    engine.set_telemetry(telemetry.clone());
+    disk.fill();
+    let started = Instant::now();
+    let counts = engine.tick(sim.now()).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let audit = |name: &str| records(&dir.path().join(format!("{name}-audit.jsonl")));
+    let verdicts = |name: &str, verdict: &str| audit(name).iter().filter(|r| r["verdict"] == verdict).count();
+
+    // One pod of three restarts; the others wait for it to be ready again.
+    assert_eq!(verdicts("restarter", "executed"), 1, "{:#?}", audit("restarter"));
+    assert!(audit("restarter").iter().filter(|r| r["verdict"] == "rejected").all(|r| r["reason"].as_str().unwrap().contains("of 3 replicas are ready")), "{:#?}", audit("restarter"));
+    // Two nodes of three are cordoned; the last schedulable one is kept.
+    assert_eq!(verdicts("cordoner", "executed"), 2, "{:#?}", audit("cordoner"));
+    assert!(audit("cordoner").iter().any(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().contains("is the last schedulable node")));
+    // u32::MAX replicas: clamped by max_replicas and max_step.
+    assert_eq!(sim.replicas(&targets["huge"]), Some(13));
+    // Forged text: the guest's lines and reasons reach no record with a control character;
+    // the forged pod name is refused, escaped.
+    for record in audit("forger") {
+        for field in ["reason", "result"] {
+            if let Some(text) = record[field].as_str() {
+                assert!(!text.chars().any(char::is_control), "{text:?}");
+            }
+        }
+        assert!(!record["proposal"]["reason"].as_str().unwrap_or_default().chars().any(char::is_control), "{record}");
+    }
+    assert!(audit("forger").iter().any(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("pod nginx-0ok\\n2026-01-01T00:00:00Z")), "{:#?}", audit("forger"));
+    // The flood: the call ends at its deadline and the log keeps a burst of lines.
+    assert!(audit("flooder").iter().any(|r| r["error_stage"] == "plan" && r["reason"].as_str().unwrap().contains("deadline")));
+    let metrics = telemetry.encode();
+    let dropped: f64 = metrics.lines().find(|l| l.starts_with("augur_plugin_log_lines_dropped_total{plugin=\"hostile\"}")).and_then(|l| l.split(' ').nth(1)).map(|v| v.parse().unwrap()).unwrap_or_else(|| panic!("{metrics}"));
+    assert!(dropped > 1000.0, "{dropped}");
+    // Fail closed: the audit cannot be written, so the action does not run.
+    assert_eq!(sim.replicas(&targets["unrecorded"]), Some(3), "an action that cannot be recorded is not executed");
+    assert!(metrics.contains("augur_audit_write_failing{policy=\"unrecorded\"} 1"), "{metrics}");
+    assert!(metrics.contains("augur_audit_write_failing{policy=\"good\"} 0"), "{metrics}");
+    // The good policy acted on the same tick.
+    assert_eq!(verdicts("good", "executed"), 1);
+    assert!(sim.replicas(&targets["good"]).unwrap() > 3);
+    // restarter 1, cordoner 2, huge 1, good 1.
+    assert_eq!(counts.executed, 5, "{counts:?}");
+
+    // Room again: the next tick records the held action's rejection and acts.
+    disk.free();
+    sim.advance(Duration::from_secs(60));
+    engine.tick(sim.now()).await;
+    let kept = records(&dir.path().join("disk/unrecorded-audit.jsonl"));
+    assert!(kept.iter().any(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("not executed: its audit record cannot be written")), "nothing is lost: {kept:#?}");
+    assert!(kept.iter().any(|r| r["verdict"] == "executed"), "{kept:#?}");
+    assert!(sim.replicas(&targets["unrecorded"]).unwrap() > 3);
+    assert!(telemetry.encode().contains("augur_audit_write_failing{policy=\"unrecorded\"} 0"));
 }

@@ -76,8 +76,13 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
 fn every_shipped_policy_validates() {
     let files = augur::commands::expand_policy_args(&[common::root().join("policies")]).unwrap();
     assert!(files.len() >= 3, "{files:?}");
-    let lines = augur::commands::validate(&files).unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(lines.len(), files.len(), "{lines:?}");
+    // Each alone: they are alternatives for one workload, and together they are refused.
+    for file in &files {
+        let lines = augur::commands::validate(std::slice::from_ref(file)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+    }
+    let together = augur::commands::validate(&files).unwrap_err().to_string();
+    assert!(together.contains("is already the name of the policy in") || together.contains("is already the target of policy"), "{together}");
 }
 
 /// The cluster policy of the kind walkthrough: Prometheus of kube-prometheus-stack, and each
@@ -157,6 +162,14 @@ fn the_good_fixture_is_valid() {
 #[case::memory_limit_too_large("capabilities: {", "limits: { memory: 1Gi }, capabilities: {", "remediations[0].limits.memory: `1Gi` is not a size in range; fix: write a size from 1048576 to 268435456 bytes")]
 #[case::deadline_too_long("capabilities: {", "limits: { deadline: 1h }, capabilities: {", "remediations[0].limits.deadline: 3600s is out of range; fix: use from `1ms` to `10s` (default `250ms`)")]
 #[case::unknown_limit("capabilities: {", "limits: { fuel: 10 }, capabilities: {", "remediations[0].limits.fuel: unknown field")]
+#[case::selector_typo("name: web }", "name: web, selector: 'app=web tier=frontend' }", "target.selector: is not a Kubernetes label selector")]
+#[case::selector_bad_operator("name: web }", "name: web, selector: 'tier in web' }", "target.selector: is not a Kubernetes label selector")]
+#[case::absurd_interval("interval: 30s", "interval: 18446744073709551615", "interval: `18446744073709551615` is longer than 30 days, the most any duration in a policy may be")]
+#[case::absurd_cooldown("cooldown: 5m", "cooldown: 100000h", "guard.cooldown: `100000h` is longer than 30 days")]
+#[case::replicas_beyond_int32("max_replicas: 10", "max_replicas: 4294967295", "guard.max_replicas: 4294967295 is more replicas than Kubernetes can hold (an int32, at most 2147483647)")]
+#[case::step_beyond_int32("max_step: 3", "max_step: 3000000000", "guard.max_step: 3000000000 is more replicas than Kubernetes can hold")]
+#[case::rate_beyond_one_a_second("max_actions_per_hour: 6", "max_actions_per_hour: 100000", "guard.max_actions_per_hour: 100000 is more than one action a second; fix: use at most 3600")]
+#[case::plugin_is_a_directory("/scale.wasm,", "/,", "is a directory, not a file; fix: name a regular file")]
 #[case::zero_proposals("settings: { ratio: 1.5 }", "settings: { ratio: 1.5 }, limits: { max_proposals: 0 }", "risks[0].limits.max_proposals: 0 is out of range")]
 fn bad_policies_name_the_field_and_the_fix(#[case] from: &str, #[case] to: &str, #[case] expected: &str) {
     let text = good();
@@ -205,4 +218,51 @@ fn every_plugin_that_does_not_load_is_reported_at_once() {
     let message = format!("{:#}", augur::commands::validate(&[file]).unwrap_err());
     assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.3.0"), "{message}");
     assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.3.0"), "{message}");
+}
+
+/// A plugin path that is a FIFO (whose open would block) or a device is named for what it is
+/// and never opened; a policy that is not UTF-8 says so and how to fix it, not "permissions".
+#[test]
+fn files_that_cannot_be_read_say_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.wasm");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let text = good().replacen(&format!("{}/scale.wasm", common::root().join("plugins/dist").display()), &fifo.display().to_string(), 1);
+    let found = problems(&text);
+    assert!(found.iter().any(|p| p.contains("plugin.wasm is not a regular file (a FIFO, socket or device)") && p.contains("fix: name a regular file")), "{found:#?}");
+    let device = good().replacen(&format!("{}/scale.wasm", common::root().join("plugins/dist").display()), "/dev/zero", 1);
+    assert!(problems(&device).iter().any(|p| p.contains("/dev/zero is not a regular file")), "/dev/zero is refused unread");
+
+    let latin = dir.path().join("latin.yaml");
+    let mut bytes = good().into_bytes();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&latin, &bytes).unwrap();
+    let e = config::load(&latin).unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains("is not UTF-8 text (the first bad byte is at offset") && shown.contains("fix: save the file as UTF-8"), "{shown}");
+
+    let huge = dir.path().join("huge.yaml");
+    std::fs::File::create(&huge).unwrap().set_len(2 << 20).unwrap();
+    let shown = config::load(&huge).unwrap_err().to_string();
+    assert!(shown.contains("is 2097152 bytes, more than the 1048576 bytes a file of this kind may be"), "{shown}");
+}
+
+/// Two policies on one Deployment would fight over its replicas: refused together at
+/// validation and at start, naming the other file, the field and the fix.
+#[test]
+fn two_policies_on_one_workload_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    let b = dir.path().join("b.yaml");
+    std::fs::write(&a, good()).unwrap();
+    std::fs::write(&b, good().replacen("name: web\n", "name: web-too\n", 1)).unwrap();
+    let shown = format!("{:#}", augur::commands::validate(&[a.clone(), b.clone()]).unwrap_err());
+    assert!(shown.contains(&format!("{}: 1 problem", b.display())), "{shown}");
+    assert!(shown.contains(&format!("target: Deployment shop/web is already the target of policy `web` in {}", a.display())), "{shown}");
+    assert!(shown.contains("fix: merge the two policies into one file"), "{shown}");
+    let out = Command::new(common::host_binary()).args(["run", "--simulate", "--for", "1m", "--policy"]).arg(&a).arg("--policy").arg(&b).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "run refuses them too");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already the target of policy `web`"));
+    // Each alone is good.
+    assert!(augur::commands::validate(&[b]).is_ok());
 }
