@@ -27,11 +27,11 @@ audit: { path: $1.jsonl }
 YAML
 }
 policy good "$DIST/scale.wasm" "{ step: 10 }" "{ actions: [scale] }" ""
-for mode in loop panic flood verbose recurse sleep poll log-flood forge restart-all cordon-all huge-scale; do
+for mode in ${MODES:-loop panic flood verbose recurse sleep poll log-flood forge restart-all cordon-all huge-scale}; do
   policy "$mode" "$HOSTILE" "{ mode: $mode }" "{ actions: [scale, restart-pod, cordon-node] }" ""
 done
 # The most memory any rule may have, spent by a guest that allocates without end.
-policy alloc "$HOSTILE" "{ mode: alloc }" "{ actions: [scale] }" ", limits: { memory: 256Mi }"
+policy alloc "$HOSTILE" "{ mode: alloc }" "{ actions: [scale] }" ", limits: { memory: 128Mi }"
 policy flood-roomy "$HOSTILE" "{ mode: flood }" "{ actions: [scale] }" ", limits: { memory: 128Mi, deadline: 5s }"
 
 args=()

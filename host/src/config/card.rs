@@ -48,7 +48,7 @@ impl ModelCard {
     /// Reads and checks the card of `model` (the `.onnx` path).
     pub fn read(model: &Path) -> Result<Self, String> {
         let path = Self::path_for(model);
-        let text = super::files::read_text(&path, super::files::MAX_TEXT_BYTES).map_err(|e| format!("{}: the model card {e}; fix: keep model.yaml (written by models/train.py) beside the .onnx file", path.display()))?;
+        let text = super::files::read_text(&path, super::files::MAX_TEXT_BYTES).map_err(|e| format!("{}: cannot read the model card: it {e}; fix: keep model.yaml (written by models/train.py) beside the .onnx file", path.display()))?;
         let card: Self = yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}; fix: regenerate it with models/train.py", path.display()))?;
         if card.format != CARD_FORMAT {
             return Err(format!("{}: format is `{}`; this host reads `{CARD_FORMAT}`; fix: retrain or re-export the model with this release's models/train.py", path.display(), card.format));

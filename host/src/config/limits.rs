@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// The most linear memory any policy may give a plugin (the pooling allocator reserves this
 /// much address space per slot).
-pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+pub const MAX_MEMORY_BYTES: usize = 128 << 20;
 
 /// The most time any policy may give one plugin call.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(10);

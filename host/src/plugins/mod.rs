@@ -684,9 +684,10 @@ mod tests {
     #[test]
     fn a_component_declaring_more_memory_than_any_rule_may_have_is_refused_before_compiling() {
         let plugins = Plugins::new(Limits::default()).unwrap();
-        // 4097 pages: 64 KiB over the 256 MiB any rule may allow; never allocated.
-        let err = plugins.compile_bytes(Path::new("bloated.wasm"), &component(4097, 0), World::Risk).unwrap_err();
-        assert!(matches!(err, PluginError::DeclaredMemory { declared, limit, .. } if declared == 4097 << 16 && limit == MAX_MEMORY_BYTES), "{err}");
+        // One page (64 KiB) over the most any rule may allow; never allocated.
+        let pages = (MAX_MEMORY_BYTES >> 16) as u64 + 1;
+        let err = plugins.compile_bytes(Path::new("bloated.wasm"), &component(pages, 0), World::Risk).unwrap_err();
+        assert!(matches!(err, PluginError::DeclaredMemory { declared, limit, .. } if declared == pages << 16 && limit == MAX_MEMORY_BYTES), "{err}");
         assert_eq!(err.kind(), PluginErrorKind::Limit);
         assert!(err.to_string().contains("refused before it was instantiated"), "{err}");
     }

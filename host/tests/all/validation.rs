@@ -159,7 +159,7 @@ fn the_good_fixture_is_valid() {
 #[case::missing_capabilities(", capabilities: { actions: [scale] }", "", "remediations[0].capabilities: is missing: a remediation plugin may propose nothing it is not granted; fix: add e.g. `capabilities: { actions: [scale] }`")]
 #[case::unknown_capability("actions: [scale] }", "actions: [scale, evict] }", "remediations[0].capabilities.actions[1]: `evict` is not an action kind")]
 #[case::capability_not_allowed_by_guard("actions: [scale] }", "actions: [scale, cordon-node] }", "remediations[0].capabilities.actions: grants `cordon-node`, which guard.allowed_actions does not allow, so it could never run; fix: add `cordon-node` to guard.allowed_actions, or remove it here")]
-#[case::memory_limit_too_large("capabilities: {", "limits: { memory: 1Gi }, capabilities: {", "remediations[0].limits.memory: `1Gi` is not a size in range; fix: write a size from 1048576 to 268435456 bytes")]
+#[case::memory_limit_too_large("capabilities: {", "limits: { memory: 1Gi }, capabilities: {", "remediations[0].limits.memory: `1Gi` is not a size in range; fix: write a size from 1048576 to 134217728 bytes")]
 #[case::deadline_too_long("capabilities: {", "limits: { deadline: 1h }, capabilities: {", "remediations[0].limits.deadline: 3600s is out of range; fix: use from `1ms` to `10s` (default `250ms`)")]
 #[case::unknown_limit("capabilities: {", "limits: { fuel: 10 }, capabilities: {", "remediations[0].limits.fuel: unknown field")]
 #[case::selector_typo("name: web }", "name: web, selector: 'app=web tier=frontend' }", "target.selector: is not a Kubernetes label selector")]
