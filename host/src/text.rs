@@ -26,11 +26,7 @@ pub fn shown(text: &str) -> Cow<'_, str> {
             let _ = write!(out, "… ({} more bytes)", text.len() - at);
             break;
         }
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_safe(&mut out, c);
         count += 1;
     }
     Cow::Owned(out)
@@ -43,13 +39,18 @@ pub fn one_line(line: String) -> String {
         return line;
     }
     line.chars().fold(String::with_capacity(line.len() + 16), |mut out, c| {
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_safe(&mut out, c);
         out
     })
+}
+
+/// `c`, or its escape if it is unsafe on a terminal line.
+fn push_safe(out: &mut String, c: char) {
+    if unsafe_char(c) {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
 }
 
 fn unsafe_char(c: char) -> bool {

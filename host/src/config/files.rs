@@ -41,12 +41,16 @@ impl FileError {
             FileError::Io(_) => "check the file's permissions",
         }
     }
+
+    /// `fix`, or `missing` when the file does not exist (a kind of file may say how it is made).
+    pub fn fix_or<'a>(&self, missing: &'a str) -> &'a str {
+        if matches!(self, FileError::Missing) { missing } else { self.fix() }
+    }
 }
 
 /// The file's bytes, if it is a regular file of at most `max` bytes.
 pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { FileError::Missing } else { FileError::Io(e) })?;
-    check(&meta, max)?;
+    let meta = checked(path, max)?;
     let file = std::fs::File::open(path).map_err(FileError::Io)?;
     // The file may grow between the check and the read: read at most one byte past `max`.
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -64,11 +68,12 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, FileError> {
 
 /// Whether `path` can be read as a file of at most `max` bytes, without reading it.
 pub fn readable(path: &Path, max: u64) -> Result<(), FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { FileError::Missing } else { FileError::Io(e) })?;
-    check(&meta, max)
+    checked(path, max).map(drop)
 }
 
-fn check(meta: &std::fs::Metadata, max: u64) -> Result<(), FileError> {
+/// The file's metadata, if it is a regular file of at most `max` bytes.
+fn checked(path: &Path, max: u64) -> Result<std::fs::Metadata, FileError> {
+    let meta = std::fs::metadata(path).map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { FileError::Missing } else { FileError::Io(e) })?;
     if meta.is_dir() {
         return Err(FileError::Directory);
     }
@@ -78,7 +83,7 @@ fn check(meta: &std::fs::Metadata, max: u64) -> Result<(), FileError> {
     if meta.len() > max {
         return Err(FileError::TooLarge { size: meta.len(), max });
     }
-    Ok(())
+    Ok(meta)
 }
 
 #[cfg(test)]

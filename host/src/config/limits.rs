@@ -8,6 +8,9 @@ use std::time::Duration;
 /// much address space per slot).
 pub const MAX_MEMORY_BYTES: usize = 128 << 20;
 
+/// The most replicas a policy may name: Kubernetes' `replicas` is an int32.
+pub const MAX_REPLICAS: u32 = i32::MAX as u32;
+
 /// The most time any policy may give one plugin call.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
 

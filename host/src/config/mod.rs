@@ -18,8 +18,8 @@ mod reader;
 mod selector;
 
 pub use card::{ANY_INPUT, CARD_FORMAT, ModelCard};
-pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES};
-pub use parse::{MAX_REPLICAS, parse};
+pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, MAX_REPLICAS};
+pub use parse::parse;
 pub use paths::normal;
 pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, RemediationRule, RiskRule, wildcard};
 pub use quantity::parse_quantity;

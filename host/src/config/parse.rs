@@ -7,7 +7,7 @@
 
 use super::policy::*;
 use super::reader::{Problem, Reader, join};
-use super::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, ModelCard};
+use super::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, MAX_REPLICAS, ModelCard};
 use crate::domain::{ActionKind, Level, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -286,8 +286,7 @@ fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
             let path = base.join(path);
             match super::files::readable(&path, super::files::MAX_MODEL_BYTES) {
                 Err(e) => {
-                    let fix = if matches!(e, super::files::FileError::Missing) { "give the path of a model.onnx relative to the policy file (the shipped ones are in models/)" } else { e.fix() };
-                    r.problem("forecast.model", format!("{} {e}", path.display()), fix);
+                    r.problem("forecast.model", format!("{} {e}", path.display()), e.fix_or("give the path of a model.onnx relative to the policy file (the shipped ones are in models/)"));
                     None
                 }
                 Ok(()) => Some(ForecastMethod::Model(path)),
@@ -438,8 +437,7 @@ fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<P
     let raw: String = r.required(m, path, "plugin", "the path of a .wasm component relative to the policy file")?;
     let plugin = base.join(&raw);
     if let Err(e) = super::files::readable(&plugin, super::files::MAX_PLUGIN_BYTES) {
-        let fix = if matches!(e, super::files::FileError::Missing) { "run `make build` to build the plugins, or fix the path (relative to the policy file)" } else { e.fix() };
-        r.problem(join(path, "plugin"), format!("{} {e}", plugin.display()), fix);
+        r.problem(join(path, "plugin"), format!("{} {e}", plugin.display()), e.fix_or("run `make build` to build the plugins, or fix the path (relative to the policy file)"));
     }
     Some(plugin)
 }
@@ -460,9 +458,6 @@ fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String>
     }
     out
 }
-
-/// The most replicas a policy may name: Kubernetes' `replicas` is an int32.
-pub const MAX_REPLICAS: u32 = i32::MAX as u32;
 
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";

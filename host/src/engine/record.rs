@@ -19,6 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// Room reserved in the audit per action before it runs: more than a record holds (its
+/// texts are capped at 512 characters each, its forecast at the horizon's points).
+const RESERVED_PER_ACTION: u64 = 64 << 10;
+
 /// Counts of one tick, for the run loop and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickCounts {
@@ -215,9 +219,7 @@ impl Engine {
         }
         let audit = self.audits.get_mut(&self.policies[i].audit_path).expect("an audit log per path");
         let was_failing = audit.failing();
-        // Each record as it stands, and room for the cluster's answer in its `result`.
-        let bytes: usize = decision.pending.iter().map(|p| serde_json::to_vec(&decision.records[p.record]).map_or(0, |v| v.len()) + 4096).sum();
-        let reserved = audit.reserve(bytes as u64);
+        let reserved = audit.reserve(RESERVED_PER_ACTION * decision.pending.len() as u64);
         if let Err(e) = &reserved {
             for pending in decision.pending.drain(..) {
                 let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };

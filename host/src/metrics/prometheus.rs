@@ -59,20 +59,15 @@ impl PrometheusSource {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let body: Result<ApiResponse, _> = serde_json::from_slice(&bytes);
-        // A non-2xx status is an error whatever the body says.
-        if !status.is_success() {
-            return Err(match body {
-                // Prometheus' own answer to a bad query: 400 with its error.
-                Ok(b) if b.status == "error" => format!("Prometheus rejected the query ({}): {} (HTTP {status})", crate::text::shown(&b.error_type.unwrap_or_default()), crate::text::shown(&b.error.unwrap_or_default())),
-                _ => format!("Prometheus at {url} answered HTTP {status}"),
-            });
+        let shown = |text: Option<String>| crate::text::shown(&text.unwrap_or_default()).into_owned();
+        match serde_json::from_slice::<ApiResponse>(&bytes) {
+            // Prometheus' own refusal (a bad query is a 400 with its error).
+            Ok(body) if body.status != "success" => Err(format!("Prometheus rejected the query ({}): {} (HTTP {status})", shown(body.error_type), shown(body.error))),
+            // A non-2xx status is an error whatever the body says.
+            _ if !status.is_success() => Err(format!("Prometheus at {url} answered HTTP {status}")),
+            Err(e) => Err(format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}")),
+            Ok(body) => body.data.ok_or_else(|| "Prometheus answered success without data".to_string()),
         }
-        let body = body.map_err(|e| format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}"))?;
-        if body.status != "success" {
-            return Err(format!("Prometheus rejected the query ({}): {}", crate::text::shown(&body.error_type.unwrap_or_default()), crate::text::shown(&body.error.unwrap_or_default())));
-        }
-        body.data.ok_or_else(|| "Prometheus answered success without data".to_string())
     }
 
     /// Evaluates one PromQL expression now. `Ok(None)`: no series. Several series are summed

@@ -97,13 +97,15 @@ fn granted(import: &str) -> bool {
 /// A plugin failure, naming the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin {plugin}: cannot be read or compiled: {reason}")]
+    // The reasons may carry the guest's own text (names in its binary, its panic message,
+    // its stderr): each is shown as one safe line (`text::shown`).
+    #[error("plugin {plugin}: cannot be read or compiled: {}", crate::text::shown(.reason))]
     Compile { plugin: String, reason: String },
-    #[error("plugin {plugin}: does not implement {world}: {reason}")]
+    #[error("plugin {plugin}: does not implement {world}: {}", crate::text::shown(.reason))]
     Incompatible { plugin: String, world: &'static str, reason: String },
     #[error("plugin {plugin}: ran past its {deadline:?} deadline")]
     Deadline { plugin: String, deadline: Duration },
-    #[error("plugin {plugin}: trapped: {reason}")]
+    #[error("plugin {plugin}: trapped: {}", crate::text::shown(.reason))]
     Trap { plugin: String, reason: String },
     #[error("plugin {plugin}: went over its memory limit of {limit} bytes (limits.memory)")]
     Memory { plugin: String, limit: usize },
@@ -380,24 +382,24 @@ impl Plugins {
         if declared_memory > MAX_MEMORY_BYTES as u64 {
             return Err(PluginError::DeclaredMemory { plugin, declared: declared_memory, limit: MAX_MEMORY_BYTES });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: crate::text::shown(&format!("{e:#}")).into_owned() })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile { plugin: plugin.clone(), reason: format!("{e:#}") })?;
         let incompatible = |reason: String| PluginError::Incompatible { plugin: plugin.clone(), world: world.wit_name(), reason };
         let imports: Vec<String> = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let denied: Vec<&String> = imports.iter().filter(|i| !granted(i)).collect();
         if !denied.is_empty() {
-            let list = denied.iter().map(|d| format!("`{}`", crate::text::shown(d))).collect::<Vec<_>>().join(", ");
+            let list = denied.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ");
             return Err(incompatible(format!(
                 "it imports {list}, which Augur does not grant; a plugin may import augur:plugin/host and the WASI cli, io, clocks, random and filesystem interfaces (which give it nothing); fix: remove the import (a plugin gets its data as arguments)"
             )));
         }
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(crate::text::shown(&format!("{e:#}")).into_owned()))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
         // The generated bindings check every export of the world and its types.
         let (main, check) = match world {
             World::Risk => RiskPluginPre::new(pre.clone()).map(|_| ("assess", "check-settings")),
             World::Remediation => RemediationPluginPre::new(pre.clone()).map(|_| ("plan", "check-settings")),
         }
-        .map_err(|e| incompatible(crate::text::shown(&format!("{e:#}")).into_owned()))?;
+        .map_err(|e| incompatible(format!("{e:#}")))?;
         let export = |name: &str| component.get_export_index(None, name).ok_or_else(|| incompatible(format!("no export `{name}`")));
         Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, declared_memory, pre, main: export(main)?, check: export(check)? })
     }
@@ -597,10 +599,10 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, limits: &Limits) -> 
         );
         return PluginError::TooMuchOutput { plugin, detail };
     }
-    // Both may carry the guest's text (its panic message, its function names): shown safe.
     let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
-    let error = format!("{err:#}");
-    let reason = if stderr.is_empty() { crate::text::shown(&error).into_owned() } else { format!("{}; guest stderr: {}", crate::text::shown(&error), crate::text::shown(&stderr)) };
+    // The guest's own words (its panic message) first: the reason is shown capped, and
+    // wasmtime's backtrace after them is the part that may be cut.
+    let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("guest stderr: {stderr}; {err:#}") };
     PluginError::Trap { plugin, reason }
 }
 

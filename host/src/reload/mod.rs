@@ -213,8 +213,8 @@ impl Reloader {
     fn reload_policy(&mut self, file: &Path, force: bool) -> Option<String> {
         let known = self.policies.get(file).map(|(given, _)| given.clone());
         let shown = known.clone().unwrap_or_else(|| file.to_path_buf());
-        let bytes = match files::read(file, files::MAX_TEXT_BYTES) {
-            Ok(bytes) => bytes,
+        let text = match files::read_text(file, files::MAX_TEXT_BYTES) {
+            Ok(text) => text,
             Err(files::FileError::Missing) => {
                 let given = known?;
                 self.policies.remove(file);
@@ -226,16 +226,12 @@ impl Reloader {
             }
             Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e}; fix: {}", e.fix()))),
         };
-        let new = digest(&bytes);
+        let new = digest(text.as_bytes());
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
             return None;
         }
         // Remembered now; forgotten below if it is accepted.
         self.rejected.insert(file.to_path_buf(), new.clone());
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("is not UTF-8 text (the first bad byte is at offset {}); fix: save the file as UTF-8", e.utf8_error().valid_up_to()))),
-        };
         let policy = match config::parse(&text, &shown) {
             Ok(policy) => policy,
             Err(problems) => {
