@@ -2,9 +2,12 @@
 //! collect -> forecast -> assess -> plan -> guard -> execute -> record.
 //!
 //! Strategy: collection and execution are async (they talk to the cluster); the decision in
-//! between (forecast, the plugin calls, the guard) is synchronous CPU work that runs for all
-//! due policies on one blocking thread, in one plugin `Session`. A policy whose stage fails
-//! gets an error record and no action; the others go on. The rooms of the engine:
+//! between is synchronous CPU work on blocking threads: the forecasts of all due policies in
+//! one batch per forecaster, then each policy's plugin calls and guard on a thread of its own
+//! (a few at once), on one set of plugin versions. As each decision comes back its actions are
+//! executed and recorded, so a plugin that runs to its deadline delays only its own policy.
+//! A policy whose stage fails gets an error record and no action; the others go on. The
+//! rooms of the engine:
 //! - `policy`: one policy's runtime (histories, schedule, guard state) and its `decide`;
 //! - `forecasts`: the tick's forecasts, batched per forecaster;
 //! - `record`: a tick's outputs (audit, the stdout line, telemetry, the saved guard state);
@@ -26,7 +29,7 @@ pub use updates::{Update, WarmStart};
 
 use crate::metrics::{MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
 use crate::remediation::Executor;
 use crate::telemetry::{PluginNameLabels, Telemetry};
@@ -102,20 +105,42 @@ impl Engine {
     }
 
     /// Runs one tick of every policy that is due at `now`: applies what the reloader sent,
-    /// collects, decides, executes what the guard allowed, and records it all.
+    /// collects, forecasts, then decides each policy on a blocking thread of its own (at most
+    /// `DECIDING_AT_ONCE` at a time) and, as each decision comes back, executes what the guard
+    /// allowed and records it all. A plugin that runs to its deadline delays its own policy;
+    /// the others decide, act and record meanwhile.
     pub async fn tick(&mut self, now: SystemTime) -> TickCounts {
         self.apply_updates(now).await;
         let started = std::time::Instant::now();
         let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
         let inputs = self.collect(&due).await;
-        let decisions = self.decide_all(&due, inputs, now).await;
+        let inputs = self.forecast_due(&due, inputs, now).await;
         let mut counts = TickCounts::default();
-        for (&i, mut decision) in due.iter().zip(decisions) {
-            self.hold_unrecordable(i, &mut decision);
-            self.execute(i, &mut decision).await;
-            self.export_decision(i, &decision);
-            self.finish(i, decision, now, &mut counts);
+        // One set of plugin versions for the whole tick, whichever thread decides.
+        let published = self.plugins.published_now();
+        let mut slots: Vec<Option<PolicyRuntime>> = std::mem::take(&mut self.policies).into_iter().map(Some).collect();
+        let mut waiting: std::collections::VecDeque<(usize, Collected)> = due.into_iter().zip(inputs).collect();
+        let mut deciding = tokio::task::JoinSet::new();
+        loop {
+            while deciding.len() < DECIDING_AT_ONCE
+                && let Some((i, input)) = waiting.pop_front()
+            {
+                let mut runtime = slots[i].take().expect("a due policy decides once a tick");
+                let (plugins, published, force_dry_run) = (self.plugins.clone(), published.clone(), self.force_dry_run);
+                deciding.spawn_blocking(move || {
+                    let decision = decide_one(&mut plugins.session_at(&published), &mut runtime, &input, now, force_dry_run);
+                    (i, runtime, decision)
+                });
+            }
+            let Some(done) = deciding.join_next().await else { break };
+            let (i, mut runtime, mut decision) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            self.hold_unrecordable(&runtime, &mut decision);
+            self.execute(&runtime, &mut decision).await;
+            self.export_decision(&runtime, &decision);
+            self.finish(&mut runtime, decision, now, &mut counts);
+            slots[i] = Some(runtime);
         }
+        self.policies = slots.into_iter().map(|s| s.expect("every policy is back after its decision")).collect();
         if let Some(t) = &self.telemetry {
             t.tick.observe(started.elapsed().as_secs_f64());
             for (plugin, lines) in self.plugins.dropped_log_lines() {
@@ -144,28 +169,27 @@ impl Engine {
         inputs
     }
 
-    /// Forecasts every due policy (one batch per forecaster) and decides, on a blocking
-    /// thread: model inference and plugin calls are CPU work that must not hold an async
-    /// worker. The policies travel to that thread and back.
-    async fn decide_all(&mut self, due: &[usize], inputs: Vec<Collected>, now: SystemTime) -> Vec<Decision> {
-        let (plugins, force_dry_run) = (self.plugins.clone(), self.force_dry_run);
+    /// Takes each due policy's new point and forecasts (one batch per forecaster), on a
+    /// blocking thread: model inference is CPU work that must not hold an async worker. The
+    /// policies travel to that thread and back.
+    async fn forecast_due(&mut self, due: &[usize], inputs: Vec<Collected>, now: SystemTime) -> Vec<Collected> {
         let mut policies = std::mem::take(&mut self.policies);
-        let due_owned = due.to_vec();
+        let due = due.to_vec();
         let work = move || {
-            let decisions = decide_blocking(&plugins, &mut policies, &due_owned, &inputs, now, force_dry_run);
-            (policies, decisions)
+            forecast_blocking(&mut policies, &due, &inputs, now);
+            (policies, inputs)
         };
-        let (policies, decisions) = match tokio::task::spawn_blocking(work).await {
+        let (policies, inputs) = match tokio::task::spawn_blocking(work).await {
             Ok(done) => done,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         self.policies = policies;
-        decisions
+        inputs
     }
 
     /// Carries out the actions the guard allowed and writes the outcome into their records.
-    async fn execute(&self, i: usize, decision: &mut Decision) {
-        let policy = &self.policies[i].policy;
+    async fn execute(&self, runtime: &PolicyRuntime, decision: &mut Decision) {
+        let policy = &runtime.policy;
         for pending in &decision.pending {
             let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
             match self.seams.executor.execute(&policy.target, &pending.action, pending.dry_run, &record.proposal.reason).await {
@@ -182,8 +206,12 @@ impl Engine {
     }
 }
 
-/// One tick's decisions for the due policies (`inputs[k]` belongs to `policies[due[k]]`).
-pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Collected], now: SystemTime, force_dry_run: bool) -> Vec<Decision> {
+/// Decisions of one tick that run at once, each on a blocking thread of its own.
+const DECIDING_AT_ONCE: usize = 4;
+
+/// Each due policy's new point (`inputs[k]` belongs to `policies[due[k]]`), then the
+/// forecasts of those that took one, batched per forecaster.
+pub fn forecast_blocking(policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Collected], now: SystemTime) {
     for (&i, input) in due.iter().zip(inputs) {
         if let Ok((observation, _)) = input {
             policies[i].observe(observation, now);
@@ -194,20 +222,29 @@ pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &
     for (i, made) in stale.iter().zip(forecast_all(policies, &stale)) {
         policies[*i].kept_forecasts = Some(made);
     }
+}
+
+/// One policy's decision of a tick, after `forecast_blocking`.
+pub fn decide_one(session: &mut Session<'_>, runtime: &mut PolicyRuntime, input: &Collected, now: SystemTime, force_dry_run: bool) -> Decision {
+    match input {
+        Ok((observation, workload)) => {
+            let forecasts = runtime.kept_forecasts.clone().expect("every ready policy has its point's forecasts");
+            runtime.decide(session, &Tick { observation, workload, now, force_dry_run }, forecasts)
+        }
+        Err(reason) => {
+            let mut decision = Decision::default();
+            let head = record::head(&runtime.policy, &Observation::default(), now);
+            decision.push_error(&head, crate::remediation::audit::Stage::Collect, reason.clone());
+            decision
+        }
+    }
+}
+
+/// One tick's decisions for the due policies (`inputs[k]` belongs to `policies[due[k]]`), on
+/// this thread, in one session: the engine's stages without its concurrency, for the
+/// benchmarks.
+pub fn decide_blocking(plugins: &Plugins, policies: &mut [PolicyRuntime], due: &[usize], inputs: &[Collected], now: SystemTime, force_dry_run: bool) -> Vec<Decision> {
+    forecast_blocking(policies, due, inputs, now);
     let mut session = plugins.session();
-    due.iter()
-        .zip(inputs)
-        .map(|(&i, input)| match input {
-            Ok((observation, workload)) => {
-                let forecasts = policies[i].kept_forecasts.clone().expect("every ready policy has its point's forecasts");
-                policies[i].decide(&mut session, &Tick { observation, workload, now, force_dry_run }, forecasts)
-            }
-            Err(reason) => {
-                let mut decision = Decision::default();
-                let head = record::head(&policies[i].policy, &Observation::default(), now);
-                decision.push_error(&head, crate::remediation::audit::Stage::Collect, reason.clone());
-                decision
-            }
-        })
-        .collect()
+    due.iter().zip(inputs).map(|(&i, input)| decide_one(&mut session, &mut policies[i], input, now, force_dry_run)).collect()
 }

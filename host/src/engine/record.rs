@@ -5,7 +5,7 @@
 //! record cannot be written is not executed (`hold_unrecordable`). A write that fails is said
 //! once on stderr and in `/metrics`; the policy acts again once its audit takes writes.
 
-use super::{Decision, Engine, PluginCall};
+use super::{Decision, Engine, PluginCall, PolicyRuntime};
 use crate::config::Policy;
 use crate::domain::Workload;
 use crate::metrics::{Observation, SourceError};
@@ -126,9 +126,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn export_decision(&mut self, i: usize, decision: &Decision) {
+    pub(super) fn export_decision(&mut self, runtime: &PolicyRuntime, decision: &Decision) {
         let Some(t) = &self.telemetry else { return };
-        let spec = &self.policies[i].policy;
+        let spec = &runtime.policy;
         let policy = &spec.name;
         for (call, took) in &decision.plugin_calls {
             let (plugin, name) = match *call {
@@ -177,8 +177,7 @@ impl Engine {
 
     /// Schedules the policy's next tick, saves its guard state when an action changed it,
     /// prints the readable lines and appends the records to its audit log.
-    pub(super) fn finish(&mut self, i: usize, decision: Decision, now: SystemTime, counts: &mut super::TickCounts) {
-        let runtime = &mut self.policies[i];
+    pub(super) fn finish(&mut self, runtime: &mut PolicyRuntime, decision: Decision, now: SystemTime, counts: &mut super::TickCounts) {
         runtime.next_due = Some(now + runtime.policy.interval);
         if decision.state_changed
             && let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state)
@@ -205,7 +204,7 @@ impl Engine {
         if let Err(e) = audit.flush() {
             first_error.get_or_insert(e);
         }
-        self.report_audit(i, was_failing, first_error);
+        self.report_audit(runtime, was_failing, first_error);
     }
 
     /// Fail closed on the audit: the actions the guard allowed run only if their records can
@@ -213,11 +212,11 @@ impl Engine {
     /// refuses writes), each is turned into a rejection that says why, so this policy stops
     /// acting; it acts again on the first tick its audit takes writes. Stderr says so when
     /// it stops and when it recovers; `/metrics` has `augur_audit_write_failing`.
-    pub(super) fn hold_unrecordable(&mut self, i: usize, decision: &mut Decision) {
+    pub(super) fn hold_unrecordable(&mut self, runtime: &PolicyRuntime, decision: &mut Decision) {
         if decision.pending.is_empty() {
             return;
         }
-        let audit = self.audits.get_mut(&self.policies[i].audit_path).expect("an audit log per path");
+        let audit = self.audits.get_mut(&runtime.audit_path).expect("an audit log per path");
         let was_failing = audit.failing();
         let reserved = audit.reserve(RESERVED_PER_ACTION * decision.pending.len() as u64);
         if let Err(e) = &reserved {
@@ -227,13 +226,12 @@ impl Engine {
                 record.reason = format!("not executed: its audit record cannot be written ({e:#}), and Augur runs only what it can record; fix: free space for audit.path");
             }
         }
-        self.report_audit(i, was_failing, reserved.err());
+        self.report_audit(runtime, was_failing, reserved.err());
     }
 
-    /// Says on stderr when policy `i`'s audit stops or starts taking writes, and exports
+    /// Says on stderr when a policy's audit stops or starts taking writes, and exports
     /// whether it is failing now.
-    fn report_audit(&self, i: usize, was_failing: bool, error: Option<anyhow::Error>) {
-        let runtime = &self.policies[i];
+    fn report_audit(&self, runtime: &PolicyRuntime, was_failing: bool, error: Option<anyhow::Error>) {
         let failing = self.audits.get(&runtime.audit_path).is_some_and(AuditLog::failing);
         let policy = &runtime.policy.name;
         match (was_failing, failing, error) {

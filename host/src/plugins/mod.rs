@@ -434,6 +434,17 @@ impl Plugins {
         Session { plugins: self, set: self.snapshot() }
     }
 
+    /// The plugins published now, for the sessions of one tick opened on several threads
+    /// (`session_at`): all of them see the same versions.
+    pub fn published_now(&self) -> Published {
+        Published(self.snapshot())
+    }
+
+    /// A session on the versions of `published`.
+    pub fn session_at(&self, published: &Published) -> Session<'_> {
+        Session { plugins: self, set: published.0.clone() }
+    }
+
     /// Asks the published version of a plugin to check its settings; returns its problems,
     /// each at `settings`.
     pub fn check_settings(&self, path: &Path, world: World, settings: &Settings) -> Result<Vec<Problem>, PluginError> {
@@ -524,6 +535,10 @@ fn text_limit(loaded: &Loaded, limits: &Limits) -> PluginError {
 pub fn digest(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The published plugins at one moment (`Plugins::published_now`).
+#[derive(Clone)]
+pub struct Published(Arc<PluginSet>);
 
 /// The plugins of one tick.
 pub struct Session<'p> {

@@ -609,3 +609,43 @@ async fn harmful_plans_are_held_to_the_invariants_on_the_same_tick() {
     assert!(sim.replicas(&targets["unrecorded"]).unwrap() > 3);
     assert!(telemetry.encode().contains("augur_audit_write_failing{policy=\"unrecorded\"} 0"));
 }
+
+/// A plugin that runs to its deadline delays only its own policy: the good policy of the same
+/// tick decides, scales and records while the slow one is still running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_plugin_delays_only_its_own_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        write_policy(dir.path(), "slowpoke", &common::fixture_plugin("hostile"), "{ mode: loop }", "{ actions: [scale] }", ", limits: { deadline: 5s }"),
+        write_policy(dir.path(), "good", &common::plugin("scale"), "{ step: 10 }", "{ actions: [scale] }", ""),
+    ];
+    let sim = Arc::new(SimCluster::new(SimConfig {
+        trace: Trace::parse("requests\n1000\n1000\n", "requests", "constant").unwrap(),
+        ..SimConfig::default()
+    }));
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let mut runtimes = Vec::new();
+    for file in &files {
+        let policy = config::load(file).unwrap();
+        sim.add_deployment(&policy.target, 1);
+        runtimes.push(PolicyRuntime::new(policy, &plugins, None, false).unwrap());
+    }
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), runtimes, false).unwrap();
+    engine.set_echo(false);
+    let now = sim.now();
+    let started = Instant::now();
+    let tick = tokio::spawn(async move { engine.tick(now).await });
+    let good = dir.path().join("good-audit.jsonl");
+    while !records(&good).iter().any(|r| r["verdict"] == "executed") {
+        assert!(!tick.is_finished(), "the good policy's action came only with the slow one's end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let acted_after = started.elapsed();
+    assert!(!tick.is_finished(), "the slow policy is still deciding when the good one has acted");
+    let counts = tick.await.unwrap();
+    assert!(acted_after < Duration::from_secs(3), "{acted_after:?}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "the slow plugin ran to its deadline: {:?}", started.elapsed());
+    assert_eq!(counts.executed, 1, "{counts:?}");
+    let slow = records(&dir.path().join("slowpoke-audit.jsonl"));
+    assert!(slow.iter().any(|r| r["error_stage"] == "plan" && r["reason"].as_str().unwrap().contains("ran past its 5s deadline")), "{slow:?}");
+}
