@@ -114,12 +114,46 @@ impl Engine {
         let started = std::time::Instant::now();
         let due: Vec<usize> = (0..self.policies.len()).filter(|i| self.policies[*i].next_due.is_none_or(|t| t <= now)).collect();
         let inputs = self.collect(&due).await;
-        let inputs = self.forecast_due(&due, inputs, now).await;
         let mut counts = TickCounts::default();
-        // One set of plugin versions for the whole tick, whichever thread decides.
+        if due.len() == 1 {
+            self.decide_one_policy(due[0], inputs, now, &mut counts).await;
+        } else {
+            self.decide_each_policy(&due, inputs, now, &mut counts).await;
+        }
+        if let Some(t) = &self.telemetry {
+            t.tick.observe(started.elapsed().as_secs_f64());
+            for (plugin, lines) in self.plugins.dropped_log_lines() {
+                t.plugin_log_dropped.get_or_create(&PluginNameLabels { plugin }).inc_by(lines);
+            }
+            t.set_ready();
+        }
+        counts
+    }
+
+    /// One due policy: forecast and decide in one trip to a blocking thread (there is no
+    /// other policy to wait meanwhile), then act and record.
+    async fn decide_one_policy(&mut self, i: usize, inputs: Vec<Collected>, now: SystemTime, counts: &mut TickCounts) {
+        let (plugins, force_dry_run) = (self.plugins.clone(), self.force_dry_run);
+        let mut policies = std::mem::take(&mut self.policies);
+        let work = move || {
+            let decisions = decide_blocking(&plugins, &mut policies, &[i], &inputs, now, force_dry_run);
+            (policies, decisions)
+        };
+        let (mut policies, decisions) = tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        for decision in decisions {
+            self.settle(&mut policies[i], decision, now, counts).await;
+        }
+        self.policies = policies;
+    }
+
+    /// Several due policies: forecast them in one batch per forecaster, then decide each on a
+    /// blocking thread of its own (at most `DECIDING_AT_ONCE` at a time, all on one set of
+    /// plugin versions) and act and record each as its decision comes back.
+    async fn decide_each_policy(&mut self, due: &[usize], inputs: Vec<Collected>, now: SystemTime, counts: &mut TickCounts) {
+        let inputs = self.forecast_due(due, inputs, now).await;
         let published = self.plugins.published_now();
         let mut slots: Vec<Option<PolicyRuntime>> = std::mem::take(&mut self.policies).into_iter().map(Some).collect();
-        let mut waiting: std::collections::VecDeque<(usize, Collected)> = due.into_iter().zip(inputs).collect();
+        let mut waiting: std::collections::VecDeque<(usize, Collected)> = due.iter().copied().zip(inputs).collect();
         let mut deciding = tokio::task::JoinSet::new();
         loop {
             while deciding.len() < DECIDING_AT_ONCE
@@ -133,22 +167,19 @@ impl Engine {
                 });
             }
             let Some(done) = deciding.join_next().await else { break };
-            let (i, mut runtime, mut decision) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            self.hold_unrecordable(&runtime, &mut decision);
-            self.execute(&runtime, &mut decision).await;
-            self.export_decision(&runtime, &decision);
-            self.finish(&mut runtime, decision, now, &mut counts);
+            let (i, mut runtime, decision) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            self.settle(&mut runtime, decision, now, counts).await;
             slots[i] = Some(runtime);
         }
         self.policies = slots.into_iter().map(|s| s.expect("every policy is back after its decision")).collect();
-        if let Some(t) = &self.telemetry {
-            t.tick.observe(started.elapsed().as_secs_f64());
-            for (plugin, lines) in self.plugins.dropped_log_lines() {
-                t.plugin_log_dropped.get_or_create(&PluginNameLabels { plugin }).inc_by(lines);
-            }
-            t.set_ready();
-        }
-        counts
+    }
+
+    /// A decision's aftermath: hold what cannot be recorded, execute the rest, export, record.
+    async fn settle(&mut self, runtime: &mut PolicyRuntime, mut decision: Decision, now: SystemTime, counts: &mut TickCounts) {
+        self.hold_unrecordable(runtime, &mut decision);
+        self.execute(runtime, &mut decision).await;
+        self.export_decision(runtime, &decision);
+        self.finish(runtime, decision, now, counts);
     }
 
     /// The metrics and the workload's state of each due policy.

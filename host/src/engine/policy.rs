@@ -196,10 +196,19 @@ impl PolicyRuntime {
         }
         let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
         // The workload as this tick's allowed actions leave it: each later proposal (and each
-        // later rule's plan) is judged against it, not against the picture before them.
+        // later rule's plan) is judged against it, not against the picture before them. It is
+        // copied only when a proposal comes after an allowed action (`pending[applied..]`).
         let mut projected = std::borrow::Cow::Borrowed(tick.workload);
+        let mut applied = 0;
+        let mut catch_up = |projected: &mut std::borrow::Cow<'_, Workload>, pending: &[Pending]| {
+            for p in &pending[applied..] {
+                projected.to_mut().after(&p.action);
+            }
+            applied = pending.len();
+        };
         for (i, rule) in self.policy.remediations.iter().enumerate() {
             let Some((forecast, risk)) = assessed.get(&rule.risk) else { continue };
+            catch_up(&mut projected, &decision.pending);
             let started = std::time::Instant::now();
             let planned = session.plan(&rule.plugin, &self.remediation_settings[i], &risk.risk, rule.trigger, &projected);
             decision.plugin_calls.push((PluginCall::Plan(i), started.elapsed()));
@@ -212,6 +221,7 @@ impl PolicyRuntime {
             };
             let seen = self.histories.get(&forecast.metric).map_or(0, |h| h.values().len());
             for proposal in proposals {
+                catch_up(&mut projected, &decision.pending);
                 if guard::idle(&self.policy.guard, &proposal, &projected) {
                     continue;
                 }
@@ -230,7 +240,6 @@ impl PolicyRuntime {
                 };
                 // Counted now, so that a second proposal of this tick sees the cooldown.
                 self.guard_state.record(guard::cooldown_key(&action, &projected), tick.now);
-                projected.to_mut().after(&action);
                 decision.state_changed = true;
                 record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
                 if action != record.proposal.action {
