@@ -30,8 +30,11 @@ policy good "$DIST/scale.wasm" "{ step: 10 }" "{ actions: [scale] }" ""
 for mode in ${MODES:-loop panic flood verbose recurse sleep poll log-flood forge restart-all cordon-all huge-scale}; do
   policy "$mode" "$HOSTILE" "{ mode: $mode }" "{ actions: [scale, restart-pod, cordon-node] }" ""
 done
-# The most memory any rule may have, spent by a guest that allocates without end.
-policy alloc "$HOSTILE" "{ mode: alloc }" "{ actions: [scale] }" ", limits: { memory: 128Mi }"
+# The most memory any rule may have, spent by guests that allocate without end: three of them,
+# so that deciding policies at once must not hold their memory at once.
+for n in 1 2 3; do
+  policy "alloc-$n" "$HOSTILE" "{ mode: alloc }" "{ actions: [scale] }" ", limits: { memory: 128Mi }"
+done
 policy flood-roomy "$HOSTILE" "{ mode: flood }" "{ actions: [scale] }" ", limits: { memory: 128Mi, deadline: 5s }"
 
 args=()

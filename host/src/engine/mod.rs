@@ -29,7 +29,7 @@ pub use updates::{Update, WarmStart};
 
 use crate::metrics::{MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
-use crate::plugins::{Plugins, Session};
+use crate::plugins::{MAX_MEMORY_BYTES, Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
 use crate::remediation::Executor;
 use crate::telemetry::{PluginNameLabels, Telemetry};
@@ -155,11 +155,17 @@ impl Engine {
         let mut slots: Vec<Option<PolicyRuntime>> = std::mem::take(&mut self.policies).into_iter().map(Some).collect();
         let mut waiting: std::collections::VecDeque<(usize, Collected)> = due.iter().copied().zip(inputs).collect();
         let mut deciding = tokio::task::JoinSet::new();
+        // Guest memory the running decisions may hold: one guest at the most any rule may have
+        // (the host's peak memory stays that of one such guest), or several smaller ones.
+        let mut memory_in_use = 0;
         loop {
             while deciding.len() < DECIDING_AT_ONCE
+                && let Some((i, _)) = waiting.front()
+                && (deciding.is_empty() || memory_in_use + slots[*i].as_ref().map_or(0, PolicyRuntime::guest_memory) <= MAX_MEMORY_BYTES)
                 && let Some((i, input)) = waiting.pop_front()
             {
                 let mut runtime = slots[i].take().expect("a due policy decides once a tick");
+                memory_in_use += runtime.guest_memory();
                 let (plugins, published, force_dry_run) = (self.plugins.clone(), published.clone(), self.force_dry_run);
                 deciding.spawn_blocking(move || {
                     let decision = decide_one(&mut plugins.session_at(&published), &mut runtime, &input, now, force_dry_run);
@@ -168,6 +174,7 @@ impl Engine {
             }
             let Some(done) = deciding.join_next().await else { break };
             let (i, mut runtime, decision) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            memory_in_use -= runtime.guest_memory();
             self.settle(&mut runtime, decision, now, counts).await;
             slots[i] = Some(runtime);
         }
@@ -237,7 +244,8 @@ impl Engine {
     }
 }
 
-/// Decisions of one tick that run at once, each on a blocking thread of its own.
+/// Decisions of one tick that run at once, each on a blocking thread of its own (fewer when
+/// their guests' memory limits add up to more than `MAX_MEMORY_BYTES`).
 const DECIDING_AT_ONCE: usize = 4;
 
 /// Each due policy's new point (`inputs[k]` belongs to `policies[due[k]]`), then the

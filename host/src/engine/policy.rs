@@ -79,6 +79,14 @@ impl PolicyRuntime {
         Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None })
     }
 
+    /// The most linear memory one of this policy's plugin calls may take (its rules' largest
+    /// `limits.memory`; the host's default for a rule that sets none): its calls run one after
+    /// another, so this is what its decision can hold at once.
+    pub fn guest_memory(&self) -> usize {
+        let rules = self.policy.risks.iter().map(|r| r.limits).chain(self.policy.remediations.iter().map(|r| r.limits));
+        rules.map(|l| l.unwrap_or_default().memory_bytes).max().unwrap_or(0)
+    }
+
     /// The pods' start-up time the rules size for: the policy's `target.startup`, else the
     /// last measured from the workload's pods.
     pub fn startup_seconds(&self) -> Option<u32> {
