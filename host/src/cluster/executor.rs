@@ -1,8 +1,10 @@
 //! Carries out guarded actions on a real cluster.
 
-use super::{CORDONED_BY, MANAGER, status, with_retries};
+use super::calls::{self, CallError};
+use super::leader::Fence;
+use super::{CORDONED_BY, MANAGER, status};
 use crate::domain::{Action, Target};
-use crate::remediation::{ExecuteError, Executor};
+use crate::remediation::{ExecuteError, Executor, Order};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
@@ -12,9 +14,11 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{Api, Client, Resource};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs between the read and the write of an optimistic update (see [`KubeExecutor::before_write`]).
 pub type WriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -25,12 +29,19 @@ pub struct KubeExecutor {
     /// This replica's name in the Events (`reportingInstance`).
     instance: String,
     before_write: Option<WriteHook>,
+    fence: Fence,
 }
 
 impl KubeExecutor {
     /// `instance` names this Augur replica in the Events it publishes (its pod name in a cluster).
     pub fn new(client: Client, instance: &str) -> Self {
-        Self { instance: instance.to_string(), client, before_write: None }
+        Self { instance: instance.to_string(), client, before_write: None, fence: Fence::always() }
+    }
+
+    /// Every attempt of every write passes `fence` first (leadership, the run's end).
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// For tests: `hook` runs after a scale has been read and before it is written back, so a
@@ -47,96 +58,194 @@ impl KubeExecutor {
         params
     }
 
-    async fn scale(&self, target: &Target, replicas: u32, dry_run: bool) -> Result<String, ExecuteError> {
-        let (before, after) = match target.kind.as_str() {
-            "Deployment" => self.scale_api(Api::<Deployment>::namespaced(self.client.clone(), &target.namespace), target, replicas, dry_run).await?,
-            "StatefulSet" => self.scale_api(Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace), target, replicas, dry_run).await?,
-            other => return Err(ExecuteError::Refused(format!("{other} cannot be scaled by Augur"))),
-        };
-        let verb = if dry_run { "would scale" } else { "scaled" };
-        Ok(format!("{verb} {before} -> {after}"))
+    async fn scale(&self, order: &Order<'_>, replicas: u32) -> Result<String, ExecuteError> {
+        let target = order.target;
+        match target.kind.as_str() {
+            "Deployment" => self.scale_api(Api::<Deployment>::namespaced(self.client.clone(), &target.namespace), order, replicas).await,
+            "StatefulSet" => self.scale_api(Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace), order, replicas).await,
+            other => Err(ExecuteError::Refused(format!("{other} cannot be scaled by Augur"))),
+        }
     }
 
-    async fn restart_pod(&self, target: &Target, pod: &str, dry_run: bool) -> Result<String, ExecuteError> {
+    async fn restart_pod(&self, order: &Order<'_>, pod: &str) -> Result<String, ExecuteError> {
+        let (target, dry_run) = (order.target, order.dry_run);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-        let found = pods.get_opt(pod).await.map_err(failed)?.ok_or_else(|| ExecuteError::Refused(format!("pod {}/{pod} does not exist", target.namespace)))?;
-        // Delete exactly the pod that was assessed: a retry after a lost response finds it gone
+        let pods = &pods;
+        let found = calls::call(&format!("read pod {pod}"), &self.fence, |_| pods.get_opt(pod)).await.map_err(failed)?;
+        let found = found.ok_or_else(|| ExecuteError::Refused(format!("pod {}/{pod} does not exist", target.namespace)))?;
+        // Delete exactly the pod that was assessed: a retry after a lost answer finds it gone
         // (404) or replaced under a new UID (409), and deletes nothing else.
         let mut params = DeleteParams { preconditions: found.metadata.uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
         params.dry_run = dry_run;
-        let result = with_retries(&format!("delete pod {pod}"), || pods.delete(pod, &params)).await;
+        let params = &params;
+        let result = calls::call(&format!("delete pod {pod}"), &self.fence, |attempt| async move {
+            match pods.delete(pod, params).await {
+                Ok(_) => Ok(Deleted::Now),
+                Err(e) if !dry_run && matches!(status(&e), Some(404 | 409)) => Ok(if attempt.after_lost_answer { Deleted::Earlier } else { Deleted::Already }),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
         match result {
-            Ok(_) => Ok(if dry_run { format!("would delete pod {pod}") } else { format!("deleted pod {pod}; its controller starts a replacement") }),
-            Err(e) if !dry_run && matches!(status(&e), Some(404 | 409)) => Ok(format!("pod {pod} was already gone")),
+            Ok(_) if dry_run => Ok(format!("would delete pod {pod}")),
+            Ok(Deleted::Now) => Ok(format!("deleted pod {pod}; its controller starts a replacement")),
+            Ok(Deleted::Earlier) => Ok(format!("deleted pod {pod}; its controller starts a replacement (an answer was lost; read back: the pod is gone)")),
+            Ok(Deleted::Already) => Ok(format!("pod {pod} was already gone")),
+            Err(CallError::Unanswered(why)) if !dry_run => {
+                let uid = found.metadata.uid.clone();
+                let back = calls::call(&format!("read back pod {pod}"), &read_back_fence(), |_| pods.get_opt(pod)).await;
+                match back {
+                    Ok(Some(now)) if now.metadata.uid == uid && now.metadata.deletion_timestamp.is_none() => Err(ExecuteError::Failed(format!("delete pod {pod}: {why}; read back: the pod is still there"))),
+                    Ok(_) => Ok(format!("deleted pod {pod}; its controller starts a replacement (the answer was lost; read back: the pod is gone or going)")),
+                    Err(e) => Err(ExecuteError::Unconfirmed(format!("delete pod {pod}: {why}; reading it back failed too: {e}"))),
+                }
+            }
             Err(e) => Err(failed(e)),
         }
     }
 
     /// Sets the replica count through the scale subresource as an optimistic update: read the
-    /// scale with its resourceVersion, write it back with the new count. If anything changed
-    /// the workload in between, the API server answers 409 Conflict and the whole read-write
-    /// is retried; the count is absolute, so a retry never scales twice.
-    async fn scale_api<K>(&self, api: Api<K>, target: &Target, replicas: u32, dry_run: bool) -> Result<(i32, i32), ExecuteError>
+    /// scale with its resourceVersion, write it back with the new count. Every attempt re-reads
+    /// and re-decides: if the count is no longer the one the decision saw (an operator changed
+    /// it), nothing is written and the change made meanwhile wins; if a write's answer was lost
+    /// and the count now is the one it wrote, it landed, and is recorded so.
+    async fn scale_api<K>(&self, api: Api<K>, order: &Order<'_>, replicas: u32) -> Result<String, ExecuteError>
     where
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        let (target, dry_run) = (order.target, order.dry_run);
         let params = PostParams { dry_run, field_manager: Some(MANAGER.into()) };
         let what = format!("scale {target}");
-        let replicas = i32::try_from(replicas).map_err(|_| ExecuteError::Refused(format!("{replicas} replicas is more than Kubernetes can hold (an int32)")))?;
-        let result = with_retries(&what, || async {
+        let wanted = i32::try_from(replicas).map_err(|_| ExecuteError::Refused(format!("{replicas} replicas is more than Kubernetes can hold (an int32)")))?;
+        let seen = order.seen_replicas.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+        let wrote = AtomicBool::new(false);
+        let (api, params, wrote) = (&api, &params, &wrote);
+        let result = calls::call(&what, &self.fence, |attempt| async move {
             let mut scale = api.get_scale(&target.name).await?;
-            let before = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let now = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            if attempt.after_lost_answer && wrote.load(Ordering::Relaxed) && now == wanted {
+                return Ok(Scaled::Earlier { before: seen.unwrap_or(now), after: now });
+            }
+            if let Some(seen) = seen
+                && now != seen
+            {
+                return Ok(Scaled::Superseded { now, seen });
+            }
             if let Some(hook) = &self.before_write {
                 hook().await;
             }
-            scale.spec.get_or_insert_default().replicas = Some(replicas);
-            let after = api.replace_scale(&target.name, &params, &scale).await?;
-            Ok((before, after.spec.and_then(|s| s.replicas).unwrap_or(0)))
+            scale.spec.get_or_insert_default().replicas = Some(wanted);
+            wrote.store(!dry_run, Ordering::Relaxed);
+            let after = api.replace_scale(&target.name, params, &scale).await?;
+            Ok(Scaled::Now { before: now, after: after.spec.and_then(|s| s.replicas).unwrap_or(0) })
         })
         .await;
-        result.map_err(|e| if status(&e) == Some(404) { ExecuteError::Refused(format!("{what}: not found")) } else { failed(e) })
+        let verb = if dry_run { "would scale" } else { "scaled" };
+        match result {
+            Ok(Scaled::Now { before, after }) => Ok(format!("{verb} {before} -> {after}")),
+            Ok(Scaled::Earlier { before, after }) => Ok(format!("{verb} {before} -> {after} (an answer was lost; read back: the write landed)")),
+            Ok(Scaled::Superseded { now, seen }) => Err(ExecuteError::Superseded(format!(
+                "{target} has {now} replicas, not the {seen} this decision saw: the change made meanwhile wins, and the next tick decides again"
+            ))),
+            Err(why @ (CallError::Unanswered(_) | CallError::Fenced(_))) if wrote.load(Ordering::Relaxed) => {
+                let back = calls::call(&format!("read back {what}"), &read_back_fence(), |_| api.get_scale(&target.name)).await;
+                match back.map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(0)) {
+                    Ok(now) if now == wanted => Ok(format!("{verb} {} -> {now} (the answer was lost; read back: the write landed)", seen.unwrap_or(now))),
+                    Ok(now) => Err(ExecuteError::Failed(format!("{what}: {why}; read back: {now} replicas, so the write did not land"))),
+                    Err(e) => Err(ExecuteError::Unconfirmed(format!("{what} to {wanted}: {why}; reading it back failed too: {e}"))),
+                }
+            }
+            Err(e) if e.status() == Some(404) => Err(ExecuteError::Refused(format!("{what}: not found"))),
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// `kubectl rollout restart`: stamps the pod template with the time, so the Deployment's
     /// controller replaces every pod under its rollout strategy. The stamp is chosen once, so
     /// a retry writes the same template and starts no second rollout.
-    async fn rollout_restart(&self, target: &Target, dry_run: bool) -> Result<String, ExecuteError> {
+    async fn rollout_restart(&self, order: &Order<'_>) -> Result<String, ExecuteError> {
+        let (target, dry_run) = (order.target, order.dry_run);
         let stamp = Timestamp::now().to_string();
-        let patch = Patch::Merge(json!({ "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: stamp } } } } }));
-        let params = Self::params(dry_run);
-        let what = format!("rollout restart {target}");
-        match target.kind.as_str() {
+        let landed = match target.kind.as_str() {
             "Deployment" => {
-                let api = Api::<Deployment>::namespaced(self.client.clone(), &target.namespace);
-                with_retries(&what, || api.patch(&target.name, &params, &patch)).await.map_err(failed)?;
+                let template = |d: Deployment| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+                self.stamp_template(Api::namespaced(self.client.clone(), &target.namespace), order, &stamp, template).await?
             }
             "StatefulSet" => {
-                let api = Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace);
-                with_retries(&what, || api.patch(&target.name, &params, &patch)).await.map_err(failed)?;
+                let template = |d: StatefulSet| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+                self.stamp_template(Api::namespaced(self.client.clone(), &target.namespace), order, &stamp, template).await?
             }
             other => return Err(ExecuteError::Refused(format!("{other} cannot be rollout-restarted by Augur"))),
-        }
-        Ok(if dry_run { format!("would restart every pod of {target}") } else { format!("restarting every pod of {target} (restartedAt {stamp})") })
+        };
+        Ok(if dry_run { format!("would restart every pod of {target}") } else { format!("restarting every pod of {target} (restartedAt {stamp}){landed}") })
     }
 
-    async fn set_unschedulable(&self, node: &str, cordon: bool, dry_run: bool) -> Result<String, ExecuteError> {
+    /// Patches the restart stamp into a workload's pod template; `annotations` reads the
+    /// template's annotations back.
+    async fn stamp_template<K>(&self, api: Api<K>, order: &Order<'_>, stamp: &str, annotations: fn(K) -> Option<BTreeMap<String, String>>) -> Result<&'static str, ExecuteError>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let target = order.target;
+        let patch = Patch::Merge(json!({ "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: stamp } } } } }));
+        let params = Self::params(order.dry_run);
+        let what = format!("rollout restart {target}");
+        let (api, patch, params) = (&api, &patch, &params);
+        let done = calls::call(&what, &self.fence, |_| api.patch(&target.name, params, patch)).await;
+        self.read_back(done, order.dry_run, &what, || async move {
+            let now = api.get(&target.name).await?;
+            Ok(annotations(now).is_some_and(|a| a.get(RESTARTED_AT).map(String::as_str) == Some(stamp)))
+        })
+        .await
+    }
+
+    async fn set_unschedulable(&self, order: &Order<'_>, node: &str, cordon: bool) -> Result<String, ExecuteError> {
+        let dry_run = order.dry_run;
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let current = nodes.get_opt(node).await.map_err(failed)?.ok_or_else(|| ExecuteError::Refused(format!("node {node} does not exist")))?;
-        let ours = current.metadata.annotations.as_ref().is_some_and(|a| a.get(CORDONED_BY).is_some_and(|v| v == MANAGER));
-        if !cordon && !ours {
+        let nodes = &nodes;
+        let current = calls::call(&format!("read node {node}"), &self.fence, |_| nodes.get_opt(node)).await.map_err(failed)?;
+        let current = current.ok_or_else(|| ExecuteError::Refused(format!("node {node} does not exist")))?;
+        if !cordon && !cordoned_by_us(&current) {
             return Err(ExecuteError::Refused(format!("node {node} was not cordoned by Augur; it uncordons only its own cordons")));
         }
         let annotation = if cordon { json!(MANAGER) } else { serde_json::Value::Null };
         let patch = Patch::Merge(json!({ "metadata": { "annotations": { CORDONED_BY: annotation } }, "spec": { "unschedulable": cordon } }));
         let params = Self::params(dry_run);
-        with_retries(&format!("patch node {node}"), || nodes.patch(node, &params, &patch)).await.map_err(failed)?;
+        let what = format!("patch node {node}");
+        let (patch, params) = (&patch, &params);
+        let done = calls::call(&what, &self.fence, |_| nodes.patch(node, params, patch)).await;
+        let landed = self
+            .read_back(done, dry_run, &what, || async move {
+                let now = nodes.get(node).await?;
+                Ok(now.spec.and_then(|s| s.unschedulable).unwrap_or(false) == cordon)
+            })
+            .await?;
         let verb = match (cordon, dry_run) {
             (true, false) => "cordoned",
             (true, true) => "would cordon",
             (false, false) => "uncordoned",
             (false, true) => "would uncordon",
         };
-        Ok(format!("{verb} {node}"))
+        Ok(format!("{verb} {node}{landed}"))
+    }
+
+    /// The outcome of an idempotent write: done, or, when its last answer was lost, what a
+    /// read-back says (`landed` reads whether the write is there). Returns a note for the
+    /// record: empty when the answer came.
+    async fn read_back<T, F, Fut>(&self, done: Result<T, CallError>, dry_run: bool, what: &str, landed: F) -> Result<&'static str, ExecuteError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<bool, kube::Error>>,
+    {
+        match done {
+            Ok(_) => Ok(""),
+            Err(why @ (CallError::Unanswered(_) | CallError::Fenced(_))) if !dry_run => match calls::call(&format!("read back: {what}"), &read_back_fence(), |_| landed()).await {
+                Ok(true) => Ok(" (the answer was lost; read back: the write landed)"),
+                Ok(false) => Err(ExecuteError::Failed(format!("{what}: {why}; read back: the write did not land"))),
+                Err(e) => Err(ExecuteError::Unconfirmed(format!("{what}: {why}; reading it back failed too: {e}"))),
+            },
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// Publishes an Event on the action's object: the workload, or the node.
@@ -169,8 +278,20 @@ impl KubeExecutor {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
+        // Retried like any write; its name is fixed before the first attempt, so a retry after
+        // a lost answer meets the first (409 AlreadyExists) and publishes no second Event. It
+        // records a change that has landed, so it is published even if the fence closed since
+        // (the Lease lost, the run over), within a short deadline of its own.
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = events.create(&PostParams::default(), &event).await {
+        let (events, event) = (&events, &event);
+        let published = calls::call(&format!("publish the Event for {target}"), &read_back_fence(), |_| async move {
+            match events.create(&PostParams::default(), event).await {
+                Err(e) if status(&e) == Some(409) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await;
+        if let Err(e) = published {
             tracing::warn!("cannot publish the Event for {target}: {e}");
         }
     }
@@ -179,12 +300,47 @@ impl KubeExecutor {
 /// The pod-template annotation `kubectl rollout restart` sets.
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
-fn failed(e: kube::Error) -> ExecuteError {
-    match status(&e) {
+fn failed(e: CallError) -> ExecuteError {
+    match e.status() {
         Some(403) => ExecuteError::Refused(format!("forbidden by RBAC: {e}")),
         Some(404) => ExecuteError::Refused(format!("not found: {e}")),
+        _ if matches!(e, CallError::Fenced(_)) => ExecuteError::Refused(format!("not written: {e}")),
         _ => ExecuteError::Failed(e.to_string()),
     }
+}
+
+/// Reading back what a write did (or publishing the Event of a change that landed) needs no
+/// leadership, only a short deadline of its own, so that it works after the fence closed and
+/// never holds up the end.
+fn read_back_fence() -> Fence {
+    Fence::until(tokio::time::Instant::now() + READ_BACK_TIME)
+}
+
+/// The most a read-back may take.
+const READ_BACK_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether Augur cordoned this node (it uncordons only its own cordons).
+fn cordoned_by_us(node: &Node) -> bool {
+    node.metadata.annotations.as_ref().is_some_and(|a| a.get(CORDONED_BY).is_some_and(|v| v == MANAGER))
+}
+
+/// How a scale attempt ended.
+enum Scaled {
+    /// Written by this attempt.
+    Now { before: i32, after: i32 },
+    /// Written by an earlier attempt whose answer was lost: the count is the one it wrote.
+    Earlier { before: i32, after: i32 },
+    /// The count is not the one the decision saw: nothing written.
+    Superseded { now: i32, seen: i32 },
+}
+
+/// How a pod deletion ended.
+enum Deleted {
+    Now,
+    /// An earlier attempt's answer was lost and the pod is gone: that attempt deleted it.
+    Earlier,
+    /// Gone before Augur deleted it.
+    Already,
 }
 
 fn workload_ref(target: &Target) -> ObjectReference {
@@ -197,15 +353,15 @@ fn node_ref(node: &str) -> ObjectReference {
 
 #[async_trait]
 impl Executor for KubeExecutor {
-    async fn execute(&self, target: &Target, action: &Action, dry_run: bool, reason: &str) -> Result<String, ExecuteError> {
-        let result = match action {
-            Action::Scale { replicas } => self.scale(target, *replicas, dry_run).await,
-            Action::RestartPod { pod } => self.restart_pod(target, pod, dry_run).await,
-            Action::RolloutRestart => self.rollout_restart(target, dry_run).await,
-            Action::CordonNode { node } => self.set_unschedulable(node, true, dry_run).await,
-            Action::UncordonNode { node } => self.set_unschedulable(node, false, dry_run).await,
+    async fn execute(&self, order: &Order<'_>) -> Result<String, ExecuteError> {
+        let result = match order.action {
+            Action::Scale { replicas } => self.scale(order, *replicas).await,
+            Action::RestartPod { pod } => self.restart_pod(order, pod).await,
+            Action::RolloutRestart => self.rollout_restart(order).await,
+            Action::CordonNode { node } => self.set_unschedulable(order, node, true).await,
+            Action::UncordonNode { node } => self.set_unschedulable(order, node, false).await,
         }?;
-        self.publish(target, action, dry_run, reason, &result).await;
+        self.publish(order.target, order.action, order.dry_run, order.reason, &result).await;
         Ok(result)
     }
 }

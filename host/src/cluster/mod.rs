@@ -2,10 +2,15 @@
 //! node, each with server-side dry-run and an Event that says why) and the workload source
 //! (replicas, the target's pods, the nodes).
 //!
-//! Every write carries the field manager `augur`. Conflicts, 429 and 5xx are retried with
-//! backoff; each write is idempotent (an absolute replica count, a pod deleted by name and
-//! UID, a node's unschedulable flag), so a retry after a lost response never acts twice.
+//! Every write carries the field manager `augur` and goes through one retry policy
+//! ([`calls`]): a deadline on every attempt, `Retry-After` honoured, no retries underneath
+//! (the client's own are off), and every attempt fenced by the leader Lease. Each write is
+//! idempotent (an absolute replica count written only while the count is the one the decision
+//! saw, a pod deleted by name and UID, a node's unschedulable flag), so a retry after a lost
+//! answer never acts twice, and a write whose answer was lost is read back and recorded as
+//! what happened.
 
+mod calls;
 mod executor;
 mod leader;
 mod metrics_server;
@@ -13,7 +18,8 @@ mod stress;
 mod workloads;
 
 pub use executor::{KubeExecutor, WriteHook};
-pub use leader::{LeaderElector, Leadership};
+pub use calls::{ATTEMPT_TIMEOUT, ATTEMPTS, CallError};
+pub use leader::{Fence, LeaderElector, Leadership};
 pub use metrics_server::{MetricsServerSource, Usage};
 pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
@@ -30,18 +36,27 @@ pub const CORDONED_BY: &str = "augur.io/cordoned-by";
 /// `~/.kube/config`, the in-cluster service account), checked by asking the API server its
 /// version: a cluster that cannot be reached is an error here, never later.
 pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    connect_with(kubeconfig, with_deadlines).await
+}
+
+/// As [`connect`], for a long-lived stream (`host stress` execs in a pod): no read deadline.
+pub async fn connect_streaming(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    connect_with(kubeconfig, |config| config).await
+}
+
+async fn connect_with(kubeconfig: Option<&Path>, configure: fn(kube::Config) -> kube::Config) -> anyhow::Result<kube::Client> {
     crate::tls::install_provider();
     let no_cluster = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!("no Kubernetes cluster configured: {e}; fix: pass --kubeconfig or set KUBECONFIG (or run in a pod with a service account), or add `--simulate` to use the built-in simulated cluster")
     };
-    let client = match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path).map_err(|e| no_cluster(&format!("{}: {e}", path.display())))?;
-            let config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await.map_err(|e| no_cluster(&format!("{}: {e}", path.display())))?;
-            kube::Client::try_from(config).map_err(|e| no_cluster(&e))?
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await.map_err(|e| no_cluster(&format!("{}: {e}", path.display())))?
         }
-        None => kube::Client::try_default().await.map_err(|e| no_cluster(&e))?,
+        None => kube::Config::infer().await.map_err(|e| no_cluster(&e))?,
     };
+    let client = kube::Client::try_from(configure(config)).map_err(|e| no_cluster(&e))?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await;
     match version {
         Ok(Ok(_)) => Ok(client),
@@ -50,34 +65,17 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
     }
 }
 
-/// Retries `call` on conflicts, throttling and server errors: 4 attempts, 200 ms doubling.
-pub(crate) async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Err(e) if attempt < 4 && retryable(&e) => {
-                tracing::warn!("{what}: attempt {attempt} failed ({e}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Conflicts, throttling, server errors and lost connections are worth another try.
-pub(crate) fn retryable(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(status) => status.code == 409 || status.code == 429 || status.code >= 500,
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
-    }
+/// The client's part of the one retry policy: no retries of its own (every retry is
+/// [`calls::call`]'s), and no request without a deadline (Augur makes no watches or
+/// long-lived streams, so a read timeout cuts nothing that should last).
+pub fn with_deadlines(mut config: kube::Config) -> kube::Config {
+    config.default_retry = false;
+    config.connect_timeout = Some(ATTEMPT_TIMEOUT);
+    config.read_timeout = Some(ATTEMPT_TIMEOUT);
+    config.write_timeout = Some(ATTEMPT_TIMEOUT);
+    // The read timeout counts from each request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    config
 }
 
 /// The HTTP status of an API error, if it is one.

@@ -9,7 +9,7 @@ use crate::domain::{Node, Pod, Workload};
 use crate::metrics::{SourceError, WorkloadSource};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Node as K8sNode, Pod as K8sPod};
+use k8s_openapi::api::core::v1::{Node as K8sNode, NodeCondition, Pod as K8sPod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -110,13 +110,9 @@ impl WorkloadSource for KubeWorkloads {
             .into_iter()
             .map(|n| {
                 let conditions = n.status.and_then(|s| s.conditions).unwrap_or_default();
-                let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
-                let ready = ready_condition.is_some_and(|c| c.status == "True");
+                let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
                 let pressure = conditions.iter().filter(|c| c.type_.ends_with("Pressure") && c.status == "True").map(|c| c.type_.clone()).collect();
-                let healthy_seconds = match ready_condition {
-                    Some(c) if ready => c.last_transition_time.as_ref().map_or(0, |t| seconds_between(t.0, now)),
-                    _ => 0,
-                };
+                let healthy_seconds = healthy_seconds(&conditions, now);
                 Node {
                     schedulable: !n.spec.and_then(|s| s.unschedulable).unwrap_or(false),
                     cordoned_by_augur: n.metadata.annotations.as_ref().is_some_and(|a| a.get(CORDONED_BY).is_some_and(|v| v == MANAGER)),
@@ -132,6 +128,47 @@ impl WorkloadSource for KubeWorkloads {
     }
 }
 
+/// How long a node has been healthy on every count: Ready, and no pressure condition, since
+/// the latest of their transitions (0 while any is unhealthy). Counting from Ready alone would
+/// call a node healthy while its MemoryPressure persists, and uncordon it under that pressure.
+fn healthy_seconds(conditions: &[NodeCondition], now: Timestamp) -> u64 {
+    let counted = |c: &&NodeCondition| c.type_ == "Ready" || c.type_.ends_with("Pressure");
+    let healthy = |c: &NodeCondition| if c.type_ == "Ready" { c.status == "True" } else { c.status != "True" };
+    let mut since = None;
+    for condition in conditions.iter().filter(counted) {
+        if !healthy(condition) {
+            return 0;
+        }
+        let Some(at) = condition.last_transition_time.as_ref() else { return 0 };
+        since = Some(since.map_or(at.0, |s: Timestamp| s.max(at.0)));
+    }
+    since.map_or(0, |s| seconds_between(s, now))
+}
+
 fn seconds_between(from: Timestamp, to: Timestamp) -> u64 {
     (to.as_second() - from.as_second()).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn condition(kind: &str, status: &str, minutes_ago: i64, now: Timestamp) -> NodeCondition {
+        let at = Timestamp::from_second(now.as_second() - minutes_ago * 60).unwrap();
+        NodeCondition { type_: kind.into(), status: status.into(), last_transition_time: Some(Time(at)), ..Default::default() }
+    }
+
+    #[test]
+    fn a_node_is_healthy_from_the_last_of_its_conditions_to_clear() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let ready_long = condition("Ready", "True", 60, now);
+        let pressure_now = condition("MemoryPressure", "True", 5, now);
+        assert_eq!(healthy_seconds(&[ready_long.clone(), pressure_now], now), 0, "ready, but under memory pressure: not healthy");
+        let pressure_cleared = condition("MemoryPressure", "False", 3, now);
+        assert_eq!(healthy_seconds(&[ready_long.clone(), pressure_cleared], now), 180, "healthy since the pressure cleared, not since Ready");
+        assert_eq!(healthy_seconds(&[condition("Ready", "False", 60, now)], now), 0);
+        assert_eq!(healthy_seconds(&[ready_long, condition("DiskPressure", "False", 90, now)], now), 3600);
+        assert_eq!(healthy_seconds(&[], now), 0, "no conditions: nothing says it is healthy");
+    }
 }

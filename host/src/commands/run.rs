@@ -6,23 +6,21 @@
 //! It never decides anything itself: the engine and its guard do.
 
 use super::{invalid, load_policies};
-use crate::cluster::{self, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource};
+use crate::cluster::{self, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource};
 use crate::config::{MetricSourceSpec, Policy};
-use crate::domain::{Action, Target};
 use crate::engine::{Engine, PolicyRuntime, Seams, TickCounts};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
 use crate::reload::{ReloadOptions, Reloader};
-use crate::remediation::{ExecuteError, Executor};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
 use anyhow::Context;
 use async_trait::async_trait;
 use crate::telemetry::Telemetry;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
 
 /// Options of `host run`; `Default` is a plain simulated-cluster-ready set (speed 1, readable
 /// lines on), to be filled with the fields a caller needs.
@@ -137,7 +135,10 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
         elector.spawn()
     });
     let metrics = Arc::new(SourceBySpec { prometheus: PrometheusSource::new()?, metrics_server: MetricsServerSource::new(client.clone()) });
-    let executor = Arc::new(LeaderOnly { inner: KubeExecutor::new(client.clone(), &identity), leading: leadership.as_ref().map(Leadership::watch) });
+    // Every write passes the fence: this replica leads (if it competes) and the run has not ended.
+    let deadline = options.run_for.and_then(|d| Instant::now().checked_add(d));
+    let fence = leadership.as_ref().map_or_else(Fence::always, Leadership::fence).ending(deadline.map(Into::into));
+    let executor = Arc::new(KubeExecutor::new(client.clone(), &identity).fenced(fence));
     let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
     let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client)), executor };
     let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
@@ -145,7 +146,7 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     watch(&mut engine, plugins, &running, options, true)?;
     let telemetry = serve_telemetry(&mut engine, options).await?;
     tracing::info!("running on the cluster as {identity}");
-    let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), options).await;
+    let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), deadline).await;
     if let Some(leadership) = leadership {
         leadership.stop().await;
     }
@@ -154,10 +155,8 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
 }
 
 /// The wall clock: tick while leading, then sleep until the next policy is due.
-async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, options: &RunOptions) -> RunReport {
-    let started = Instant::now();
-    // A `--for` past what the clock can hold is no deadline at all.
-    let deadline = options.run_for.and_then(|d| started.checked_add(d));
+/// `deadline`: the end of `--for` (none: a `--for` past what the clock can hold, or none given).
+async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, deadline: Option<Instant>) -> RunReport {
     let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
     let mut leading = leadership.map(Leadership::watch);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -252,22 +251,13 @@ impl MetricSource for SourceBySpec {
             MetricSourceSpec::MetricsServer => self.metrics_server.collect(policy).await,
         }
     }
-}
 
-/// Executes only while this replica holds the Lease: the last check before a write, for a
-/// replica that lost it during a tick.
-struct LeaderOnly<E> {
-    inner: E,
-    leading: Option<watch::Receiver<bool>>,
-}
-
-#[async_trait]
-impl<E: Executor> Executor for LeaderOnly<E> {
-    async fn execute(&self, target: &Target, action: &Action, dry_run: bool, reason: &str) -> Result<String, ExecuteError> {
-        if self.leading.as_ref().is_some_and(|rx| !*rx.borrow()) {
-            return Err(ExecuteError::Refused("this replica no longer holds the leader Lease".into()));
+    /// The warm start comes from the same source that collects.
+    async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
+        match policy.metric_source {
+            MetricSourceSpec::Prometheus { .. } => self.prometheus.backfill(policy, points, end).await,
+            MetricSourceSpec::MetricsServer => self.metrics_server.backfill(policy, points, end).await,
         }
-        self.inner.execute(target, action, dry_run, reason).await
     }
 }
 

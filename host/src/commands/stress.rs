@@ -25,6 +25,6 @@ pub async fn stress(args: StressArgs) -> anyhow::Result<String> {
         .filter(|b| *b >= 0.0)
         .ok_or_else(|| invalid(format!("--memory `{}` is not a quantity; fix: write e.g. `256Mi` or `1Gi`", args.memory)))? as u64;
     let options = StressOptions { namespace: args.namespace, selector: args.selector, duration: args.duration, memory_bytes, container: args.container };
-    let client = cluster::connect(args.kubeconfig.as_deref()).await?;
+    let client = cluster::connect_streaming(args.kubeconfig.as_deref()).await?;
     cluster::stress(&client, &options).await
 }

@@ -31,12 +31,12 @@ use crate::metrics::{MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
 use crate::plugins::{MAX_MEMORY_BYTES, Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
-use crate::remediation::Executor;
+use crate::remediation::{ExecuteError, Executor, Order};
 use crate::telemetry::{PluginNameLabels, Telemetry};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// The engine's seams to a cluster: where metrics and the workload's state come from, and
 /// what carries out actions. The simulator is all three; a real cluster has one of each.
@@ -226,21 +226,33 @@ impl Engine {
     }
 
     /// Carries out the actions the guard allowed and writes the outcome into their records.
-    async fn execute(&self, runtime: &PolicyRuntime, decision: &mut Decision) {
-        let policy = &runtime.policy;
+    /// A change that lands (or may have) counts for the cooldowns from when it landed.
+    async fn execute(&self, runtime: &mut PolicyRuntime, decision: &mut Decision) {
         for pending in &decision.pending {
             let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
-            match self.seams.executor.execute(&policy.target, &pending.action, pending.dry_run, &record.proposal.reason).await {
-                Ok(result) => {
-                    record.verdict = Some(if pending.dry_run { Verdict::DryRun } else { Verdict::Executed });
-                    record.result = Some(result);
-                }
-                Err(e) => {
-                    record.verdict = Some(Verdict::Failed);
-                    record.result = Some(e.to_string());
-                }
+            let order = Order::new(&runtime.policy.target, &pending.action, &record.proposal.reason).dry_run(pending.dry_run).seen_replicas(pending.seen_replicas);
+            let started = Instant::now();
+            let outcome = self.seams.executor.execute(&order).await;
+            let (verdict, result) = match outcome {
+                Ok(result) => (if pending.dry_run { Verdict::DryRun } else { Verdict::Executed }, result),
+                Err(e) => (verdict_of(&e), e.to_string()),
+            };
+            if matches!(verdict, Verdict::Executed | Verdict::Unconfirmed) {
+                runtime.guard_state.landed(pending.cooldown_key, pending.decided, pending.decided + started.elapsed());
+                decision.state_changed = true;
             }
+            record.verdict = Some(verdict);
+            record.result = Some(result);
         }
+    }
+}
+
+/// The audit's verdict for an action the executor did not carry out.
+fn verdict_of(e: &ExecuteError) -> Verdict {
+    match e {
+        ExecuteError::Refused(_) | ExecuteError::Failed(_) => Verdict::Failed,
+        ExecuteError::Superseded(_) => Verdict::Superseded,
+        ExecuteError::Unconfirmed(_) => Verdict::Unconfirmed,
     }
 }
 

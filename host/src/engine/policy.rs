@@ -246,14 +246,16 @@ impl PolicyRuntime {
                     guard::Verdict::Execute { action, note } => (action, note, false),
                     guard::Verdict::DryRun { action, note } => (action, note, true),
                 };
-                // Counted now, so that a second proposal of this tick sees the cooldown.
-                self.guard_state.record(guard::cooldown_key(&action, &projected), tick.now);
+                // Counted now, so that a second proposal of this tick sees the cooldown; counted
+                // again from when the change lands (see `Engine::execute`).
+                let cooldown_key = guard::cooldown_key(&action, &projected);
+                self.guard_state.record(cooldown_key, tick.now);
                 decision.state_changed = true;
                 record.reason = note.unwrap_or_else(|| "allowed by the guard".into());
                 if action != record.proposal.action {
                     record.allowed = Some(crate::domain::Proposal { action: action.clone(), reason: record.proposal.reason.clone() });
                 }
-                decision.pending.push(Pending { record: decision.records.len(), action, dry_run });
+                decision.pending.push(Pending { record: decision.records.len(), action, dry_run, seen_replicas: projected.replicas, cooldown_key, decided: tick.now });
                 decision.records.push(Record::Action(Box::new(record)));
             }
         }
@@ -349,6 +351,11 @@ pub struct Pending {
     pub record: usize,
     pub action: Action,
     pub dry_run: bool,
+    /// The replicas the decision saw (the executor writes a scale only while they are there).
+    pub seen_replicas: u32,
+    /// Where the guard counted it, and when: moved to when the change lands.
+    pub cooldown_key: &'static str,
+    pub decided: SystemTime,
 }
 
 /// The policy's forecaster: a baseline, or its model (loaded once per process, checked

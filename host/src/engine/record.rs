@@ -40,7 +40,8 @@ impl TickCounts {
                 Some(Verdict::Executed) => self.executed += 1,
                 Some(Verdict::DryRun) => self.dry_run += 1,
                 Some(Verdict::Rejected) => self.rejected += 1,
-                Some(Verdict::Failed) => self.failed += 1,
+                // Not carried out as decided (the audit says which and why).
+                Some(Verdict::Failed | Verdict::Superseded | Verdict::Unconfirmed) => self.failed += 1,
                 None => {}
             },
             Record::Error(_) | Record::Reload(_) => self.errors += 1,

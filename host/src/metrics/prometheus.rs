@@ -44,7 +44,7 @@ pub struct Reading {
 impl PrometheusSource {
     pub fn new() -> anyhow::Result<Self> {
         crate::tls::install_provider();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION"))).build()?;
+        let http = reqwest::Client::builder().timeout(crate::cluster::ATTEMPT_TIMEOUT).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION"))).build()?;
         Ok(Self { http })
     }
 

@@ -25,10 +25,15 @@ pub enum Verdict {
     Rejected,
     /// The guard allowed it but the cluster refused or the call failed; `result` says why.
     Failed,
+    /// The guard allowed it, but the workload changed before it could be written (an
+    /// operator's change wins); nothing was written and the next tick decides again.
+    Superseded,
+    /// A write was sent, its answer lost, and reading it back failed: it may have landed.
+    Unconfirmed,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 4] = [Verdict::Executed, Verdict::DryRun, Verdict::Rejected, Verdict::Failed];
+    pub const ALL: [Verdict; 6] = [Verdict::Executed, Verdict::DryRun, Verdict::Rejected, Verdict::Failed, Verdict::Superseded, Verdict::Unconfirmed];
 
     /// The verdict's name in the audit and in /metrics.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +42,8 @@ impl Verdict {
             Verdict::DryRun => "dry-run",
             Verdict::Rejected => "rejected",
             Verdict::Failed => "failed",
+            Verdict::Superseded => "superseded",
+            Verdict::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -38,6 +38,23 @@ impl GuardState {
         self.recent.iter().filter(|t| **t <= now && now - **t < window.as_secs()).count()
     }
 
+    /// Moves an action recorded at `decided` to `landed`, when its change reached the
+    /// cluster: cooldowns and the hourly rate count from the change, not from the decision.
+    pub fn landed(&mut self, key: &str, decided: SystemTime, landed: SystemTime) {
+        let (decided, landed) = (unix(decided), unix(landed));
+        if landed <= decided {
+            return;
+        }
+        if let Some(last) = self.last.get_mut(key)
+            && *last == decided
+        {
+            *last = landed;
+        }
+        if let Some(t) = self.recent.iter_mut().rev().find(|t| **t == decided) {
+            *t = landed;
+        }
+    }
+
     /// Records an action under its cooldown key and forgets what is more than an hour old.
     pub fn record(&mut self, key: &str, now: SystemTime) {
         let now = unix(now);
@@ -92,6 +109,18 @@ mod tests {
         let back: GuardState = load(&path).unwrap();
         assert_eq!(back, state);
         assert_eq!(back.since_last("scale-up", at(1060)), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_cooldown_counts_from_when_the_change_landed() {
+        let mut state = GuardState::default();
+        state.record("scale-up", at(1000));
+        state.landed("scale-up", at(1000), at(1012));
+        assert_eq!(state.since_last("scale-up", at(1015)), Some(Duration::from_secs(3)), "12 s of a slow write do not count against the cooldown");
+        assert_eq!(state.actions_within(Duration::from_secs(10), at(1015)), 1, "the hourly rate counts it at its landing too");
+        state.record("scale-up", at(1030));
+        state.landed("scale-up", at(1000), at(1040));
+        assert_eq!(state.since_last("scale-up", at(1031)), Some(Duration::from_secs(1)), "a later action's time is not moved by an earlier one's landing");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use trace::Trace;
 use crate::config::Policy;
 use crate::domain::{self, Action, Target};
 use crate::metrics::{MetricSource, Observation, SourceError, WorkloadSource};
-use crate::remediation::{ExecuteError, Executor};
+use crate::remediation::{ExecuteError, Executor, Order};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -453,10 +453,18 @@ impl WorkloadSource for SimCluster {
 
 #[async_trait]
 impl Executor for SimCluster {
-    async fn execute(&self, target: &Target, action: &Action, dry_run: bool, _reason: &str) -> Result<String, ExecuteError> {
+    async fn execute(&self, order: &Order<'_>) -> Result<String, ExecuteError> {
+        let (target, dry_run) = (order.target, order.dry_run);
         let mut s = self.lock();
-        match action {
-            Action::Scale { replicas } => s.scale(target, *replicas, dry_run),
+        match order.action {
+            Action::Scale { replicas } => {
+                // As on a cluster: a count changed since the decision wins.
+                let now = s.deployment(target)?.replicas;
+                if order.seen_replicas.is_some_and(|seen| seen != now) {
+                    return Err(ExecuteError::Superseded(format!("{target} has {now} replicas, not the {} this decision saw", order.seen_replicas.unwrap_or(now))));
+                }
+                s.scale(target, *replicas, dry_run)
+            }
             Action::RestartPod { pod } => s.restart(target, pod, dry_run),
             Action::RolloutRestart => s.rollout_restart(target, dry_run),
             Action::CordonNode { node } => s.set_schedulable(node, false, dry_run),
@@ -488,7 +496,7 @@ mod tests {
         sim.add_deployment(&target(), 2); // 1.0 core of capacity
         sim.advance(Duration::from_secs(10));
         assert!(sim.stats(&target()).unwrap().overload_seconds > 0.0);
-        sim.execute(&target(), &Action::Scale { replicas: 4 }, false, "test").await.unwrap();
+        sim.execute(&Order::new(&target(), &Action::Scale { replicas: 4 }, "test")).await.unwrap();
         sim.advance(Duration::from_secs(30));
         let before = sim.stats(&target()).unwrap().overload_seconds;
         assert!(before >= 40.0 - 1e-9, "still overloaded while the new pods start: {before}");
@@ -502,7 +510,7 @@ mod tests {
     async fn dry_run_changes_nothing() {
         let sim = SimCluster::new(flat(10.0));
         sim.add_deployment(&target(), 2);
-        let said = sim.execute(&target(), &Action::Scale { replicas: 5 }, true, "test").await.unwrap();
+        let said = sim.execute(&Order::new(&target(), &Action::Scale { replicas: 5 }, "test").dry_run(true)).await.unwrap();
         assert_eq!(said, "would scale 2 -> 5");
         assert_eq!(sim.replicas(&target()), Some(2));
     }
@@ -513,9 +521,9 @@ mod tests {
         sim.add_deployment(&target(), 1);
         sim.advance(Duration::from_secs(600));
         let policy_free_workload = { sim.lock().deployments[0].pods[0].name.clone() };
-        let err = sim.execute(&target(), &Action::RestartPod { pod: "other-pod".into() }, false, "t").await.unwrap_err();
+        let err = sim.execute(&Order::new(&target(), &Action::RestartPod { pod: "other-pod".into() }, "t")).await.unwrap_err();
         assert!(matches!(err, ExecuteError::Refused(_)));
-        sim.execute(&target(), &Action::RestartPod { pod: policy_free_workload }, false, "t").await.unwrap();
+        sim.execute(&Order::new(&target(), &Action::RestartPod { pod: policy_free_workload }, "t")).await.unwrap();
         let s = sim.lock();
         assert_eq!(s.deployments[0].pods.len(), 1);
         assert_eq!(s.deployments[0].pods[0].memory, s.config.memory_base);

@@ -7,7 +7,7 @@ use augur::cluster::{KubeExecutor, KubeWorkloads};
 use augur::config;
 use augur::domain::{Action, Target};
 use augur::metrics::WorkloadSource;
-use augur::remediation::{ExecuteError, Executor};
+use augur::remediation::{ExecuteError, Executor, Order};
 use common::k8s::control_plane;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-async fn namespace(client: &Client, name: &str) {
+pub(crate) async fn namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
     let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
 }
 
-async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) {
+pub(crate) async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) {
     let d: Deployment = serde_json::from_value(json!({
         "metadata": { "name": name, "namespace": ns },
         "spec": {
@@ -37,21 +37,21 @@ async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) {
     Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &d).await.unwrap();
 }
 
-async fn node(client: &Client, name: &str) {
+pub(crate) async fn node(client: &Client, name: &str) {
     let n: Node = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
     let _ = Api::<Node>::all(client.clone()).create(&PostParams::default(), &n).await;
 }
 
-fn target(ns: &str, name: &str) -> Target {
+pub(crate) fn target(ns: &str, name: &str) -> Target {
     Target { kind: "Deployment".into(), namespace: ns.into(), name: name.into() }
 }
 
-async fn replicas(client: &Client, ns: &str, name: &str) -> i32 {
+pub(crate) async fn replicas(client: &Client, ns: &str, name: &str) -> i32 {
     Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap().spec.unwrap().replicas.unwrap()
 }
 
 /// Polls `check` for up to 30 s (controllers work asynchronously).
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -65,7 +65,7 @@ where
     panic!("timed out waiting for {what}");
 }
 
-async fn events(client: &Client, ns: &str) -> Vec<Event> {
+pub(crate) async fn events(client: &Client, ns: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
 }
 
@@ -75,7 +75,7 @@ async fn scale_goes_through_the_scale_subresource_and_publishes_an_event() {
     namespace(&client, "scale").await;
     deployment(&client, "scale", "web", 2).await;
     let executor = KubeExecutor::new(client.clone(), "augur-test");
-    let result = executor.execute(&target("scale", "web"), &Action::Scale { replicas: 5 }, false, "predicted breach in 4m").await.unwrap();
+    let result = executor.execute(&Order::new(&target("scale", "web"), &Action::Scale { replicas: 5 }, "predicted breach in 4m")).await.unwrap();
     assert_eq!(result, "scaled 2 -> 5");
     assert_eq!(replicas(&client, "scale", "web").await, 5);
     let events = events(&client, "scale").await;
@@ -92,14 +92,14 @@ async fn server_side_dry_run_changes_nothing_and_says_so() {
     deployment(&client, "dry", "web", 2).await;
     node(&client, "dry-node").await;
     let executor = KubeExecutor::new(client.clone(), "augur-test");
-    let result = executor.execute(&target("dry", "web"), &Action::Scale { replicas: 7 }, true, "why").await.unwrap();
+    let result = executor.execute(&Order::new(&target("dry", "web"), &Action::Scale { replicas: 7 }, "why").dry_run(true)).await.unwrap();
     assert_eq!(result, "would scale 2 -> 7");
-    executor.execute(&target("dry", "web"), &Action::CordonNode { node: "dry-node".into() }, true, "hot").await.unwrap();
+    executor.execute(&Order::new(&target("dry", "web"), &Action::CordonNode { node: "dry-node".into() }, "hot").dry_run(true)).await.unwrap();
     assert_eq!(replicas(&client, "dry", "web").await, 2);
     let node = Api::<Node>::all(client.clone()).get("dry-node").await.unwrap();
     assert_ne!(node.spec.and_then(|s| s.unschedulable), Some(true));
     // The API server validated it: a dry run of something invalid fails.
-    let err = executor.execute(&target("dry", "missing"), &Action::Scale { replicas: 3 }, true, "why").await.unwrap_err();
+    let err = executor.execute(&Order::new(&target("dry", "missing"), &Action::Scale { replicas: 3 }, "why").dry_run(true)).await.unwrap_err();
     assert!(matches!(err, ExecuteError::Refused(_)), "{err}");
     assert!(events(&client, "dry").await.iter().any(|e| e.reason.as_deref() == Some("DryRunScaled")));
 }
@@ -114,7 +114,7 @@ async fn restart_deletes_the_pod_and_its_replicaset_replaces_it() {
     eventually("2 pods from the ReplicaSet", || { let p = pods.clone(); async move { live(p).await.len() == 2 } }).await;
     let victim = live(pods.clone()).await[0].metadata.name.clone().unwrap();
     let executor = KubeExecutor::new(client.clone(), "augur-test");
-    let result = executor.execute(&target("restart", "web"), &Action::RestartPod { pod: victim.clone() }, false, "memory").await.unwrap();
+    let result = executor.execute(&Order::new(&target("restart", "web"), &Action::RestartPod { pod: victim.clone() }, "memory")).await.unwrap();
     assert!(result.starts_with(&format!("deleted pod {victim}")), "{result}");
     eventually("a replacement pod", || {
         let (p, victim) = (pods.clone(), victim.clone());
@@ -125,7 +125,7 @@ async fn restart_deletes_the_pod_and_its_replicaset_replaces_it() {
     })
     .await;
     // Deleting it again is not an error and deletes nothing else: it is already gone.
-    let again = executor.execute(&target("restart", "web"), &Action::RestartPod { pod: victim.clone() }, false, "memory").await;
+    let again = executor.execute(&Order::new(&target("restart", "web"), &Action::RestartPod { pod: victim.clone() }, "memory")).await;
     assert!(matches!(again, Err(ExecuteError::Refused(ref m)) if m.contains("does not exist")), "{again:?}");
     assert_eq!(live(pods.clone()).await.len(), 2);
 }
@@ -138,17 +138,17 @@ async fn cordon_and_uncordon_only_its_own() {
     let nodes: Api<Node> = Api::all(client.clone());
     let executor = KubeExecutor::new(client.clone(), "augur-test");
     let t = target("default", "web");
-    executor.execute(&t, &Action::CordonNode { node: "hot-node".into() }, false, "84 C predicted").await.unwrap();
+    executor.execute(&Order::new(&t, &Action::CordonNode { node: "hot-node".into() }, "84 C predicted")).await.unwrap();
     let n = nodes.get("hot-node").await.unwrap();
     assert_eq!(n.spec.as_ref().unwrap().unschedulable, Some(true));
     assert_eq!(n.metadata.annotations.as_ref().unwrap().get("augur.io/cordoned-by").map(String::as_str), Some("augur"));
-    executor.execute(&t, &Action::UncordonNode { node: "hot-node".into() }, false, "cool again").await.unwrap();
+    executor.execute(&Order::new(&t, &Action::UncordonNode { node: "hot-node".into() }, "cool again")).await.unwrap();
     let n = nodes.get("hot-node").await.unwrap();
     assert_ne!(n.spec.as_ref().unwrap().unschedulable, Some(true));
     assert!(!n.metadata.annotations.unwrap_or_default().contains_key("augur.io/cordoned-by"));
     // A node someone else cordoned is not Augur's to uncordon.
     nodes.patch("manual-node", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "unschedulable": true } }))).await.unwrap();
-    let err = executor.execute(&t, &Action::UncordonNode { node: "manual-node".into() }, false, "cool").await.unwrap_err();
+    let err = executor.execute(&Order::new(&t, &Action::UncordonNode { node: "manual-node".into() }, "cool")).await.unwrap_err();
     assert!(err.to_string().contains("not cordoned by Augur"), "{err}");
     assert_eq!(nodes.get("manual-node").await.unwrap().spec.unwrap().unschedulable, Some(true));
 }
@@ -257,8 +257,8 @@ async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and
     }
     // And for real, with those credentials: the executor works, deleting the Deployment is refused.
     let executor = KubeExecutor::new(sa.clone(), "augur-test");
-    executor.execute(&target("rbac", "web"), &Action::Scale { replicas: 4 }, false, "rbac test").await.unwrap();
-    executor.execute(&target("rbac", "web"), &Action::CordonNode { node: "rbac-node".into() }, false, "rbac test").await.unwrap();
+    executor.execute(&Order::new(&target("rbac", "web"), &Action::Scale { replicas: 4 }, "rbac test")).await.unwrap();
+    executor.execute(&Order::new(&target("rbac", "web"), &Action::CordonNode { node: "rbac-node".into() }, "rbac test")).await.unwrap();
     assert_eq!(replicas(&admin, "rbac", "web").await, 4);
     let err = Api::<Deployment>::namespaced(sa.clone(), "rbac").delete("web", &Default::default()).await.unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
@@ -284,7 +284,7 @@ async fn a_conflict_is_retried_and_the_scale_applied_once() {
         })
     });
     let executor = KubeExecutor::new(client.clone(), "augur-test").before_write(hook);
-    let result = executor.execute(&target("conflict", "web"), &Action::Scale { replicas: 4 }, false, "surge").await.unwrap();
+    let result = executor.execute(&Order::new(&target("conflict", "web"), &Action::Scale { replicas: 4 }, "surge")).await.unwrap();
     // At least our conflict; the Deployment controller's own status writes may add another.
     let attempts = calls.load(Ordering::SeqCst);
     assert!((2..=4).contains(&attempts), "a conflict, then retries until the write lands: {attempts} attempts");
@@ -303,12 +303,12 @@ async fn rollout_restart_stamps_the_template_and_the_controller_rolls_the_pods()
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "rollout");
     eventually("the first ReplicaSet", || { let s = sets.clone(); async move { s.list(&ListParams::default()).await.unwrap().items.len() == 1 } }).await;
     let executor = KubeExecutor::new(client.clone(), "augur-test");
-    let dry = executor.execute(&target("rollout", "web"), &Action::RolloutRestart, true, "leak everywhere").await.unwrap();
+    let dry = executor.execute(&Order::new(&target("rollout", "web"), &Action::RolloutRestart, "leak everywhere").dry_run(true)).await.unwrap();
     assert_eq!(dry, "would restart every pod of Deployment rollout/web");
     let template = |d: Deployment| d.spec.unwrap().template.metadata.and_then(|m| m.annotations).unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "rollout");
     assert!(!template(deployments.get("web").await.unwrap()).contains_key("kubectl.kubernetes.io/restartedAt"), "dry run changed nothing");
-    let result = executor.execute(&target("rollout", "web"), &Action::RolloutRestart, false, "leak everywhere").await.unwrap();
+    let result = executor.execute(&Order::new(&target("rollout", "web"), &Action::RolloutRestart, "leak everywhere")).await.unwrap();
     assert!(result.starts_with("restarting every pod of Deployment rollout/web"), "{result}");
     assert!(template(deployments.get("web").await.unwrap()).contains_key("kubectl.kubernetes.io/restartedAt"));
     eventually("a second ReplicaSet for the new template", || { let s = sets.clone(); async move { s.list(&ListParams::default()).await.unwrap().items.len() == 2 } }).await;
@@ -319,7 +319,7 @@ async fn rollout_restart_stamps_the_template_and_the_controller_rolls_the_pods()
 /// A policy for `host run` on the test cluster: CPU from the real Prometheus (a constant
 /// PromQL expression: 20 cores, far beyond 2 pods), scaled 3 pods a step, with a 1 s interval
 /// and cooldown so that a few seconds show several actions.
-fn cluster_policy(dir: &Path, ns: &str, prometheus: &str) -> PathBuf {
+pub(crate) fn cluster_policy(dir: &Path, ns: &str, prometheus: &str) -> PathBuf {
     let text = format!(
         r#"name: web
 target: {{ kind: Deployment, namespace: {ns}, name: web }}
@@ -343,7 +343,7 @@ audit: {{ path: audit.jsonl }}
     file
 }
 
-fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duration, lease_ns: &str) -> augur::commands::RunOptions {
+pub(crate) fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duration, lease_ns: &str) -> augur::commands::RunOptions {
     augur::commands::RunOptions {
         policies: vec![policy.to_path_buf()],
         run_for: Some(run_for),
@@ -360,7 +360,7 @@ fn cluster_options(policy: &Path, audit: &Path, identity: &str, run_for: Duratio
     }
 }
 
-fn executed(audit: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn executed(audit: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(audit).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|r| r["verdict"] == "executed").collect()
 }

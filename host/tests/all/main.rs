@@ -4,6 +4,7 @@
 
 mod common;
 
+mod api_faults;
 mod kubernetes;
 mod models;
 mod plugins;

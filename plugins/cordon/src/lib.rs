@@ -1,7 +1,8 @@
 //! cordon: on node risk (temperature or pressure), propose cordoning the worst node that
 //! runs the workload, never the last schedulable one; propose uncordoning a node that Augur
 //! cordoned once it has been healthy for `healthy-for-seconds` (at any risk level: that is
-//! restorative). A node an operator cordoned is never uncordoned.
+//! restorative) and shows no trouble: never while a pressure condition or the heat persists.
+//! A node an operator cordoned is never uncordoned.
 
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
@@ -32,7 +33,9 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
     let mut proposals: Vec<Proposal> = workload
         .nodes
         .iter()
-        .filter(|node| !node.schedulable && node.cordoned_by_augur && node.healthy_seconds >= config.healthy_for_seconds)
+        // Never while the trouble it was cordoned for (or any other) persists, whatever the
+        // host counts as healthy time.
+        .filter(|node| !node.schedulable && node.cordoned_by_augur && node.healthy_seconds >= config.healthy_for_seconds && trouble(config, node).is_none())
         .map(|node| Proposal {
             action: Action::UncordonNode(node.name.clone()),
             reason: format!("uncordon {}: healthy for {}", node.name, human_seconds(node.healthy_seconds)),
@@ -139,6 +142,25 @@ mod tests {
         let proposals = plan(&config, &risk(Level::None), Level::High, &w);
         assert_eq!(proposals.len(), 1);
         assert!(matches!(&proposals[0].action, Action::UncordonNode(n) if n == "mine-recovered"));
+    }
+
+    /// A node cordoned for MemoryPressure stays cordoned while the pressure lasts, however long
+    /// it has been Ready, and is not cordoned again on the next tick (no flapping).
+    #[test]
+    fn never_uncordons_while_the_cause_persists() {
+        let config = Config::read(|_| None).0;
+        let mut pressured = node("pressured", 60.0, false, true, 9000);
+        pressured.pressure = vec!["MemoryPressure".into()];
+        let hot = node("hot", 95.0, false, true, 9000);
+        let w = workload(vec![pressured.clone(), hot, node("b", 60.0, true, false, 0), node("c", 60.0, true, false, 0)]);
+        for level in [Level::None, Level::High, Level::Critical] {
+            let proposals = plan(&config, &risk(level), Level::High, &w);
+            assert!(proposals.iter().all(|p| !matches!(p.action, Action::UncordonNode(_))), "{level:?}: {:?}", proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+        }
+        pressured.pressure.clear();
+        let recovered = workload(vec![pressured, node("b", 60.0, true, false, 0)]);
+        let proposals = plan(&config, &risk(Level::None), Level::High, &recovered);
+        assert!(matches!(&proposals[..], [p] if matches!(&p.action, Action::UncordonNode(n) if n == "pressured")));
     }
 
     #[test]

@@ -30,5 +30,6 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
 pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_host"))
 }
+pub mod faults;
 pub mod k8s;
 pub mod prometheus;
