@@ -86,13 +86,18 @@ impl RunCase {
     }
 }
 
-/// Class 1. The leader's Lease renewals fail (503, or answers slower than the renew
-/// deadline) while a standby watches the Lease. The standby takes over, and at no instant do
+/// Class 1. The leader's Lease renewals fail (503, 429, a reset connection, or answers slower
+/// than the renew deadline) while a standby watches the Lease. The standby takes over, and at no instant do
 /// both write: every scale the old leader wrote reached the API server before the new
 /// leader's first. The old leader ends within its `--for` plus a few seconds.
 #[tokio::test(flavor = "multi_thread")]
 async fn when_the_leaders_renewals_fail_it_stops_writing_before_the_standby_takes_over() {
-    let cases = [("renew-503", Fault::Status { code: 503, retry_after: None }), ("renew-slow", Fault::Delay(Duration::from_secs(20))), ("renew-429", Fault::Status { code: 429, retry_after: Some(1) })];
+    let cases = [
+        ("renew-503", Fault::Status { code: 503, retry_after: None }),
+        ("renew-slow", Fault::Delay(Duration::from_secs(20))),
+        ("renew-429", Fault::Status { code: 429, retry_after: Some(1) }),
+        ("renew-reset", Fault::ResetBefore),
+    ];
     let runs = cases.into_iter().map(|(ns, fault)| tokio::spawn(two_leaders_case(ns, fault)));
     for run in runs {
         run.await.unwrap();
@@ -156,16 +161,19 @@ async fn when_renewals_land_but_their_answers_are_lost_the_leader_keeps_leading(
 }
 
 /// Class 3. A scale whose answer never comes: each attempt is cut at its deadline, no attempt
-/// starts after the run's end, `host run` ends within `--for` plus a few seconds, and the
-/// audit says what happened (the write is read back: it did not land).
+/// starts after the run's end, `host run` (the binary) ends within `--for` plus a few seconds
+/// with exit code 0, and the audit says what happened (the write is read back: it did not land).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_that_never_answers_is_cut_and_host_run_ends_on_time() {
     let case = RunCase::new("stall", |p| p).await;
     case.proxy.add(Rule::new("PUT", "/scale", Fault::Stall));
     let (audit, run_for) = (case.audit("augur-a"), Duration::from_secs(4));
-    let options = case.options("augur-a", run_for, false, None);
+    // The real binary, so that its exit code and its time are the user's.
+    let kubeconfig = case.proxy.kubeconfig(case.dir.path());
+    let args: Vec<String> = ["run", "--no-leader-election", "--no-watch", "--quiet", "--for", "4s"].map(String::from).into_iter().chain(["--policy".into(), case.policy.display().to_string(), "--kubeconfig".into(), kubeconfig.display().to_string(), "--audit-log".into(), audit.display().to_string()]).collect();
     let started = Instant::now();
-    augur::commands::run(options).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(common::host_binary()).args(&args).output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let took = started.elapsed();
     assert!(took < run_for + Duration::from_secs(4), "host run took {took:?} for a --for of {run_for:?}");
     let all = records(&audit);
