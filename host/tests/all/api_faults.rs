@@ -247,7 +247,8 @@ async fn an_operators_change_during_an_outage_wins_over_a_retry() {
 /// Class 5. Writes whose answers are lost are read back and recorded as what happened, each
 /// with exactly one Event: a scale that landed (connection reset after forwarding), a cordon
 /// whose every answer was cut short, an Event whose first POST got a 500 and one whose first
-/// answer was lost (the retry meets the first: one Event, not two).
+/// answer was lost (the retry meets the first: one Event, not two), a pod deletion and a
+/// rollout restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_whose_answers_are_lost_are_recorded_as_what_happened() {
     let ns = "lost";
@@ -283,6 +284,24 @@ async fn writes_whose_answers_are_lost_are_recorded_as_what_happened() {
     proxy.add(Rule::new("POST", "/events", Fault::ResetAfter).times(1));
     executor.execute(&Order::new(&t, &Action::CordonNode { node: "lost-node-2".into() }, "event lost")).await.unwrap();
     assert_eq!(cordon_events(events(&admin, "default").await, "lost-node-2"), 1, "the retry met the first Event: one, not two");
+
+    // A pod deleted with its answer lost: the retry finds it gone, and says the delete landed.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), ns);
+    eventually("the pods of web", || async { !pods.list(&Default::default()).await.unwrap().items.is_empty() }).await;
+    let victim = pods.list(&Default::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
+    proxy.clear();
+    proxy.add(Rule::new("DELETE", &format!("/pods/{victim}"), Fault::ResetAfter).times(1));
+    let result = executor.execute(&Order::new(&t, &Action::RestartPod { pod: victim.clone() }, "leak")).await.unwrap();
+    assert!(result.starts_with(&format!("deleted pod {victim}")) && result.contains("the pod is gone"), "{result}");
+    assert!(pods.get_opt(&victim).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+
+    // A rollout restart whose every answer is cut short: read back, the stamp is there.
+    proxy.add(Rule::new("PATCH", "/deployments/web", Fault::Truncate));
+    let result = executor.execute(&Order::new(&t, &Action::RolloutRestart, "leak everywhere")).await.unwrap();
+    assert!(result.starts_with("restarting every pod") && result.contains("landed"), "{result}");
+    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), ns).get("web").await.unwrap();
+    let stamped = deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap_or_default();
+    assert!(stamped.contains_key("kubectl.kubernetes.io/restartedAt"), "{stamped:?}");
 }
 
 /// Class 6. One scale write is delayed 4 s (under a 3 s cooldown); the next scale waits the
