@@ -157,6 +157,11 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Score the model (or --baseline) and every simple baseline (last value, seasonal
+        /// naive, Holt-Winters) on the same origins, side by side per step, with the ratio to
+        /// the best baseline.
+        #[arg(long)]
+        compare: bool,
     },
     /// Replay a trace on the simulator as fast as it runs: the policy against a model of the
     /// Kubernetes HPA v2 and an oracle that knows the future (the lower bound). Reports
@@ -290,7 +295,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json } => {
+        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json, compare } => {
             let subject = match (model, baseline) {
                 (Some(model), _) => backtest::Subject::Model(model),
                 (None, Some(name)) => backtest::Subject::Baseline(
@@ -300,6 +305,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             let step = step.map(|s| s.as_secs() as u32);
             let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every };
+            if compare {
+                let comparison = backtest::compare(&options)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&comparison)?);
+                } else {
+                    print!("{}", comparison.table());
+                }
+                return Ok(());
+            }
             let report = backtest::run(&options)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

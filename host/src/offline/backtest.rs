@@ -229,6 +229,95 @@ pub fn score(values: &[f64], origins: &[usize], forecasts: &[Result<Forecast, Fo
     Ok(sums.iter().enumerate().map(|(h, s)| StepScore { h: h + 1, mae: s[0] / n, rmse: (s[1] / n).sqrt(), mase: s[0] / n / scale, pinball: s[2] / n, coverage: s[3] / n }).collect())
 }
 
+/// The simple baselines every forecaster must beat: last value, seasonal naive, Holt-Winters.
+pub const BASELINES: [crate::config::Baseline; 3] = [crate::config::Baseline::LastValue, crate::config::Baseline::SeasonalNaive, crate::config::Baseline::HoltWinters];
+
+/// `host backtest --compare`: the subject and every simple baseline on the same origins (the
+/// subject's window and horizon for all), side by side per step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub series: String,
+    pub column: String,
+    /// The subject first, then the baselines.
+    pub reports: Vec<Report>,
+    pub steps: Vec<ComparedStep>,
+}
+
+/// One step of a comparison.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ComparedStep {
+    pub h: usize,
+    /// The subject's MASE.
+    pub mase: f64,
+    /// The best baseline's name and MASE at this step.
+    pub best_baseline: String,
+    pub best_baseline_mase: f64,
+    /// The subject's MASE over the best baseline's: below 1 beats every baseline.
+    pub ratio: f64,
+    /// The subject's p10-p90 coverage.
+    pub coverage: f64,
+}
+
+/// Runs the comparison: `options.subject`, then each of [`BASELINES`] (the subject itself
+/// skipped when it is one of them).
+pub fn compare(options: &Options) -> anyhow::Result<Comparison> {
+    let subject = run(options)?;
+    let same = Options { horizon: Some(subject.horizon), window: Some(subject.window), ..options.clone() };
+    let mut reports = vec![subject];
+    for baseline in BASELINES {
+        if matches!(options.subject, Subject::Baseline(b) if b == baseline) {
+            continue;
+        }
+        reports.push(run(&Options { subject: Subject::Baseline(baseline), ..same.clone() })?);
+    }
+    let origins = reports[0].origins;
+    if let Some(other) = reports.iter().find(|r| r.origins != origins) {
+        bail!("{} scored {} origins and {} {}: a comparison needs the same origins", reports[0].forecaster, origins, other.forecaster, other.origins);
+    }
+    let steps = (0..reports[0].steps.len())
+        .map(|i| {
+            let own = reports[0].steps[i];
+            let best = reports[1..].iter().min_by(|a, b| a.steps[i].mase.total_cmp(&b.steps[i].mase)).expect("at least two baselines are left");
+            let best_mase = best.steps[i].mase;
+            ComparedStep { h: own.h, mase: own.mase, best_baseline: best.forecaster.clone(), best_baseline_mase: best_mase, ratio: own.mase / best_mase, coverage: own.coverage }
+        })
+        .collect();
+    Ok(Comparison { series: options.series.display().to_string(), column: options.column.clone(), reports, steps })
+}
+
+impl Comparison {
+    /// One table: per step, every forecaster's MASE, the subject's ratio to the best baseline
+    /// and its coverage.
+    pub fn table(&self) -> String {
+        let subject = &self.reports[0];
+        let mut out = format!(
+            "{} vs {} on {} column {} ({} held-out origins, step {}s, window {}): MASE per step\n",
+            subject.forecaster,
+            self.reports[1..].iter().map(|r| r.forecaster.as_str()).collect::<Vec<_>>().join(", "),
+            self.series,
+            self.column,
+            subject.origins,
+            subject.step_seconds,
+            subject.window
+        );
+        out.push_str(&format!("{:>4}", "h"));
+        for r in &self.reports {
+            out.push_str(&format!(" {:>14}", r.forecaster));
+        }
+        out.push_str(&format!(" {:>16} {:>9} {:>9}\n", "best baseline", "ratio", "coverage"));
+        for (i, step) in self.steps.iter().enumerate() {
+            out.push_str(&format!("{:>4}", step.h));
+            for r in &self.reports {
+                out.push_str(&format!(" {:>14.4}", r.steps[i].mase));
+            }
+            out.push_str(&format!(" {:>16} {:>9.3} {:>8.1}%\n", step.best_baseline, step.ratio, 100.0 * step.coverage));
+        }
+        let worst = self.steps.iter().map(|s| s.ratio).fold(f64::NEG_INFINITY, f64::max);
+        out.push_str(&format!("worst ratio {worst:.3}: {}\n", if worst < 1.0 { "beats every baseline at every step" } else { "does not beat the best baseline at every step" }));
+        out
+    }
+}
+
 fn pinball(q: f64, y: f64, predicted: f64) -> f64 {
     let d = y - predicted;
     (q * d).max((q - 1.0) * d)

@@ -247,6 +247,35 @@ fn backtest_figures_match_an_independent_computation() {
     }
 }
 
+/// `--compare`: the subject and each simple baseline on the same origins, each column what its
+/// own backtest says, the ratio to the best baseline at each step.
+#[test]
+fn backtest_compare_sets_every_baseline_beside_the_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = fixture(dir.path());
+    let args = ["--series", path.to_str().unwrap(), "--column", "load", "--holdout", "0.25", "--season", "48m", "--window", "10", "--horizon", "4"];
+    let compared = backtest(&[&args[..], &["--baseline", "holt-damped", "--compare"]].concat());
+    let reports = compared["reports"].as_array().unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r["forecaster"].as_str().unwrap()).collect();
+    assert_eq!(names, ["holt-damped", "last-value", "seasonal-naive", "holt-winters"]);
+    assert!(reports.iter().all(|r| r["origins"] == reports[0]["origins"]), "the same origins for all");
+    for (report, baseline) in reports.iter().zip(["holt-damped", "last", "seasonal-naive", "holt-winters"]) {
+        let alone = backtest(&[&args[..], &["--baseline", baseline]].concat());
+        assert_eq!(report["steps"], alone["steps"], "{baseline}: as its own backtest says");
+    }
+    for (i, step) in compared["steps"].as_array().unwrap().iter().enumerate() {
+        let mase = |r: &serde_json::Value| r["steps"][i]["mase"].as_f64().unwrap();
+        let best = reports[1..].iter().min_by(|a, b| mase(a).total_cmp(&mase(b))).unwrap();
+        assert_eq!(step["best_baseline"], best["forecaster"]);
+        assert!((step["ratio"].as_f64().unwrap() - mase(&reports[0]) / mase(best)).abs() < 1e-12);
+    }
+    // The table says the same, one row per step.
+    let out = Command::new(common::host_binary()).current_dir(common::root()).arg("backtest").args(args).args(["--baseline", "holt-damped", "--compare"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count() == 4, "{table}");
+    assert!(table.contains("worst ratio"), "{table}");
+}
+
 #[test]
 fn backtest_refuses_bad_input_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
