@@ -2,6 +2,7 @@
 //! their node and phase, and the nodes with their conditions and schedulability. Per-pod CPU
 //! and memory come from metrics-server when the cluster serves metrics.k8s.io.
 
+use super::leader::Fence;
 use super::metrics_server::MetricsServerSource;
 use super::{CORDONED_BY, MANAGER};
 use crate::config::Policy;
@@ -22,6 +23,8 @@ const SOURCE: &str = "kubernetes";
 /// The workload source for a real cluster.
 pub struct KubeWorkloads {
     client: Client,
+    /// Open until the run ends (reads need no leadership).
+    until: Fence,
     usage: MetricsServerSource,
     /// Set once metrics.k8s.io answered that it is not served; pods then carry no usage.
     no_usage: AtomicBool,
@@ -29,7 +32,13 @@ pub struct KubeWorkloads {
 
 impl KubeWorkloads {
     pub fn new(client: Client) -> Self {
-        Self { usage: MetricsServerSource::new(client.clone()), client, no_usage: AtomicBool::new(false) }
+        Self { usage: MetricsServerSource::new(client.clone()), client, until: Fence::always(), no_usage: AtomicBool::new(false) }
+    }
+
+    /// The same source, its reads cut at `end` (the end of `host run --for`).
+    pub fn ending(mut self, end: Option<tokio::time::Instant>) -> Self {
+        self.until = Fence::always().ending(end);
+        self
     }
 
     /// Each pod's usage from metrics-server, or nothing (said once) when it is not installed.
@@ -58,7 +67,19 @@ fn failed(e: impl std::fmt::Display) -> SourceError {
 
 #[async_trait]
 impl WorkloadSource for KubeWorkloads {
+    /// Each request has the client's deadline; the whole read also ends with the run
+    /// (`ending`), so that a stalled API server cannot hold `host run` past its `--for`.
     async fn workload(&self, policy: &Policy) -> Result<Workload, SourceError> {
+        let left = self.until.open().map_err(failed)?;
+        match tokio::time::timeout(left, self.read(policy)).await {
+            Ok(read) => read,
+            Err(_) => Err(failed("the run ended while the workload was being read")),
+        }
+    }
+}
+
+impl KubeWorkloads {
+    async fn read(&self, policy: &Policy) -> Result<Workload, SourceError> {
         let t = &policy.target;
         let unknown = || SourceError::UnknownTarget { source_name: SOURCE, target: t.to_string() };
         let (replicas, ready_replicas) = match t.kind.as_str() {

@@ -140,7 +140,7 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     let fence = leadership.as_ref().map_or_else(Fence::always, Leadership::fence).ending(deadline.map(Into::into));
     let executor = Arc::new(KubeExecutor::new(client.clone(), &identity).fenced(fence));
     let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
-    let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client)), executor };
+    let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client).ending(deadline.map(Into::into))), executor };
     let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
     watch(&mut engine, plugins, &running, options, true)?;

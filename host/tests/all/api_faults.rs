@@ -184,6 +184,23 @@ async fn a_write_that_never_answers_is_cut_and_host_run_ends_on_time() {
     assert!(scaled_events(&case.admin, case.ns).await.is_empty());
 }
 
+/// Class 3, reads: the workload's read stalls (the Deployment GET never answers). The read
+/// ends with the run, so `host run` still ends on time, and the audit says why it held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_that_never_answers_does_not_hold_the_run_past_its_end() {
+    let case = RunCase::new("stall-read", |p| p).await;
+    case.proxy.add(Rule::new("GET", "/namespaces/stall-read/deployments/web", Fault::Stall));
+    let (audit, run_for) = (case.audit("augur-a"), Duration::from_secs(3));
+    let options = case.options("augur-a", run_for, false, None);
+    let started = Instant::now();
+    augur::commands::run(options).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < run_for + Duration::from_secs(2), "host run took {took:?} for a --for of {run_for:?}");
+    let all = records(&audit);
+    assert!(all.iter().any(|r| r["error_stage"] == "collect" && r["reason"].as_str().unwrap_or_default().contains("the run ended")), "{all:?}");
+    assert!(with_verdict(&all, "executed").is_empty());
+}
+
 /// Class 3, the client's own retries: a 429 with Retry-After is retried once, after the wait
 /// the server asked for; a 503 that does not end is tried exactly `ATTEMPTS` times (no retry
 /// layer underneath), and recorded as failed.
