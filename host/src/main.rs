@@ -162,6 +162,10 @@ enum Command {
         /// the best baseline.
         #[arg(long)]
         compare: bool,
+        /// Score the forecaster's own p10-p90 interval instead of the one calibrated online
+        /// per step (as `host run` issues it).
+        #[arg(long)]
+        uncalibrated: bool,
     },
     /// Replay a trace on the simulator as fast as it runs: the policy against a model of the
     /// Kubernetes HPA v2 and an oracle that knows the future (the lower bound). Reports
@@ -295,7 +299,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json, compare } => {
+        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json, compare, uncalibrated } => {
             let subject = match (model, baseline) {
                 (Some(model), _) => backtest::Subject::Model(model),
                 (None, Some(name)) => backtest::Subject::Baseline(
@@ -304,7 +308,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => backtest::Subject::Model(backtest::default_model()?),
             };
             let step = step.map(|s| s.as_secs() as u32);
-            let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every };
+            let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every, uncalibrated };
             if compare {
                 let comparison = backtest::compare(&options)?;
                 if json {

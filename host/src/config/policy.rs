@@ -135,6 +135,9 @@ pub struct ForecastSpec {
     /// What serves while the forecaster cannot: too little history, a failed or non-finite
     /// model output. Last value serves when this cannot either.
     pub fallback: Baseline,
+    /// Correct the p10-p90 interval per step on the series' own errors (on by default; off:
+    /// the forecaster's own interval reaches the rules).
+    pub calibrate: bool,
 }
 
 /// A risk rule: a plugin assessing the forecast of one metric.

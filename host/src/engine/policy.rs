@@ -9,6 +9,7 @@ use super::Forecasts;
 use super::record::LazyHead;
 use crate::config::{ForecastMethod, Policy, Problem};
 use crate::domain::{Action, Forecast, Risk, Workload};
+use crate::forecast::calibration::Calibration;
 use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel};
 use crate::metrics::{History, Observation};
 use crate::plugins::bindings::ForecastInput;
@@ -45,6 +46,9 @@ pub struct PolicyRuntime {
     pub(super) point_at: Option<SystemTime>,
     /// The forecasts made at the newest point, which the ticks until the next point reuse.
     pub(super) kept_forecasts: Option<Forecasts>,
+    /// Per metric: the p10-p90 interval corrected per step on what then happened
+    /// (`forecast::calibration`), applied to whichever forecaster serves.
+    calibrations: BTreeMap<String, Calibration>,
 }
 
 /// Points of a metric's recent history that judge whether a drop to zero is believable.
@@ -76,7 +80,7 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
-        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None })
+        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None, calibrations: BTreeMap::new() })
     }
 
     /// The most linear memory one of this policy's plugin calls may take (its rules' largest
@@ -159,10 +163,20 @@ impl PolicyRuntime {
             }
             if new_point {
                 history.push(value);
+                if let Some(calibration) = self.calibrations.get_mut(&metric.name) {
+                    calibration.observe(value);
+                }
             } else {
                 history.note_between(value);
             }
         }
+    }
+
+    /// The histories were refilled (a warm start): the forecasts still waiting for their
+    /// points would be scored against other points, so they are dropped (what the calibration
+    /// learned stays).
+    pub(super) fn histories_refilled(&mut self) {
+        self.calibrations.values_mut().for_each(Calibration::forget_issued);
     }
 
     /// The rows this policy needs forecast, each a list of metrics read together: a joint
@@ -192,6 +206,11 @@ impl PolicyRuntime {
         self.kept_forecasts.as_ref().and(self.point_at)
     }
 
+    /// How a metric's interval is being calibrated (none before its first forecast).
+    pub fn calibration(&self, metric: &str) -> Option<&Calibration> {
+        self.calibrations.get(metric)
+    }
+
     /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
     /// Records come back in order; those with an action to run carry it in `Decision::pending`.
     pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
@@ -203,6 +222,13 @@ impl PolicyRuntime {
             self.startup_seen = Some(measured);
         }
         let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
+        // Once a step (on the tick that took its point), each metric's served forecast is
+        // remembered, so that the points to come calibrate its interval.
+        if self.point_at == Some(tick.now) && self.policy.forecast.calibrate {
+            for (record, _) in assessed.values() {
+                self.calibrations.entry(record.metric.clone()).or_default().record(&record.forecast);
+            }
+        }
         // The workload as this tick's allowed actions leave it: each later proposal (and each
         // later rule's plan) is judged against it, not against the picture before them. It is
         // copied only when a proposal comes after an allowed action (`pending[applied..]`).
@@ -277,9 +303,13 @@ impl PolicyRuntime {
             let history = self.histories.get(&rule.metric).expect("one history per metric").current();
             let history = &*history;
             let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
-            let Some((forecast, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
+            let Some((raw, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;
+            };
+            let forecast = match self.calibrations.get(&rule.metric) {
+                Some(calibration) => calibration.issue(&raw),
+                None => raw,
             };
             let input = ForecastInput {
                 target: &self.policy.target,

@@ -219,6 +219,7 @@ impl Engine {
         let mut filled = BTreeMap::new();
         runtime.point_at = None;
         runtime.kept_forecasts = None;
+        runtime.histories_refilled();
         for (metric, values) in series {
             let Some(history) = runtime.histories.get_mut(&metric) else { continue };
             match which {

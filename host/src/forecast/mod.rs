@@ -6,6 +6,7 @@
 //! see the cluster or the plugins.
 
 mod baseline;
+pub mod calibration;
 pub mod model;
 mod seasonal;
 

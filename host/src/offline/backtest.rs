@@ -12,6 +12,7 @@
 
 use crate::domain::Forecast;
 use crate::series::Series;
+use crate::forecast::calibration::Calibration;
 use crate::forecast::{self, ForecastError, Forecaster, HoltWinters, HwState, OnnxModel, Row};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -43,6 +44,9 @@ pub struct Options {
     pub season: Option<std::time::Duration>,
     /// Score every `every`-th origin.
     pub every: usize,
+    /// Score the forecaster's own interval, not the one Augur calibrates online (as `host run`
+    /// issues it).
+    pub uncalibrated: bool,
 }
 
 /// One horizon step's scores.
@@ -65,6 +69,8 @@ pub struct Report {
     pub season: usize,
     pub window: usize,
     pub horizon: usize,
+    /// Whether the intervals were calibrated online, as `host run` issues them.
+    pub calibrated: bool,
     pub points: usize,
     pub first_origin: usize,
     pub origins: usize,
@@ -169,6 +175,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             origins.iter().map(|&t| forecaster.forecast(&series.values[t.saturating_sub(needed)..t], horizon, step)).collect()
         }
     };
+    let forecasts = if options.uncalibrated { forecasts } else { calibrate_rolling(&series.values, &origins, forecasts) };
     let steps = score(&series.values, &origins, &forecasts, horizon, scale)?;
     Ok(Report {
         series: options.series.display().to_string(),
@@ -178,12 +185,41 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         season,
         window,
         horizon,
+        calibrated: !options.uncalibrated,
         points: n,
         first_origin: split,
         origins: origins.len(),
         scale,
         steps,
     })
+}
+
+/// The forecasts as `host run` issues them: each origin's interval corrected by what the
+/// forecasts before it taught (`forecast::calibration`), scoring only the targets seen before
+/// the origin. Origins are in time order.
+fn calibrate_rolling(values: &[f64], origins: &[usize], forecasts: Vec<Result<Forecast, ForecastError>>) -> Vec<Result<Forecast, ForecastError>> {
+    let mut calibration: Option<Calibration> = None;
+    // Issued forecasts with their origin and their next step to score.
+    let mut issued: std::collections::VecDeque<(usize, Forecast, usize)> = std::collections::VecDeque::new();
+    let mut out = Vec::with_capacity(forecasts.len());
+    for (&t, raw) in origins.iter().zip(forecasts) {
+        if let Some(c) = calibration.as_mut() {
+            for (origin, forecast, next) in issued.iter_mut() {
+                while *next < forecast.predicted.len() && *origin + *next < t {
+                    c.update(*next, values[*origin + *next], forecast);
+                    *next += 1;
+                }
+            }
+            issued.retain(|(_, forecast, next)| *next < forecast.predicted.len());
+        }
+        out.push(raw.map(|raw| {
+            let c = calibration.get_or_insert_with(|| Calibration::for_forecaster(&raw.forecaster));
+            let served = c.issue(&raw);
+            issued.push_back((t, served.clone(), 0));
+            served
+        }));
+    }
+    out
 }
 
 /// Holt-Winters with its parameters fitted once on the in-sample part, then filtered through
@@ -327,8 +363,18 @@ impl Report {
     /// The readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} on {} column {} ({} points, step {}s, season {}, window {}; {} held-out origins from point {}; MASE scale {:.4})\n",
-            self.forecaster, self.series, self.column, self.points, self.step_seconds, self.season, self.window, self.origins, self.first_origin, self.scale
+            "{} on {} column {} ({} points, step {}s, season {}, window {}; {} held-out origins from point {}; MASE scale {:.4}; intervals {})\n",
+            self.forecaster,
+            self.series,
+            self.column,
+            self.points,
+            self.step_seconds,
+            self.season,
+            self.window,
+            self.origins,
+            self.first_origin,
+            self.scale,
+            if self.calibrated { "calibrated online, as host run issues them" } else { "the forecaster's own" }
         );
         out.push_str(&format!("{:>4} {:>12} {:>12} {:>8} {:>12} {:>9}\n", "h", "mae", "rmse", "mase", "pinball", "coverage"));
         for s in &self.steps {

@@ -209,7 +209,8 @@ fn backtest_figures_match_an_independent_computation() {
     let (path, y) = fixture(dir.path());
     let (n, m, window, horizon) = (y.len(), 48, 10, 4);
     let split = (n as f64 * 0.75).round() as usize;
-    let report = backtest(&["--series", path.to_str().unwrap(), "--column", "load", "--baseline", "last", "--holdout", "0.25", "--season", "48m", "--window", "10", "--horizon", "4"]);
+    // The forecaster's own interval (`--uncalibrated`): its formula is checked here.
+    let report = backtest(&["--series", path.to_str().unwrap(), "--column", "load", "--baseline", "last", "--holdout", "0.25", "--season", "48m", "--window", "10", "--horizon", "4", "--uncalibrated"]);
     assert_eq!(report["step_seconds"], 60, "the step comes from unix_time");
     // Independently: the MASE scale, then last-value forecasts from every origin.
     let scale = (m..split).map(|t| (y[t] - y[t - m]).abs()).sum::<f64>() / (split - m) as f64;
@@ -245,6 +246,35 @@ fn backtest_figures_match_an_independent_computation() {
         let mae = origins.iter().map(|&t| (y[t + h] - y[t + h - m]).abs()).sum::<f64>() / origins.len() as f64;
         assert!((report["steps"][h]["mae"].as_f64().unwrap() - mae).abs() < 1e-9);
     }
+}
+
+/// As `host run` issues them, intervals are calibrated online per step: on a series whose
+/// noise has heavy tails (a Gaussian interval from the typical step misjudges them), last
+/// value's own p10-p90 misses 80% coverage, the calibrated one meets it at every step.
+#[test]
+fn calibrated_intervals_cover_eighty_percent_at_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed: u64 = 9;
+    let mut uniform = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut csv = String::from("unix_time,load\n");
+    for t in 0..20_000 {
+        let spike = if uniform() < 0.15 { 60.0 * (uniform() - 0.5) } else { 0.0 };
+        let v = 200.0 + 50.0 * (2.0 * std::f64::consts::PI * (t % 288) as f64 / 288.0).sin() + 4.0 * (uniform() - 0.5) + spike;
+        csv.push_str(&format!("{},{v}\n", 1_000_000 + 300 * t));
+    }
+    let path = dir.path().join("tails.csv");
+    std::fs::write(&path, csv).unwrap();
+    let args = ["--series", path.to_str().unwrap(), "--column", "load", "--baseline", "last", "--horizon", "6"];
+    let own = backtest(&[&args[..], &["--uncalibrated"]].concat());
+    let calibrated = backtest(&args);
+    assert_eq!(calibrated["calibrated"], true);
+    let coverage = |r: &serde_json::Value| r["steps"].as_array().unwrap().iter().map(|s| s["coverage"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert!(coverage(&own).iter().any(|c| !(0.76..=0.84).contains(c)), "the fixture must miscalibrate the raw interval: {:?}", coverage(&own));
+    assert!(coverage(&calibrated).iter().all(|c| (0.77..=0.83).contains(c)), "{:?}", coverage(&calibrated));
+    assert_eq!(own["steps"][0]["mase"], calibrated["steps"][0]["mase"], "the median is never moved");
 }
 
 /// `--compare`: the subject and each simple baseline on the same origins, each column what its

@@ -178,6 +178,36 @@ async fn ticks_between_forecast_steps_read_the_current_usage_and_reuse_the_steps
     assert!(seen[0].3 < seen[4].3 && seen[4].3 < seen[8].3, "a new forecast a minute: {seen:?}");
 }
 
+/// The engine calibrates the interval of whichever forecaster serves, per step, on the points
+/// that follow: one forecast remembered per forecast step (not per 15 s tick), each of its
+/// steps scored once by the point it predicted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = |t: String| t.lines().filter(|l| !l.trim_start().starts_with("fallback:")).map(|l| if l.trim_start().starts_with("model:") { "  baseline: last-value" } else { l }).collect::<Vec<_>>().join("\n");
+    let file = policy(dir.path(), "calibrated", baseline);
+    let loaded = config::load(&file).unwrap();
+    let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
+    let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
+    sim.add_deployment(&loaded.target, 2);
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let runtime = PolicyRuntime::new(loaded, &plugins, None, false).unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
+    engine.set_echo(false);
+    for _ in 0..(120 * 4) {
+        engine.tick(sim.now()).await;
+        sim.advance(Duration::from_secs(15));
+    }
+    let p = &engine.policies()[0];
+    let steps = p.calibration("cpu").expect("the cpu rule's forecasts are calibrated").steps();
+    assert_eq!(steps.len(), 10, "every step of the 10-point horizon");
+    assert!((100..120).contains(&steps[0].scored), "about one forecast a minute for 2 hours (less the warm-up): {}", steps[0].scored);
+    for (h, step) in steps.iter().enumerate() {
+        assert_eq!(step.scored, steps[0].scored - h as u64, "step {} is scored by one point fewer than the step before", h + 1);
+        assert!(step.scale > 0.0);
+    }
+}
+
 /// At nginx.yaml's 15 s ticks in the surge run, the reactive floor adds a pod between the minutes: a scale lands at a
 /// tick that is not on a forecast step.
 #[tokio::test(flavor = "multi_thread")]

@@ -165,6 +165,7 @@ fn the_good_fixture_is_valid() {
 #[case::selector_typo("name: web }", "name: web, selector: 'app=web tier=frontend' }", "target.selector: is not a Kubernetes label selector")]
 #[case::selector_bad_operator("name: web }", "name: web, selector: 'tier in web' }", "target.selector: is not a Kubernetes label selector")]
 #[case::absurd_interval("interval: 30s", "interval: 18446744073709551615", "interval: `18446744073709551615` is longer than 30 days, the most any duration in a policy may be")]
+#[case::calibrate_not_a_bool("step: 60s }", "step: 60s, calibrate: maybe }", "forecast.calibrate: `maybe` is not valid here; fix: write `true` or `false`")]
 #[case::absurd_cooldown("cooldown: 5m", "cooldown: 100000h", "guard.cooldown: `100000h` is longer than 30 days")]
 #[case::replicas_beyond_int32("max_replicas: 10", "max_replicas: 4294967295", "guard.max_replicas: 4294967295 is more replicas than Kubernetes can hold (an int32, at most 2147483647)")]
 #[case::step_beyond_int32("max_step: 3", "max_step: 3000000000", "guard.max_step: 3000000000 is more replicas than Kubernetes can hold")]
