@@ -131,3 +131,19 @@ fn forecast_holt_damped(bencher: Bencher) {
     let history = series();
     bencher.bench_local(|| HoltDamped::default().forecast(divan::black_box(&history), 5, 60).unwrap());
 }
+
+/// The calibration's bookkeeping for one series and one forecast step: issue the corrected
+/// interval of a 10-step forecast, remember it, and score the point that arrives.
+#[divan::bench]
+fn calibration_per_series_and_step(bencher: Bencher) {
+    let history = series();
+    let raw = HoltDamped::default().forecast(&history, 10, 60).unwrap();
+    let mut calibration = augur::forecast::calibration::Calibration::default();
+    let mut i = 0usize;
+    bencher.bench_local(|| {
+        let issued = calibration.issue(divan::black_box(&raw));
+        calibration.record(&issued);
+        i += 1;
+        calibration.observe(history[i % history.len()]);
+    });
+}

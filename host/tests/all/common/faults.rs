@@ -66,8 +66,11 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub fault: Option<Fault>,
-    /// Whether it reached the API server, and when.
+    /// When the proxy sent it on to the API server.
     pub forwarded_at: Option<Instant>,
+    /// When the API server answered the proxy: the request was carried out (a request sent
+    /// on may still fail to reach it, on a loaded machine).
+    pub answered_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -176,7 +179,7 @@ async fn handle(state: Arc<State>, upstream: Arc<Upstream>, request: Request<Inc
     };
     let index = {
         let mut seen = state.seen.lock().unwrap();
-        seen.push(Seen { at: Instant::now(), method: method.clone(), path: path.clone(), fault: fault.clone(), forwarded_at: None });
+        seen.push(Seen { at: Instant::now(), method: method.clone(), path: path.clone(), fault: fault.clone(), forwarded_at: None, answered_at: None });
         seen.len() - 1
     };
     match &fault {
@@ -196,6 +199,7 @@ async fn handle(state: Arc<State>, upstream: Arc<Upstream>, request: Request<Inc
     }
     state.seen.lock().unwrap()[index].forwarded_at = Some(Instant::now());
     let answer = forward.send().await.map_err(|_| Injected("the API server did not answer the proxy"))?;
+    state.seen.lock().unwrap()[index].answered_at = Some(Instant::now());
     let code = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.map_err(|_| Injected("the API server's answer was cut"))?;
