@@ -156,7 +156,7 @@ impl Telemetry {
         registry.register("forecast_value", "The last forecast per policy, metric, step ahead and quantile (p10, p50, p90)", t.forecast.clone());
         registry.register("risk_score", "The last risk score (0..1) per policy and risk rule", t.risk_score.clone());
         registry.register("risk_level", "The last risk level per policy and risk rule: 0 none, 1 low, 2 medium, 3 high, 4 critical", t.risk_level.clone());
-        registry.register("actions", "Proposed actions by kind and verdict (executed, dry-run, rejected, failed)", t.actions.clone());
+        registry.register("actions", "Proposed actions by kind and verdict (executed, dry-run, rejected, failed, superseded, unconfirmed)", t.actions.clone());
         registry.register("stage_errors", "Ticks of a policy that failed at a stage (collect, stale, forecast, assess, plan)", t.errors.clone());
         registry.register("data_stale", "1 while a policy's last collection failed or was stale (it takes no action), else 0", t.data_stale.clone());
         registry.register("plugin_call_seconds", "Time of one plugin call", t.plugin_call.clone());
