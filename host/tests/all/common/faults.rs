@@ -68,9 +68,16 @@ pub struct Seen {
     pub fault: Option<Fault>,
     /// When the proxy sent it on to the API server.
     pub forwarded_at: Option<Instant>,
-    /// When the API server answered the proxy: the request was carried out (a request sent
-    /// on may still fail to reach it, on a loaded machine).
-    pub answered_at: Option<Instant>,
+    /// When the API server answered the proxy, and its status (a request sent on may still
+    /// fail to reach it on a loaded machine, and a write it answers may have met a conflict).
+    pub answered: Option<(Instant, u16)>,
+}
+
+impl Seen {
+    /// The API server carried it out (answered 2xx), whatever the client was told.
+    pub fn carried_out(&self) -> bool {
+        self.answered.is_some_and(|(_, status)| (200..300).contains(&status))
+    }
 }
 
 #[derive(Default)]
@@ -179,7 +186,7 @@ async fn handle(state: Arc<State>, upstream: Arc<Upstream>, request: Request<Inc
     };
     let index = {
         let mut seen = state.seen.lock().unwrap();
-        seen.push(Seen { at: Instant::now(), method: method.clone(), path: path.clone(), fault: fault.clone(), forwarded_at: None, answered_at: None });
+        seen.push(Seen { at: Instant::now(), method: method.clone(), path: path.clone(), fault: fault.clone(), forwarded_at: None, answered: None });
         seen.len() - 1
     };
     match &fault {
@@ -199,7 +206,7 @@ async fn handle(state: Arc<State>, upstream: Arc<Upstream>, request: Request<Inc
     }
     state.seen.lock().unwrap()[index].forwarded_at = Some(Instant::now());
     let answer = forward.send().await.map_err(|_| Injected("the API server did not answer the proxy"))?;
-    state.seen.lock().unwrap()[index].answered_at = Some(Instant::now());
+    state.seen.lock().unwrap()[index].answered = Some((Instant::now(), answer.status().as_u16()));
     let code = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.map_err(|_| Injected("the API server's answer was cut"))?;
