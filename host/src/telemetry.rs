@@ -118,6 +118,7 @@ pub struct Telemetry {
     pub reload_ok: Family<ReloadLabels, Gauge>,
     pub reloads: Family<ReloadResultLabels, Counter>,
     pub forecaster: Family<ModelLabels, Gauge>,
+    pub interval_coverage: Family<MetricLabels, FloatGauge>,
     pub tick: Histogram,
     pub leader: Gauge,
     ready: AtomicBool,
@@ -146,6 +147,7 @@ impl Telemetry {
             reload_ok: Family::default(),
             reloads: Family::default(),
             forecaster: Family::default(),
+            interval_coverage: Family::default(),
             tick: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
             leader: Gauge::default(),
             ready: AtomicBool::new(false),
@@ -164,6 +166,7 @@ impl Telemetry {
         registry.register("audit_write_failing", "1 while a policy's audit log cannot be written (the policy executes no action), else 0", t.audit_failing.clone());
         registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
         registry.register("reloads", "Live reloads of policy and plugin files, by outcome (reloaded, rejected, removed)", t.reloads.clone());
+        registry.register("forecast_interval_coverage", "The recent share of each metric's points inside the p10-p90 Augur issued for them (calibrated to 0.8)", t.interval_coverage.clone());
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
         registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
         registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());

@@ -139,7 +139,7 @@ impl Engine {
             let decisions = decide_blocking(&plugins, &mut policies, &[i], &inputs, now, force_dry_run);
             (policies, decisions)
         };
-        let (mut policies, decisions) = tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let (mut policies, decisions) = joined(tokio::task::spawn_blocking(work).await).await;
         for decision in decisions {
             self.settle(&mut policies[i], decision, now, counts).await;
         }
@@ -173,7 +173,7 @@ impl Engine {
                 });
             }
             let Some(done) = deciding.join_next().await else { break };
-            let (i, mut runtime, decision) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let (i, mut runtime, decision) = joined(done).await;
             memory_in_use -= runtime.guest_memory();
             self.settle(&mut runtime, decision, now, counts).await;
             slots[i] = Some(runtime);
@@ -217,10 +217,7 @@ impl Engine {
             forecast_blocking(&mut policies, &due, &inputs, now);
             (policies, inputs)
         };
-        let (policies, inputs) = match tokio::task::spawn_blocking(work).await {
-            Ok(done) => done,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
+        let (policies, inputs) = joined(tokio::task::spawn_blocking(work).await).await;
         self.policies = policies;
         inputs
     }
@@ -253,6 +250,17 @@ fn verdict_of(e: &ExecuteError) -> Verdict {
         ExecuteError::Refused(_) | ExecuteError::Failed(_) => Verdict::Failed,
         ExecuteError::Superseded(_) => Verdict::Superseded,
         ExecuteError::Unconfirmed(_) => Verdict::Unconfirmed,
+    }
+}
+
+/// A blocking task's outcome: its panic goes on; a cancellation means the runtime is shutting
+/// down (it cancels a blocking task that has not started yet), and this tick ends with it
+/// instead of panicking.
+async fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -154,6 +154,9 @@ impl Engine {
                 t.forecaster.remove(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: previous });
             }
             t.forecaster.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: f.forecaster.clone() }).set(1);
+            if let Some(coverage) = runtime.calibration(&record.metric).and_then(|c| c.coverage()) {
+                t.interval_coverage.get_or_create(&MetricLabels { policy: policy.clone(), metric: record.metric.clone() }).set(coverage);
+            }
         }
         for risk in &decision.risks {
             let labels = RuleLabels { policy: policy.clone(), rule: risk.rule.clone() };

@@ -39,6 +39,8 @@ pub struct StepOffsets {
     pub scale: f64,
     /// Points scored at this step.
     pub scored: u64,
+    /// The running share of those points inside the issued p10-p90 (the target is 0.8).
+    pub coverage: f64,
 }
 
 /// The calibration of one series' forecasts.
@@ -115,6 +117,8 @@ impl Calibration {
         let error = (value - issued.predicted[h]).abs();
         step.scored += 1;
         step.scale += (error - step.scale) / (step.scored as f64).min(SCALE_MEMORY);
+        let inside = f64::from(u8::from(lower[h] <= value && value <= upper[h]));
+        step.coverage += (inside - step.coverage) / (step.scored as f64).min(SCALE_MEMORY);
         let rate = GAIN * step.scale;
         step.upper += rate * (f64::from(u8::from(value > upper[h])) - TAIL);
         step.lower += rate * (f64::from(u8::from(value < lower[h])) - TAIL);
@@ -128,6 +132,13 @@ impl Calibration {
     /// Starts over for `forecaster` (the backtest, which scores outside `observe`).
     pub fn for_forecaster(forecaster: &str) -> Self {
         Calibration { forecaster: forecaster.to_string(), ..Default::default() }
+    }
+
+    /// The recent share of points inside the issued p10-p90, over every scored step (what
+    /// `/metrics` shows as `augur_forecast_interval_coverage`).
+    pub fn coverage(&self) -> Option<f64> {
+        let scored: Vec<f64> = self.steps.iter().filter(|s| s.scored > 0).map(|s| s.coverage).collect();
+        (!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64)
     }
 
     /// The corrections per step, as they stand.
@@ -183,6 +194,8 @@ mod tests {
             let (below, above, c) = run(spread, 10.0, 20_000);
             assert!((0.07..=0.13).contains(&below) && (0.07..=0.13).contains(&above), "spread {spread}: {below:.3} below, {above:.3} above");
             let p90 = c.issue(&forecast(100.0, spread, 3)).upper.unwrap()[0];
+            let coverage = c.coverage().unwrap();
+            assert!((0.7..=0.9).contains(&coverage), "spread {spread}: recent coverage {coverage:.3}");
             assert!((106.0..=110.0).contains(&p90), "spread {spread}: p90 {p90:.2}, the true one is 108");
         }
     }

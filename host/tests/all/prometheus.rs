@@ -198,6 +198,7 @@ async fn prometheus_scrapes_augurs_own_metrics() {
         ..Default::default()
     };
     let run = tokio::spawn(augur::commands::run(options));
+    augur::tls::install_provider(); // this test may run alone, before anything else installed it
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut healthy = false;
@@ -219,6 +220,7 @@ async fn prometheus_scrapes_augurs_own_metrics() {
         "sum(augur_plugin_call_seconds_count{plugin=\"risk-cpu\",call=\"assess\"})",
         "augur_tick_duration_seconds_count",
         "count(augur_forecaster_info{policy=\"nginx\",metric=\"cpu\"})",
+        "count(augur_forecast_interval_coverage{policy=\"nginx\",metric=\"cpu\"})",
         "augur_reload_ok{kind=\"plugin\",name=\"scale\"}",
         "augur_leader",
     ];

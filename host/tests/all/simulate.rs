@@ -206,6 +206,8 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
         assert_eq!(step.scored, steps[0].scored - h as u64, "step {} is scored by one point fewer than the step before", h + 1);
         assert!(step.scale > 0.0);
     }
+    let coverage = p.calibration("cpu").unwrap().coverage().unwrap();
+    assert!((0.0..=1.0).contains(&coverage) && coverage > 0.3, "the issued intervals hold most points: {coverage}");
 }
 
 /// At nginx.yaml's 15 s ticks in the surge run, the reactive floor adds a pod between the minutes: a scale lands at a
