@@ -91,16 +91,12 @@ impl KubeExecutor {
             Ok(Deleted::Now) => Ok(format!("deleted pod {pod}; its controller starts a replacement")),
             Ok(Deleted::Earlier) => Ok(format!("deleted pod {pod}; its controller starts a replacement (an answer was lost; read back: the pod is gone)")),
             Ok(Deleted::Already) => Ok(format!("pod {pod} was already gone")),
-            Err(CallError::Unanswered(why)) if !dry_run => {
-                let uid = found.metadata.uid.clone();
-                let back = calls::call(&format!("read back pod {pod}"), &read_back_fence(), |_| pods.get_opt(pod)).await;
-                match back {
-                    Ok(Some(now)) if now.metadata.uid == uid && now.metadata.deletion_timestamp.is_none() => Err(ExecuteError::Failed(format!("delete pod {pod}: {why}; read back: the pod is still there"))),
-                    Ok(_) => Ok(format!("deleted pod {pod}; its controller starts a replacement (the answer was lost; read back: the pod is gone or going)")),
-                    Err(e) => Err(ExecuteError::Unconfirmed(format!("delete pod {pod}: {why}; reading it back failed too: {e}"))),
-                }
+            Err(e) => {
+                let uid = found.metadata.uid.as_ref();
+                let gone = || async move { Ok(pods.get_opt(pod).await?.is_none_or(|now| now.metadata.uid.as_ref() != uid || now.metadata.deletion_timestamp.is_some())) };
+                let landed = self.read_back(Err::<(), _>(e), dry_run, &format!("delete pod {pod}"), gone).await?;
+                Ok(format!("deleted pod {pod}; its controller starts a replacement{landed}"))
             }
-            Err(e) => Err(failed(e)),
         }
     }
 
@@ -148,7 +144,7 @@ impl KubeExecutor {
                 "{target} has {now} replicas, not the {seen} this decision saw: the change made meanwhile wins, and the next tick decides again"
             ))),
             Err(why @ (CallError::Unanswered(_) | CallError::Fenced(_))) if wrote.load(Ordering::Relaxed) => {
-                let back = calls::call(&format!("read back {what}"), &read_back_fence(), |_| api.get_scale(&target.name)).await;
+                let back = calls::call(&format!("read back {what}"), &after_the_fact(), |_| api.get_scale(&target.name)).await;
                 match back.map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(0)) {
                     Ok(now) if now == wanted => Ok(format!("{verb} {} -> {now} (the answer was lost; read back: the write landed)", seen.unwrap_or(now))),
                     Ok(now) => Err(ExecuteError::Failed(format!("{what}: {why}; read back: {now} replicas, so the write did not land"))),
@@ -239,7 +235,7 @@ impl KubeExecutor {
     {
         match done {
             Ok(_) => Ok(""),
-            Err(why @ (CallError::Unanswered(_) | CallError::Fenced(_))) if !dry_run => match calls::call(&format!("read back: {what}"), &read_back_fence(), |_| landed()).await {
+            Err(why @ (CallError::Unanswered(_) | CallError::Fenced(_))) if !dry_run => match calls::call(&format!("read back: {what}"), &after_the_fact(), |_| landed()).await {
                 Ok(true) => Ok(" (the answer was lost; read back: the write landed)"),
                 Ok(false) => Err(ExecuteError::Failed(format!("{what}: {why}; read back: the write did not land"))),
                 Err(e) => Err(ExecuteError::Unconfirmed(format!("{what}: {why}; reading it back failed too: {e}"))),
@@ -284,7 +280,7 @@ impl KubeExecutor {
         // (the Lease lost, the run over), within a short deadline of its own.
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let (events, event) = (&events, &event);
-        let published = calls::call(&format!("publish the Event for {target}"), &read_back_fence(), |_| async move {
+        let published = calls::call(&format!("publish the Event for {target}"), &after_the_fact(), |_| async move {
             match events.create(&PostParams::default(), event).await {
                 Err(e) if status(&e) == Some(409) => Ok(()),
                 other => other.map(|_| ()),
@@ -312,7 +308,7 @@ fn failed(e: CallError) -> ExecuteError {
 /// Reading back what a write did (or publishing the Event of a change that landed) needs no
 /// leadership, only a short deadline of its own, so that it works after the fence closed and
 /// never holds up the end.
-fn read_back_fence() -> Fence {
+fn after_the_fact() -> Fence {
     Fence::until(tokio::time::Instant::now() + READ_BACK_TIME)
 }
 

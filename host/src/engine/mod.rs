@@ -184,7 +184,7 @@ impl Engine {
     /// A decision's aftermath: hold what cannot be recorded, execute the rest, export, record.
     async fn settle(&mut self, runtime: &mut PolicyRuntime, mut decision: Decision, now: SystemTime, counts: &mut TickCounts) {
         self.hold_unrecordable(runtime, &mut decision);
-        self.execute(runtime, &mut decision).await;
+        self.execute(runtime, &mut decision, now).await;
         self.export_decision(runtime, &decision);
         self.finish(runtime, decision, now, counts);
     }
@@ -222,9 +222,10 @@ impl Engine {
         inputs
     }
 
-    /// Carries out the actions the guard allowed and writes the outcome into their records.
-    /// A change that lands (or may have) counts for the cooldowns from when it landed.
-    async fn execute(&self, runtime: &mut PolicyRuntime, decision: &mut Decision) {
+    /// Carries out the actions the guard allowed (at `decided`, the tick's time) and writes the
+    /// outcome into their records. A change that lands (or may have) counts for the cooldowns
+    /// from when it landed.
+    async fn execute(&self, runtime: &mut PolicyRuntime, decision: &mut Decision, decided: SystemTime) {
         for pending in &decision.pending {
             let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
             let order = Order::new(&runtime.policy.target, &pending.action, &record.proposal.reason).dry_run(pending.dry_run).seen_replicas(pending.seen_replicas);
@@ -235,7 +236,7 @@ impl Engine {
                 Err(e) => (verdict_of(&e), e.to_string()),
             };
             if matches!(verdict, Verdict::Executed | Verdict::Unconfirmed) {
-                runtime.guard_state.landed(pending.cooldown_key, pending.decided, pending.decided + started.elapsed());
+                runtime.guard_state.landed(pending.cooldown_key, decided, decided + started.elapsed());
                 decision.state_changed = true;
             }
             record.verdict = Some(verdict);

@@ -281,7 +281,7 @@ impl PolicyRuntime {
                 if action != record.proposal.action {
                     record.allowed = Some(crate::domain::Proposal { action: action.clone(), reason: record.proposal.reason.clone() });
                 }
-                decision.pending.push(Pending { record: decision.records.len(), action, dry_run, seen_replicas: projected.replicas, cooldown_key, decided: tick.now });
+                decision.pending.push(Pending { record: decision.records.len(), action, dry_run, seen_replicas: projected.replicas, cooldown_key });
                 decision.records.push(Record::Action(Box::new(record)));
             }
         }
@@ -383,9 +383,8 @@ pub struct Pending {
     pub dry_run: bool,
     /// The replicas the decision saw (the executor writes a scale only while they are there).
     pub seen_replicas: u32,
-    /// Where the guard counted it, and when: moved to when the change lands.
+    /// Where the guard counted it (at the tick's time): moved to when the change lands.
     pub cooldown_key: &'static str,
-    pub decided: SystemTime,
 }
 
 /// The policy's forecaster: a baseline, or its model (loaded once per process, checked

@@ -23,6 +23,17 @@ async fn through(proxy: &FaultProxy, dir: &Path) -> Client {
     augur::cluster::connect(Some(&proxy.kubeconfig(dir))).await.unwrap()
 }
 
+/// The executor tests' set-up: namespace `ns` with Deployment `web` at `replicas`, a proxy, and
+/// the admin's client and a client through the proxy.
+async fn behind_a_proxy(ns: &str, replicas: i32) -> (Client, FaultProxy, Client) {
+    let admin = control_plane().client().await;
+    namespace(&admin, ns).await;
+    deployment(&admin, ns, "web", replicas).await;
+    let (dir, proxy) = (tempfile::tempdir().unwrap(), FaultProxy::start().await);
+    let client = through(&proxy, dir.path()).await;
+    (admin, proxy, client)
+}
+
 /// When each scale write reached the API server, as the proxy forwarded it.
 fn scale_writes(proxy: &FaultProxy) -> Vec<Instant> {
     proxy.seen().into_iter().filter(|s| s.method == "PUT" && s.path.contains("/scale")).filter_map(|s| s.forwarded_at).collect()
@@ -35,10 +46,6 @@ fn first(proxy: &FaultProxy, method: &str, path: &str) -> Instant {
 
 fn scale_puts(proxy: &FaultProxy) -> usize {
     proxy.seen().iter().filter(|s| s.method == "PUT" && s.path.contains("/scale")).count()
-}
-
-fn records(audit: &Path) -> Vec<Value> {
-    std::fs::read_to_string(audit).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn with_verdict<'a>(records: &'a [Value], verdict: &str) -> Vec<&'a Value> {
@@ -140,7 +147,7 @@ async fn two_leaders_case(ns: &'static str, fault: Fault) {
     // The audit is honest: every Event has its executed record, by the replica that wrote it.
     let scaled = scaled_events(admin, ns).await;
     let by = |who: &str| scaled.iter().filter(|r| *r == who).count();
-    assert_eq!((by("augur-a"), by("augur-b")), (with_verdict(&records(&audit_a), "executed").len(), with_verdict(&records(&audit_b), "executed").len()), "{ns}");
+    assert_eq!((by("augur-a"), by("augur-b")), (with_verdict(&common::records(&audit_a), "executed").len(), with_verdict(&common::records(&audit_b), "executed").len()), "{ns}");
     assert!(report_a.totals.executed > 0, "{ns}");
 }
 
@@ -161,7 +168,7 @@ async fn when_renewals_land_but_their_answers_are_lost_the_leader_keeps_leading(
     assert!(renewals >= 4, "the renewals went on, their answers cut: {renewals}");
     // Later than the renew deadline (3 s) after the fault, the leader still writes.
     let late = scale_writes(proxy).into_iter().filter(|t| t.duration_since(faulted) > Duration::from_secs(4)).count();
-    assert!(late > 0, "no write more than 4 s after the renewals' answers were lost: {:?}", records(&audit).iter().rev().take(3).collect::<Vec<_>>());
+    assert!(late > 0, "no write more than 4 s after the renewals' answers were lost: {:?}", common::records(&audit).iter().rev().take(3).collect::<Vec<_>>());
     let lease = Api::<Lease>::namespaced(case.admin.clone(), case.ns).get("augur").await.unwrap().spec.unwrap();
     assert_eq!(lease.lease_transitions, Some(0), "the Lease never changed hands: {lease:?}");
 }
@@ -183,9 +190,9 @@ async fn a_write_that_never_answers_is_cut_and_host_run_ends_on_time() {
     // the binary compiles its plugins, which takes seconds on a loaded machine).
     let took = first(&case.proxy, "GET", "/deployments/web").elapsed();
     assert!(took < run_for + Duration::from_secs(4), "host run took {took:?} for a --for of {run_for:?}");
-    let all = records(&audit);
+    let all = common::records(&audit);
     let failed = with_verdict(&all, "failed");
-    assert!(!failed.is_empty(), "{:?}", records(&audit));
+    assert!(!failed.is_empty(), "{:?}", common::records(&audit));
     assert!(failed[0]["result"].as_str().unwrap().contains("did not land"), "{}", failed[0]);
     assert_eq!(replicas(&case.admin, case.ns, "web").await, 2, "nothing reached the API server");
     assert!(scaled_events(&case.admin, case.ns).await.is_empty());
@@ -202,7 +209,7 @@ async fn a_read_that_never_answers_does_not_hold_the_run_past_its_end() {
     augur::commands::run(options).await.unwrap();
     let took = first(&case.proxy, "GET", "/deployments/web").elapsed();
     assert!(took < run_for + Duration::from_secs(2), "host run took {took:?} after its first tick, for a --for of {run_for:?}");
-    let all = records(&audit);
+    let all = common::records(&audit);
     assert!(all.iter().any(|r| r["error_stage"] == "collect" && r["reason"].as_str().unwrap_or_default().contains("the run ended")), "{all:?}");
     assert!(with_verdict(&all, "executed").is_empty());
 }
@@ -213,12 +220,8 @@ async fn a_read_that_never_answers_does_not_hold_the_run_past_its_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_retry_policy_honours_retry_after_and_stacks_nothing() {
     let ns = "retries";
-    let admin = control_plane().client().await;
-    namespace(&admin, ns).await;
-    deployment(&admin, ns, "web", 2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start().await;
-    let executor = KubeExecutor::new(through(&proxy, dir.path()).await, "augur-test");
+    let (admin, proxy, client) = behind_a_proxy(ns, 2).await;
+    let executor = KubeExecutor::new(client, "augur-test");
 
     proxy.add(Rule::new("PUT", "/scale", Fault::Status { code: 429, retry_after: Some(1) }).times(1));
     let started = Instant::now();
@@ -245,11 +248,7 @@ async fn one_retry_policy_honours_retry_after_and_stacks_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operators_change_during_an_outage_wins_over_a_retry() {
     let ns = "operator";
-    let admin = control_plane().client().await;
-    namespace(&admin, ns).await;
-    deployment(&admin, ns, "web", 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start().await;
+    let (admin, proxy, client) = behind_a_proxy(ns, 3).await;
     proxy.add(Rule::new("PUT", "/scale", Fault::Status { code: 503, retry_after: None }).times(1));
     // Between Augur's first read and its (failing) write, the operator scales to 5 directly.
     let operator = admin.clone();
@@ -262,7 +261,7 @@ async fn an_operators_change_during_an_outage_wins_over_a_retry() {
             }
         })
     });
-    let executor = KubeExecutor::new(through(&proxy, dir.path()).await, "augur-test").before_write(hook);
+    let executor = KubeExecutor::new(client, "augur-test").before_write(hook);
     let err = executor.execute(&Order::new(&target(ns, "web"), &Action::Scale { replicas: 4 }, "decided on 3").seen_replicas(3)).await.unwrap_err();
     assert!(matches!(&err, ExecuteError::Superseded(m) if m.contains("has 5 replicas, not the 3")), "{err}");
     assert_eq!(replicas(&admin, ns, "web").await, 5, "the operator's change stands");
@@ -278,14 +277,10 @@ async fn an_operators_change_during_an_outage_wins_over_a_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_whose_answers_are_lost_are_recorded_as_what_happened() {
     let ns = "lost";
-    let admin = control_plane().client().await;
-    namespace(&admin, ns).await;
-    deployment(&admin, ns, "web", 2).await;
+    let (admin, proxy, client) = behind_a_proxy(ns, 2).await;
     node(&admin, "lost-node").await;
     node(&admin, "lost-node-2").await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start().await;
-    let executor = KubeExecutor::new(through(&proxy, dir.path()).await, "augur-test");
+    let executor = KubeExecutor::new(client, "augur-test");
     let t = target(ns, "web");
 
     proxy.add(Rule::new("PUT", "/scale", Fault::ResetAfter).times(1));
@@ -346,7 +341,7 @@ async fn cooldowns_count_from_when_the_change_lands() {
     let options = case.options("augur-a", Duration::from_secs(10), false, None);
     augur::commands::run(options).await.unwrap();
     let writes = scale_writes(&case.proxy);
-    assert!(writes.len() >= 2, "{:?}", records(&audit));
+    assert!(writes.len() >= 2, "{:?}", common::records(&audit));
     let gap = writes[1].duration_since(writes[0]);
     // The guard keeps whole seconds: 3 s from the landing is at least 2 s after it.
     assert!(gap >= Duration::from_secs(2), "the second scale landed {gap:?} after the delayed first");
@@ -360,7 +355,7 @@ async fn on_a_cluster_the_warm_start_fills_the_history_and_the_first_tick_acts()
     let audit = case.audit("augur-a");
     let options = case.options("augur-a", Duration::from_secs(2), false, None);
     augur::commands::run(options).await.unwrap();
-    let all = records(&audit);
+    let all = common::records(&audit);
     assert!(!all.is_empty());
     assert_eq!(all[0]["verdict"], "executed", "the first record is an action, not a warm-up refusal: {}", all[0]);
     assert!(all.iter().all(|r| !r.to_string().contains("warming up")), "{all:?}");

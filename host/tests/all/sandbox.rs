@@ -345,14 +345,6 @@ audit: {{ path: {name}-audit.jsonl }}
     path
 }
 
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// One tick of six policies on the simulator: a guest that loops, one that allocates, one
 /// that proposes a scale where it was granted only cordons, two that sleep or poll for an
 /// hour in WASI, and a good one. The first three get a typed error or a rejection in their
@@ -451,7 +443,7 @@ async fn hostile_plugins_do_not_stop_the_others_on_the_same_tick() {
     // The good policy and the two whose guests slept (and woke at once) scale.
     assert_eq!(counts.executed, 3, "{counts:?}");
 
-    let audit = |name: &str| records(&dir.path().join(format!("{name}-audit.jsonl")));
+    let audit = |name: &str| common::records(&dir.path().join(format!("{name}-audit.jsonl")));
     let looper = audit("looper");
     assert!(
         looper.iter().any(|r| r["error_stage"] == "plan"
@@ -562,7 +554,7 @@ async fn harmful_plans_are_held_to_the_invariants_on_the_same_tick() {
     let started = Instant::now();
     let counts = engine.tick(sim.now()).await;
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    let audit = |name: &str| records(&dir.path().join(format!("{name}-audit.jsonl")));
+    let audit = |name: &str| common::records(&dir.path().join(format!("{name}-audit.jsonl")));
     let verdicts = |name: &str, verdict: &str| audit(name).iter().filter(|r| r["verdict"] == verdict).count();
 
     // One pod of three restarts; the others wait for it to be ready again.
@@ -603,7 +595,7 @@ async fn harmful_plans_are_held_to_the_invariants_on_the_same_tick() {
     disk.free();
     sim.advance(Duration::from_secs(60));
     engine.tick(sim.now()).await;
-    let kept = records(&dir.path().join("disk/unrecorded-audit.jsonl"));
+    let kept = common::records(&dir.path().join("disk/unrecorded-audit.jsonl"));
     assert!(kept.iter().any(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("not executed: its audit record cannot be written")), "nothing is lost: {kept:#?}");
     assert!(kept.iter().any(|r| r["verdict"] == "executed"), "{kept:#?}");
     assert!(sim.replicas(&targets["unrecorded"]).unwrap() > 3);
@@ -636,7 +628,7 @@ async fn a_slow_plugin_delays_only_its_own_policy() {
     let started = Instant::now();
     let tick = tokio::spawn(async move { engine.tick(now).await });
     let good = dir.path().join("good-audit.jsonl");
-    while !records(&good).iter().any(|r| r["verdict"] == "executed") {
+    while !common::records(&good).iter().any(|r| r["verdict"] == "executed") {
         assert!(!tick.is_finished(), "the good policy's action came only with the slow one's end");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -646,6 +638,6 @@ async fn a_slow_plugin_delays_only_its_own_policy() {
     assert!(acted_after < Duration::from_secs(3), "{acted_after:?}");
     assert!(started.elapsed() >= Duration::from_secs(5), "the slow plugin ran to its deadline: {:?}", started.elapsed());
     assert_eq!(counts.executed, 1, "{counts:?}");
-    let slow = records(&dir.path().join("slowpoke-audit.jsonl"));
+    let slow = common::records(&dir.path().join("slowpoke-audit.jsonl"));
     assert!(slow.iter().any(|r| r["error_stage"] == "plan" && r["reason"].as_str().unwrap().contains("ran past its 5s deadline")), "{slow:?}");
 }

@@ -39,12 +39,20 @@ fn options(policies: Vec<PathBuf>, run_for: &str, dry_run: bool, trace: Option<&
     }
 }
 
-fn records(file: &Path) -> Vec<Value> {
-    std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 fn executed_scales(records: &[Value]) -> Vec<&Value> {
     records.iter().filter(|r| r["verdict"] == "executed" && r["proposal"]["action"] == "scale").collect()
+}
+
+/// An engine running `policy` alone on the simulator with the surge fixture, 2 replicas.
+fn on_the_surge(policy: config::Policy) -> (Arc<SimCluster>, Engine) {
+    let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
+    let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
+    sim.add_deployment(&policy.target, 2);
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let runtime = PolicyRuntime::new(policy, &plugins, None, false).unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
+    engine.set_echo(false);
+    (sim, engine)
 }
 
 /// Seconds since the start of the trace at which a record was made.
@@ -68,7 +76,7 @@ fn the_acceptance_run_executes_a_scale_that_cites_a_predicted_breach() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("-> risk high"), "forecasts and risks are printed");
     assert!(stdout.contains("=> EXECUTED scale to"), "the scale-up is printed");
-    let all = records(&audit);
+    let all = common::records(&audit);
     let scales = executed_scales(&all);
     assert!(!scales.is_empty(), "no executed scale in {} records", all.len());
     assert!(scales.iter().any(|r| r["proposal"]["reason"].as_str().unwrap().contains("predicted breach in")), "{scales:#?}");
@@ -94,7 +102,7 @@ async fn dry_run_records_dry_run_verdicts_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = policy(dir.path(), "nginx", |t| t);
     let report = run(options(vec![file], "6h", true, None)).await.unwrap();
-    let all = records(&dir.path().join("nginx-audit.jsonl"));
+    let all = common::records(&dir.path().join("nginx-audit.jsonl"));
     assert!(all.iter().any(|r| r["verdict"] == "dry-run" && r["proposal"]["action"] == "scale"));
     assert!(all.iter().all(|r| r["verdict"] != "executed"));
     assert_eq!(report.totals.executed, 0);
@@ -114,7 +122,7 @@ async fn a_surge_is_met_by_a_scale_up_before_the_overload() {
     let overload_at = idle.simulated[0].1.first_overload.expect("without action the surge overloads 2 pods");
     assert!((60.0 * 60.0..80.0 * 60.0).contains(&overload_at), "the fixture overloads during its ramp: {overload_at}");
 
-    let all = records(&dir.path().join("acting-audit.jsonl"));
+    let all = common::records(&dir.path().join("acting-audit.jsonl"));
     let scales = executed_scales(&all);
     let first = offset(scales[0], start);
     assert!(first >= 60.0 * 60.0, "no scale-up on the flat hour before the ramp (first at {first} s)");
@@ -131,7 +139,7 @@ async fn a_surge_is_met_by_a_scale_up_before_the_overload() {
 async fn zeros_in_a_gap_are_treated_as_missing_and_the_replicas_held() {
     let dir = tempfile::tempdir().unwrap();
     let report = run(options(vec![policy(dir.path(), "gap", |t| t)], "4h", false, Some("gap.csv"))).await.unwrap();
-    let all = records(&dir.path().join("gap-audit.jsonl"));
+    let all = common::records(&dir.path().join("gap-audit.jsonl"));
     let held: Vec<&Value> = all.iter().filter(|r| r["error_stage"] == "collect" && r["reason"].as_str().unwrap().contains("treated as missing")).collect();
     let ticks = 30 * 60 / config::load(&dir.path().join("gap.yaml")).unwrap().interval.as_secs() as usize;
     assert!((ticks * 5 / 6..=ticks + 4).contains(&held.len()), "one hold a tick of the 30-minute gap ({ticks} ticks): {}", held.len());
@@ -152,13 +160,7 @@ async fn ticks_between_forecast_steps_read_the_current_usage_and_reuse_the_steps
     let file = policy(dir.path(), "substep", |t| t);
     let loaded = config::load(&file).unwrap();
     assert_eq!((loaded.interval, loaded.forecast.step), (Duration::from_secs(15), Duration::from_secs(60)));
-    let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
-    let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
-    sim.add_deployment(&loaded.target, 2);
-    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
-    let runtime = PolicyRuntime::new(loaded, &plugins, None, false).unwrap();
-    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
-    engine.set_echo(false);
+    let (sim, mut engine) = on_the_surge(loaded);
     // Into the fixture's ramp (minute 60 on), where the usage changes within every minute.
     sim.advance(Duration::from_secs(62 * 60));
     let mut seen = Vec::new();
@@ -186,14 +188,7 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
     let dir = tempfile::tempdir().unwrap();
     let baseline = |t: String| t.lines().filter(|l| !l.trim_start().starts_with("fallback:")).map(|l| if l.trim_start().starts_with("model:") { "  baseline: last-value" } else { l }).collect::<Vec<_>>().join("\n");
     let file = policy(dir.path(), "calibrated", baseline);
-    let loaded = config::load(&file).unwrap();
-    let trace = Trace::from_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/surge.csv"), "requests").unwrap();
-    let sim = Arc::new(SimCluster::new(SimConfig { trace, ..SimConfig::default() }));
-    sim.add_deployment(&loaded.target, 2);
-    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
-    let runtime = PolicyRuntime::new(loaded, &plugins, None, false).unwrap();
-    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
-    engine.set_echo(false);
+    let (sim, mut engine) = on_the_surge(config::load(&file).unwrap());
     for _ in 0..(120 * 4) {
         engine.tick(sim.now()).await;
         sim.advance(Duration::from_secs(15));
@@ -216,7 +211,7 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
 async fn a_scale_can_land_between_the_forecast_steps() {
     let dir = tempfile::tempdir().unwrap();
     run(options(vec![policy(dir.path(), "between", |t| t)], "3h", false, Some("surge.csv"))).await.unwrap();
-    let all = records(&dir.path().join("between-audit.jsonl"));
+    let all = common::records(&dir.path().join("between-audit.jsonl"));
     let at = |r: &Value| humantime::parse_rfc3339(r["time"].as_str().unwrap()).unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let between: Vec<&Value> = executed_scales(&all).into_iter().filter(|r| at(r) % 60 != 0).collect();
     assert!(!between.is_empty(), "some scale lands between the minutes");
@@ -231,7 +226,7 @@ async fn the_guard_holds_replicas_at_the_policy_maximum() {
     let stats = &report.simulated[0].1;
     assert_eq!(stats.peak_replicas, 3);
     assert!(stats.replica_changes.iter().all(|(_, r)| *r <= 3));
-    let all = records(&dir.path().join("capped-audit.jsonl"));
+    let all = common::records(&dir.path().join("capped-audit.jsonl"));
     assert!(all.iter().any(|r| r["verdict"] == "rejected" && r["reason"] == "replicas held at guard.max_replicas (3)"), "the guard's refusals are recorded");
 }
 
@@ -246,9 +241,9 @@ async fn a_failing_policy_does_not_stop_the_others() {
             .replace("name: nginx\n  selector", "name: shop\n  selector")
     });
     let report = run(options(vec![broken, good], "6h", false, None)).await.unwrap();
-    let broken_records = records(&dir.path().join("broken-audit.jsonl"));
+    let broken_records = common::records(&dir.path().join("broken-audit.jsonl"));
     assert!(broken_records.iter().any(|r| r["error_stage"] == "collect" && r["reason"] == "no value yet for metric `disk_io`"));
-    assert!(!executed_scales(&records(&dir.path().join("good-audit.jsonl"))).is_empty(), "the good policy still scales");
+    assert!(!executed_scales(&common::records(&dir.path().join("good-audit.jsonl"))).is_empty(), "the good policy still scales");
     assert!(report.totals.errors > 0 && report.totals.executed > 0);
 }
 
@@ -295,8 +290,8 @@ async fn guard_state_survives_a_restart_of_the_host() {
         sim.advance(Duration::from_secs(60));
     }
     assert!(rejected > 0, "the restarted host proposed nothing to reject");
-    let cooldowns = records(&dir.path().join("restarted-audit.jsonl")).into_iter().filter(|r| r["verdict"] == "rejected").count();
+    let cooldowns = common::records(&dir.path().join("restarted-audit.jsonl")).into_iter().filter(|r| r["verdict"] == "rejected").count();
     assert_eq!(cooldowns, rejected);
-    let last = records(&dir.path().join("restarted-audit.jsonl")).into_iter().rfind(|r| r["verdict"] == "rejected").unwrap();
+    let last = common::records(&dir.path().join("restarted-audit.jsonl")).into_iter().rfind(|r| r["verdict"] == "rejected").unwrap();
     assert!(last["reason"].as_str().unwrap().starts_with("cooldown: last scale-up was"), "{last}");
 }

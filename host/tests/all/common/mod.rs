@@ -30,6 +30,11 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
 pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_host"))
 }
+/// Every record of an audit log, in order (none when the file is not there).
+pub fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 pub mod faults;
 pub mod k8s;
 pub mod prometheus;
