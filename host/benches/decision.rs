@@ -147,3 +147,55 @@ fn calibration_per_series_and_step(bencher: Bencher) {
         calibration.observe(history[i % history.len()]);
     });
 }
+
+/// A day of minutes of a noisy daily wave: the gate's seasonal baselines are all live on it.
+fn day_and_more() -> Vec<f64> {
+    (0..3000).map(|t| 50.0 + 20.0 * (t as f64 / 1440.0 * std::f64::consts::TAU).sin() + ((t * 7919) % 13) as f64 * 0.3).collect()
+}
+
+/// The skill gate's bookkeeping for one series and one point, over the engine's contenders (a
+/// model, holt-damped, last value, seasonal naive, Holt-Winters and their blend) at a 15-step
+/// horizon: calibrate and remember each contender's forecast, choose, blend, and score every
+/// remembered forecast on the point that arrives. The contenders' forecasts are made outside.
+#[divan::bench]
+fn gate_per_series_and_point(bencher: Bencher) {
+    use augur::forecast::gate::{Gate, Role};
+    let history = day_and_more();
+    let names = ["model:m", "holt-damped", "last-value", "seasonal-naive", "holt-winters"];
+    let raw: Vec<Forecast> = names.iter().enumerate().map(|(i, n)| Forecast { forecaster: n.to_string(), ..HoltDamped::default().forecast(&history[i..60 + i], 15, 60).unwrap() }).collect();
+    let contenders: Vec<(String, Role)> = names.iter().enumerate().map(|(i, n)| (n.to_string(), if i == 0 { Role::Primary } else { Role::Baseline })).collect();
+    let mut gate = Gate::new(&contenders, 1, true, true);
+    let mut i = 0usize;
+    // Past the warm-up, so that skill, choice and blend are all live.
+    for _ in 0..200 {
+        gate.issue(raw.iter().cloned().map(Ok).collect());
+        gate.observe(history[i % history.len()]);
+        i += 1;
+    }
+    bencher.with_inputs(|| raw.iter().cloned().map(Ok).collect::<Vec<_>>()).bench_local_values(|forecasts| {
+        let served = gate.issue(divan::black_box(forecasts));
+        i += 1;
+        gate.observe(history[i % history.len()]);
+        served
+    });
+}
+
+/// The same with the baselines' own forecasts made by the lineup, as `host run` does per
+/// series and point (holt-damped and last value on a 60-point window, seasonal naive and
+/// Holt-Winters online over two days): everything the gate adds but the model's inference.
+#[divan::bench]
+fn lineup_per_series_and_point(bencher: Bencher) {
+    use augur::forecast::gate::Lineup;
+    let history = day_and_more();
+    let mut lineup = Lineup::new("model:m", Box::new(HoltDamped::default()), 1440, true, true);
+    history.iter().for_each(|v| lineup.observe(*v));
+    let model = Forecast { forecaster: "model:m".into(), ..HoltDamped::default().forecast(&history[..60], 15, 60).unwrap() };
+    let mut i = 0usize;
+    bencher.with_inputs(|| model.clone()).bench_local_values(|primary| {
+        i += 1;
+        let window = &history[(i % 2000)..(i % 2000) + 60];
+        let served = lineup.issue(Ok(primary), divan::black_box(window), 15, 60);
+        lineup.observe(history[(i % 2000) + 60]);
+        served
+    });
+}

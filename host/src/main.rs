@@ -162,6 +162,10 @@ enum Command {
         /// the best baseline.
         #[arg(long)]
         compare: bool,
+        /// Score the skill gate over the model (or --baseline) and the simple baselines, as
+        /// `host run` serves it: at each origin the forecaster with the best recent skill.
+        #[arg(long, conflicts_with = "compare")]
+        gate: bool,
         /// Score the forecaster's own p10-p90 interval instead of the one calibrated online
         /// per step (as `host run` issues it).
         #[arg(long)]
@@ -299,7 +303,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json, compare, uncalibrated } => {
+        Command::Backtest { series, column, model, baseline, step, mask, holdout, horizon, window, season, every, json, compare, uncalibrated, gate } => {
             let subject = match (model, baseline) {
                 (Some(model), _) => backtest::Subject::Model(model),
                 (None, Some(name)) => backtest::Subject::Baseline(
@@ -308,7 +312,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => backtest::Subject::Model(backtest::default_model()?),
             };
             let step = step.map(|s| s.as_secs() as u32);
-            let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every, uncalibrated };
+            let options = backtest::Options { series, column, subject, step, mask, holdout, horizon, window, season, every, uncalibrated, gate };
             if compare {
                 let comparison = backtest::compare(&options)?;
                 if json {

@@ -119,6 +119,7 @@ pub struct Telemetry {
     pub reloads: Family<ReloadResultLabels, Counter>,
     pub forecaster: Family<ModelLabels, Gauge>,
     pub interval_coverage: Family<MetricLabels, FloatGauge>,
+    pub forecast_skill: Family<ModelLabels, FloatGauge>,
     pub tick: Histogram,
     pub leader: Gauge,
     ready: AtomicBool,
@@ -148,6 +149,7 @@ impl Telemetry {
             reloads: Family::default(),
             forecaster: Family::default(),
             interval_coverage: Family::default(),
+            forecast_skill: Family::default(),
             tick: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
             leader: Gauge::default(),
             ready: AtomicBool::new(false),
@@ -167,6 +169,7 @@ impl Telemetry {
         registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
         registry.register("reloads", "Live reloads of policy and plugin files, by outcome (reloaded, rejected, removed)", t.reloads.clone());
         registry.register("forecast_interval_coverage", "The recent share of each metric's points inside the p10-p90 Augur issued for them (calibrated to 0.8)", t.interval_coverage.clone());
+        registry.register("forecast_skill_ratio", "Each contender's recent pinball loss on a metric over the best simple baseline's (below 1: it beats them), as the skill gate scores it", t.forecast_skill.clone());
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
         registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
         registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());

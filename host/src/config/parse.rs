@@ -265,7 +265,7 @@ fn source_problems(r: &mut Reader, spec: &MetricSourceSpec, metrics: &[Metric]) 
 
 fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
     const P: &str = "forecast";
-    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step", "season", "fallback", "calibrate"]);
+    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step", "season", "fallback", "calibrate", "gate"]);
     let baseline: Option<String> = r.optional(m, P, "baseline", "a baseline name");
     let model: Option<String> = r.optional(m, P, "model", "a path to an .onnx file");
     let parse_baseline = |r: &mut Reader, field: &str, name: &str| {
@@ -335,7 +335,8 @@ fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
         r.problem("forecast.window", format!("{window} is out of range"), "use 3 to 100000 points (the prototype used 20)");
     }
     let calibrate = r.optional(m, P, "calibrate", "`true` or `false`").unwrap_or(true);
-    Some(ForecastSpec { method: method?, window, horizon, step, season, fallback: fallback?, calibrate })
+    let gate = r.optional(m, P, "gate", "`true` or `false`").unwrap_or(true);
+    Some(ForecastSpec { method: method?, window, horizon, step, season, fallback: fallback?, calibrate, gate })
 }
 
 /// A model's card against the policy: window, horizon, step and (for a joint model) metrics.

@@ -138,6 +138,9 @@ pub struct ForecastSpec {
     /// Correct the p10-p90 interval per step on the series' own errors (on by default; off:
     /// the forecaster's own interval reaches the rules).
     pub calibrate: bool,
+    /// Serve, per series, whichever of the forecaster and the simple baselines has the best
+    /// recent skill on it (on by default; off: the forecaster serves whenever it can).
+    pub gate: bool,
 }
 
 /// A risk rule: a plugin assessing the forecast of one metric.

@@ -9,8 +9,8 @@ use super::Forecasts;
 use super::record::LazyHead;
 use crate::config::{ForecastMethod, Policy, Problem};
 use crate::domain::{Action, Forecast, Risk, Workload};
-use crate::forecast::calibration::Calibration;
-use crate::forecast::{self, ForecastError, Forecaster, LastValue, OnnxModel};
+use crate::forecast::gate::{Lineup, Served};
+use crate::forecast::{self, ForecastError, Forecaster, OnnxModel};
 use crate::metrics::{History, Observation};
 use crate::plugins::bindings::ForecastInput;
 use crate::plugins::{Plugins, RuleSettings, Session, Settings, World, plugin_name};
@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime};
 pub struct PolicyRuntime {
     pub policy: Policy,
     pub(super) forecaster: Arc<dyn Forecaster>,
-    fallback: Box<dyn Forecaster>,
     pub(super) histories: BTreeMap<String, History>,
     risk_settings: Vec<Settings>,
     remediation_settings: Vec<Settings>,
@@ -46,9 +45,13 @@ pub struct PolicyRuntime {
     pub(super) point_at: Option<SystemTime>,
     /// The forecasts made at the newest point, which the ticks until the next point reuse.
     pub(super) kept_forecasts: Option<Forecasts>,
-    /// Per metric: the p10-p90 interval corrected per step on what then happened
-    /// (`forecast::calibration`), applied to whichever forecaster serves.
-    calibrations: BTreeMap<String, Calibration>,
+    /// Per metric a risk rule watches: every forecaster that could serve it, scored on what
+    /// then happened, each one's interval calibrated per step, and the choice of the one that
+    /// serves (`forecast::gate`).
+    lineups: BTreeMap<String, Lineup>,
+    /// Per metric: what the lineup served at its newest point (with the gate's point count),
+    /// which the ticks until the next point reuse.
+    served: BTreeMap<String, (u64, Served)>,
 }
 
 /// Points of a metric's recent history that judge whether a drop to zero is believable.
@@ -69,7 +72,6 @@ impl PolicyRuntime {
     /// simulation starts its clock afresh, so it starts with an empty state).
     pub fn new(policy: Policy, plugins: &Plugins, audit_override: Option<&Path>, resume: bool) -> anyhow::Result<Self> {
         let forecaster = forecaster_for(&policy)?;
-        let fallback = forecast::baseline(policy.forecast.fallback, policy.forecast.season);
         let problems = check_plugins(&policy, plugins);
         if !problems.is_empty() {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -80,7 +82,13 @@ impl PolicyRuntime {
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
-        Ok(Self { policy, forecaster, fallback, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None, calibrations: BTreeMap::new() })
+        let spec = &policy.forecast;
+        let lineups = policy
+            .risks
+            .iter()
+            .map(|r| (r.metric.clone(), Lineup::new(forecaster.name(), forecast::baseline(spec.fallback, spec.season), spec.season, spec.gate, spec.calibrate)))
+            .collect();
+        Ok(Self { policy, forecaster, histories, risk_settings, remediation_settings, guard_state, audit_path, next_due: None, summarize: false, untrusted: BTreeMap::new(), startup_seen: None, point_at: None, kept_forecasts: None, lineups, served: BTreeMap::new() })
     }
 
     /// The most linear memory one of this policy's plugin calls may take (its rules' largest
@@ -163,8 +171,8 @@ impl PolicyRuntime {
             }
             if new_point {
                 history.push(value);
-                if let Some(calibration) = self.calibrations.get_mut(&metric.name) {
-                    calibration.observe(value);
+                if let Some(lineup) = self.lineups.get_mut(&metric.name) {
+                    lineup.observe(value);
                 }
             } else {
                 history.note_between(value);
@@ -172,11 +180,22 @@ impl PolicyRuntime {
         }
     }
 
-    /// The histories were refilled (a warm start): the forecasts still waiting for their
-    /// points would be scored against other points, so they are dropped (what the calibration
-    /// learned stays).
-    pub(super) fn histories_refilled(&mut self) {
-        self.calibrations.values_mut().for_each(Calibration::forget_issued);
+    /// Points of each metric's past a warm start fetches: the forecaster's window, or the two
+    /// seasons and a point the skill gate's Holt-Winters needs.
+    pub(super) fn history_wanted(&self) -> usize {
+        self.lineups.values().map(Lineup::history_wanted).fold(self.policy.forecast.window, usize::max)
+    }
+
+    /// A metric's history was refilled (a warm start) with `values`, oldest first: the
+    /// forecasts still waiting for their points would be scored against other points, so they
+    /// are dropped (what the gate learned stays), and the seasonal baselines start from them.
+    pub(super) fn history_refilled(&mut self, metric: &str, values: &[f64]) {
+        self.served.remove(metric);
+        let spec = &self.policy.forecast;
+        let primary = self.forecaster.joint_inputs().is_none().then_some(&*self.forecaster);
+        if let Some(lineup) = self.lineups.get_mut(metric) {
+            lineup.refilled(values, primary, spec.window, spec.horizon, spec.step.as_secs() as u32);
+        }
     }
 
     /// The rows this policy needs forecast, each a list of metrics read together: a joint
@@ -206,29 +225,46 @@ impl PolicyRuntime {
         self.kept_forecasts.as_ref().and(self.point_at)
     }
 
-    /// How a metric's interval is being calibrated (none before its first forecast).
-    pub fn calibration(&self, metric: &str) -> Option<&Calibration> {
-        self.calibrations.get(metric)
+    /// A metric's skill gate: its contenders' skill and the one chosen (none for a metric no
+    /// risk rule watches).
+    pub fn gate(&self, metric: &str) -> Option<&forecast::gate::Gate> {
+        self.lineups.get(metric).map(Lineup::gate)
+    }
+
+    /// Each watched metric's contenders forecast at a new point (the policy forecaster's from
+    /// the tick's batch) and the gate chooses; the ticks until the next point reuse it.
+    fn serve(&mut self, forecasts: &Forecasts) {
+        let (horizon, step) = (self.policy.forecast.horizon, self.policy.forecast.step.as_secs() as u32);
+        for (metric, lineup) in &mut self.lineups {
+            let points = lineup.gate().points();
+            if self.untrusted.contains_key(metric) || self.served.get(metric).is_some_and(|(at, _)| *at == points) {
+                continue;
+            }
+            let Some(history) = self.histories.get(metric) else { continue };
+            let primary = forecasts.get(metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
+            match lineup.issue(primary, history.values(), horizon, step) {
+                Some(served) => {
+                    self.served.insert(metric.clone(), (points, served));
+                }
+                None => {
+                    self.served.remove(metric);
+                }
+            }
+        }
     }
 
     /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
     /// Records come back in order; those with an action to run carry it in `Decision::pending`.
     pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
         let mut decision = Decision::default();
+        self.serve(&forecasts);
         let head = LazyHead::new(&self.policy, tick.observation, tick.now);
         if self.policy.startup.is_none()
             && let Some(measured) = tick.workload.startup_seconds()
         {
             self.startup_seen = Some(measured);
         }
-        let assessed = self.assess(session, tick, &forecasts, &head, &mut decision);
-        // Once a step (on the tick that took its point), each metric's served forecast is
-        // remembered, so that the points to come calibrate its interval.
-        if self.point_at == Some(tick.now) && self.policy.forecast.calibrate {
-            for (record, _) in assessed.values() {
-                self.calibrations.entry(record.metric.clone()).or_default().record(&record.forecast);
-            }
-        }
+        let assessed = self.assess(session, tick, &head, &mut decision);
         // The workload as this tick's allowed actions leave it: each later proposal (and each
         // later rule's plan) is judged against it, not against the picture before them. It is
         // copied only when a proposal comes after an allowed action (`pending[applied..]`).
@@ -289,9 +325,8 @@ impl PolicyRuntime {
         decision
     }
 
-    /// Each risk rule's assessment of its metric's forecast (the fallback's where the
-    /// forecaster could not serve), by rule name.
-    fn assess(&self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: &Forecasts, head: &LazyHead<'_>, decision: &mut Decision) -> BTreeMap<String, (ForecastRecord, RiskRecord)> {
+    /// Each risk rule's assessment of its metric's served forecast, by rule name.
+    fn assess(&self, session: &mut Session<'_>, tick: &Tick<'_>, head: &LazyHead<'_>, decision: &mut Decision) -> BTreeMap<String, (ForecastRecord, RiskRecord)> {
         let mut assessed = BTreeMap::new();
         for (i, rule) in self.policy.risks.iter().enumerate() {
             let metric = self.policy.metrics.iter().find(|m| m.name == rule.metric).expect("validated: risk metrics exist");
@@ -302,21 +337,17 @@ impl PolicyRuntime {
             }
             let history = self.histories.get(&rule.metric).expect("one history per metric").current();
             let history = &*history;
-            let primary = forecasts.get(&rule.metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
-            let Some((raw, fallback)) = with_fallback(primary, &*self.fallback, history, &self.policy) else {
+            let Some((_, served)) = self.served.get(&rule.metric) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;
             };
-            let forecast = match self.calibrations.get(&rule.metric) {
-                Some(calibration) => calibration.issue(&raw),
-                None => raw,
-            };
+            let forecast = &served.forecast;
             let input = ForecastInput {
                 target: &self.policy.target,
                 metric: &metric.name,
                 unit: &metric.unit,
                 history,
-                forecast: &forecast,
+                forecast,
                 replicas: tick.workload.replicas,
                 ready_replicas: tick.workload.ready_replicas,
                 interval_seconds: self.policy.interval.as_secs() as u32,
@@ -329,9 +360,9 @@ impl PolicyRuntime {
                 Ok(risk) => {
                     // Once a step: on the tick that took the step's point.
                     if self.summarize && self.point_at == Some(tick.now) {
-                        decision.summary.push(summary(&rule.name, history, &forecast, &metric.unit, &risk));
+                        decision.summary.push(summary(&rule.name, history, forecast, &metric.unit, &risk));
                     }
-                    let forecast = ForecastRecord { metric: metric.name.clone(), forecast, fallback };
+                    let forecast = ForecastRecord { metric: metric.name.clone(), forecast: forecast.clone(), fallback: served.choice.fallback_note(), gate: Some(served.choice.clone()) };
                     assessed.insert(rule.name.clone(), (forecast, RiskRecord { rule: rule.name.clone(), plugin: plugin_name(&rule.plugin), risk }));
                 }
                 Err(e) => decision.push_error(head.get(), Stage::Assess, e.to_string()),
@@ -413,21 +444,6 @@ pub fn check_plugins(policy: &Policy, plugins: &Plugins) -> Vec<Problem> {
         }
     }
     problems
-}
-
-/// The forecaster's forecast, or the fallback's when it could not serve (too little
-/// history, a failed model, a value that is not finite), or the last value's when neither
-/// could; the second item says why, for the audit. `None` with no history at all.
-fn with_fallback(primary: Result<Forecast, ForecastError>, fallback: &dyn Forecaster, history: &[f64], policy: &Policy) -> Option<(Forecast, Option<String>)> {
-    let (horizon, step) = (policy.forecast.horizon, policy.forecast.step.as_secs() as u32);
-    let e = match primary {
-        Ok(forecast) => return Some((forecast, None)),
-        Err(e) => e,
-    };
-    match fallback.forecast(history, horizon, step) {
-        Ok(f) => Some((f, Some(format!("{e}; used {}", fallback.name())))),
-        Err(e2) => LastValue.forecast(history, horizon, step).ok().map(|f| (f, Some(format!("{e}; {e2}; used last-value")))),
-    }
 }
 
 fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &Risk) -> String {

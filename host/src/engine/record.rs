@@ -154,8 +154,13 @@ impl Engine {
                 t.forecaster.remove(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: previous });
             }
             t.forecaster.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: f.forecaster.clone() }).set(1);
-            if let Some(coverage) = runtime.calibration(&record.metric).and_then(|c| c.coverage()) {
+            if let Some(coverage) = runtime.gate(&record.metric).and_then(|g| g.coverage(&f.forecaster)) {
                 t.interval_coverage.get_or_create(&MetricLabels { policy: policy.clone(), metric: record.metric.clone() }).set(coverage);
+            }
+            for standing in record.gate.iter().flat_map(|c| &c.standings) {
+                if let Some(ratio) = standing.vs_best_baseline {
+                    t.forecast_skill.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: standing.forecaster.clone() }).set(ratio);
+                }
             }
         }
         for risk in &decision.risks {

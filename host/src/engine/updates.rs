@@ -209,7 +209,7 @@ impl Engine {
         }
         // One point per forecast step, the newest a step before the first tick's.
         let end = now.checked_sub(runtime.policy.forecast.step).unwrap_or(now);
-        let series = match self.seams.metrics.backfill(&runtime.policy, runtime.policy.forecast.window, end).await {
+        let series = match self.seams.metrics.backfill(&runtime.policy, runtime.history_wanted(), end).await {
             Ok(series) => series,
             Err(e) => {
                 tracing::warn!(policy = %runtime.policy.name, "warm start failed ({e}); the history fills tick by tick");
@@ -219,7 +219,6 @@ impl Engine {
         let mut filled = BTreeMap::new();
         runtime.point_at = None;
         runtime.kept_forecasts = None;
-        runtime.histories_refilled();
         for (metric, values) in series {
             let Some(history) = runtime.histories.get_mut(&metric) else { continue };
             match which {
@@ -228,7 +227,8 @@ impl Engine {
                 WarmStart::EmptyOnly => {}
             }
             values.iter().for_each(|v| history.push(*v));
-            filled.insert(metric, history.values().len());
+            filled.insert(metric.clone(), history.values().len());
+            runtime.history_refilled(&metric, &values);
         }
         tracing::info!(policy = %runtime.policy.name, "warm start: {filled:?} points");
         Some(filled)

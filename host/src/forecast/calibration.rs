@@ -60,18 +60,24 @@ impl Calibration {
     /// `raw` with this series' corrected interval (unchanged without one).
     pub fn issue(&self, raw: &Forecast) -> Forecast {
         let mut out = raw.clone();
-        if raw.forecaster != self.forecaster {
-            return out;
+        self.correct(&mut out);
+        out
+    }
+
+    /// Corrects `forecast`'s interval in place (unchanged when it is another forecaster's).
+    pub fn correct(&self, forecast: &mut Forecast) {
+        if forecast.forecaster != self.forecaster {
+            return;
         }
-        if let (Some(lower), Some(upper)) = (out.lower.as_mut(), out.upper.as_mut()) {
-            for (h, step) in self.steps.iter().enumerate().take(raw.predicted.len()) {
-                let median = raw.predicted[h];
-                let floor = if raw.lower.as_ref().is_some_and(|l| l[h] >= 0.0) { 0.0 } else { f64::NEG_INFINITY };
+        let Forecast { predicted, lower, upper, .. } = forecast;
+        if let (Some(lower), Some(upper)) = (lower.as_mut(), upper.as_mut()) {
+            for (h, step) in self.steps.iter().enumerate().take(predicted.len()) {
+                let median = predicted[h];
+                let floor = if lower[h] >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
                 upper[h] = (upper[h] + step.upper).max(median);
                 lower[h] = (lower[h] - step.lower).min(median).max(floor.min(median));
             }
         }
-        out
     }
 
     /// Remembers a forecast as issued after the points seen so far: the next points score it.

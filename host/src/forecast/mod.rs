@@ -7,11 +7,14 @@
 
 mod baseline;
 pub mod calibration;
+pub mod gate;
 pub mod model;
+mod online;
 mod seasonal;
 
 pub use baseline::{HoltDamped, LastValue, LinearTrend};
 pub use model::OnnxModel;
+pub use online::SeasonalBaselines;
 pub use seasonal::{HoltWinters, HwParams, HwState, SeasonalNaive, carry_forward};
 
 use crate::config::Baseline;

@@ -13,6 +13,7 @@
 use crate::domain::Forecast;
 use crate::series::Series;
 use crate::forecast::calibration::Calibration;
+use crate::forecast::gate::pinball;
 use crate::forecast::{self, ForecastError, Forecaster, HoltWinters, HwState, OnnxModel, Row};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -47,6 +48,9 @@ pub struct Options {
     /// Score the forecaster's own interval, not the one Augur calibrates online (as `host run`
     /// issues it).
     pub uncalibrated: bool,
+    /// Score the skill gate over the subject and the simple baselines (what `host run`
+    /// serves) instead of the subject alone.
+    pub gate: bool,
 }
 
 /// One horizon step's scores.
@@ -77,6 +81,9 @@ pub struct Report {
     /// In-sample one-step seasonal naive MAE: the MASE denominator.
     pub scale: f64,
     pub steps: Vec<StepScore>,
+    /// For the skill gate: the origins each contender served.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub served: std::collections::BTreeMap<String, usize>,
 }
 
 /// The shipped default model: `models/default.yaml` names it (`model: <dir>/model.onnx`),
@@ -100,8 +107,21 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     bail!("no default model: models/default.yaml is not in the working directory; fix: run from the repository root, or pass --model or --baseline")
 }
 
-/// Runs a backtest.
-pub fn run(options: &Options) -> anyhow::Result<Report> {
+/// What every forecaster of one backtest shares: the series, its step, the origins and the
+/// MASE scale.
+struct Setup {
+    series: Series,
+    step: u32,
+    model: Option<std::sync::Arc<OnnxModel>>,
+    horizon: usize,
+    window: usize,
+    season: usize,
+    split: usize,
+    scale: f64,
+    origins: Vec<usize>,
+}
+
+fn setup(options: &Options) -> anyhow::Result<Setup> {
     let series = Series::read(&options.series, &options.column, options.mask.as_deref())?;
     let step = series.step(options.step, &options.series)?;
     let model = match &options.subject {
@@ -150,48 +170,109 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     if origins.is_empty() {
         bail!("{}: no held-out origin has {window} points of real history and {horizon} real targets", options.series.display());
     }
+    Ok(Setup { series, step, model, horizon, window, season, split, scale, origins })
+}
 
-    let name;
-    let forecasts: Vec<Result<Forecast, ForecastError>> = match (&options.subject, &model) {
-        (Subject::Model(_), None) => unreachable!("a model subject is loaded above"),
-        (_, Some(model)) => {
-            name = model.name().to_string();
-            let mut out = Vec::with_capacity(origins.len());
-            for chunk in origins.chunks(1024) {
-                let rows: Vec<Row<'_>> = chunk.iter().map(|&t| vec![&series.values[t - window..t]]).collect();
+/// One forecaster's own forecasts at every origin: its name and them.
+fn raw_forecasts(s: &Setup, subject: &Subject) -> anyhow::Result<(String, Vec<Result<Forecast, ForecastError>>)> {
+    let (horizon, window, step) = (s.horizon, s.window, s.step);
+    Ok(match (subject, &s.model) {
+        (Subject::Model(_), Some(model)) => {
+            let mut out = Vec::with_capacity(s.origins.len());
+            for chunk in s.origins.chunks(1024) {
+                let rows: Vec<Row<'_>> = chunk.iter().map(|&t| vec![&s.series.values[t - window..t]]).collect();
                 out.extend(model.forecast_batch(&rows, horizon, step).into_iter().map(|r| r.map(|mut c| c.swap_remove(0))));
             }
-            out
+            (model.name().to_string(), out)
         }
-        (Subject::Baseline(crate::config::Baseline::HoltWinters), None) => {
-            name = "holt-winters".into();
-            holt_winters_rolling(&series, split, season, horizon, step, &origins)?
-        }
-        (Subject::Baseline(b), None) => {
-            let forecaster = forecast::baseline(*b, season);
-            name = forecaster.name().to_string();
+        (Subject::Model(path), None) => bail!("{}: the model is not loaded", path.display()),
+        (Subject::Baseline(crate::config::Baseline::HoltWinters), _) => ("holt-winters".into(), holt_winters_rolling(&s.series, s.split, s.season, horizon, step, &s.origins)?),
+        (Subject::Baseline(b), _) => {
+            let forecaster = forecast::baseline(*b, s.season);
             // Seasonal naive needs a season back; the others see the window.
             let needed = forecaster.min_history().max(window);
-            origins.iter().map(|&t| forecaster.forecast(&series.values[t.saturating_sub(needed)..t], horizon, step)).collect()
+            let out = s.origins.iter().map(|&t| forecaster.forecast(&s.series.values[t.saturating_sub(needed)..t], horizon, step)).collect();
+            (forecaster.name().to_string(), out)
         }
-    };
-    let forecasts = if options.uncalibrated { forecasts } else { calibrate_rolling(&series.values, &origins, forecasts) };
-    let steps = score(&series.values, &origins, &forecasts, horizon, scale)?;
-    Ok(Report {
-        series: options.series.display().to_string(),
-        column: options.column.clone(),
-        forecaster: name,
-        step_seconds: step,
-        season,
-        window,
-        horizon,
-        calibrated: !options.uncalibrated,
-        points: n,
-        first_origin: split,
-        origins: origins.len(),
-        scale,
-        steps,
     })
+}
+
+impl Setup {
+    fn report(&self, options: &Options, forecaster: String, forecasts: &[Result<Forecast, ForecastError>], calibrated: bool) -> anyhow::Result<Report> {
+        let steps = score(&self.series.values, &self.origins, forecasts, self.horizon, self.scale)?;
+        Ok(Report {
+            series: options.series.display().to_string(),
+            column: options.column.clone(),
+            forecaster,
+            step_seconds: self.step,
+            season: self.season,
+            window: self.window,
+            horizon: self.horizon,
+            calibrated,
+            points: self.series.values.len(),
+            first_origin: self.split,
+            origins: self.origins.len(),
+            scale: self.scale,
+            steps,
+            served: Default::default(),
+        })
+    }
+}
+
+/// Runs a backtest of `options.subject` (of the skill gate over it and the baselines, with
+/// `options.gate`).
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let s = setup(options)?;
+    if options.gate {
+        return gate_report(options, &s);
+    }
+    let (name, raw) = raw_forecasts(&s, &options.subject)?;
+    let forecasts = if options.uncalibrated { raw } else { calibrate_rolling(&s.series.values, &s.origins, raw) };
+    s.report(options, name, &forecasts, !options.uncalibrated)
+}
+
+/// The skill gate's name in a report.
+pub fn gate_name(subject: &str) -> String {
+    format!("gate({subject})")
+}
+
+/// The skill gate as `host run` keeps it, walked through the held-out part: the subject first,
+/// then the policy's default fallback and the simple baselines; each origin's forecast is the
+/// one the gate serves there, judged on the targets seen before it (it starts unjudged at the
+/// first origin, as a fresh `host run` does).
+fn gate_report(options: &Options, s: &Setup) -> anyhow::Result<Report> {
+    use crate::config::Baseline;
+    use crate::forecast::gate::{Gate, Role};
+    let (subject, primary) = raw_forecasts(s, &options.subject)?;
+    let mut contenders = vec![(subject.clone(), Role::Primary, primary)];
+    for b in [Baseline::HoltDamped, Baseline::LastValue, Baseline::SeasonalNaive, Baseline::HoltWinters] {
+        let (name, raw) = raw_forecasts(s, &Subject::Baseline(b))?;
+        if !contenders.iter().any(|(n, _, _)| *n == name) {
+            contenders.push((name, Role::Baseline, raw));
+        }
+    }
+    let names: Vec<(String, Role)> = contenders.iter().map(|(n, r, _)| (n.clone(), *r)).collect();
+    let mut gate = Gate::new(&names, usize::from(names.len() > 1), true, !options.uncalibrated);
+    let mut columns: Vec<std::vec::IntoIter<Result<Forecast, ForecastError>>> = contenders.into_iter().map(|(_, _, raw)| raw.into_iter()).collect();
+    let values = &s.series.values;
+    let mut next = s.origins[0];
+    let mut served = Vec::with_capacity(s.origins.len());
+    let mut counts = std::collections::BTreeMap::new();
+    for &t in &s.origins {
+        while next < t {
+            gate.observe(values[next]);
+            next += 1;
+        }
+        let raw: Vec<Result<Forecast, ForecastError>> = columns.iter_mut().map(|c| c.next().expect("one forecast per origin")).collect();
+        let got = gate.issue(raw);
+        if let Some(g) = &got {
+            *counts.entry(g.choice.serving.clone()).or_insert(0usize) += 1;
+        }
+        served.push(got.map(|s| s.forecast).ok_or_else(|| ForecastError::Failed { forecaster: "gate".into(), reason: "no contender could forecast".into() }));
+    }
+    let mut report = s.report(options, gate_name(&subject), &served, !options.uncalibrated)?;
+    report.served = counts;
+    Ok(report)
 }
 
 /// The forecasts as `host run` issues them: each origin's interval corrected by what the
@@ -274,7 +355,7 @@ pub const BASELINES: [crate::config::Baseline; 3] = [crate::config::Baseline::La
 pub struct Comparison {
     pub series: String,
     pub column: String,
-    /// The subject first, then the baselines.
+    /// The subject first, the skill gate over it second, then the baselines.
     pub reports: Vec<Report>,
     pub steps: Vec<ComparedStep>,
 }
@@ -292,14 +373,19 @@ pub struct ComparedStep {
     pub ratio: f64,
     /// The subject's p10-p90 coverage.
     pub coverage: f64,
+    /// The skill gate's MASE, its ratio to the best baseline and its coverage.
+    pub gate_mase: f64,
+    pub gate_ratio: f64,
+    pub gate_coverage: f64,
 }
 
-/// Runs the comparison: `options.subject`, then each of [`BASELINES`] (the subject itself
-/// skipped when it is one of them).
+/// Runs the comparison: `options.subject`, the skill gate over it, then each of
+/// [`BASELINES`] (the subject itself skipped when it is one of them).
 pub fn compare(options: &Options) -> anyhow::Result<Comparison> {
-    let subject = run(options)?;
-    let same = Options { horizon: Some(subject.horizon), window: Some(subject.window), ..options.clone() };
-    let mut reports = vec![subject];
+    let subject = run(&Options { gate: false, ..options.clone() })?;
+    let same = Options { horizon: Some(subject.horizon), window: Some(subject.window), gate: false, ..options.clone() };
+    let gate = run(&Options { gate: true, ..same.clone() })?;
+    let mut reports = vec![subject, gate];
     for baseline in BASELINES {
         if matches!(options.subject, Subject::Baseline(b) if b == baseline) {
             continue;
@@ -312,10 +398,20 @@ pub fn compare(options: &Options) -> anyhow::Result<Comparison> {
     }
     let steps = (0..reports[0].steps.len())
         .map(|i| {
-            let own = reports[0].steps[i];
-            let best = reports[1..].iter().min_by(|a, b| a.steps[i].mase.total_cmp(&b.steps[i].mase)).expect("at least two baselines are left");
+            let (own, gate) = (reports[0].steps[i], reports[1].steps[i]);
+            let best = reports[2..].iter().min_by(|a, b| a.steps[i].mase.total_cmp(&b.steps[i].mase)).expect("at least two baselines are left");
             let best_mase = best.steps[i].mase;
-            ComparedStep { h: own.h, mase: own.mase, best_baseline: best.forecaster.clone(), best_baseline_mase: best_mase, ratio: own.mase / best_mase, coverage: own.coverage }
+            ComparedStep {
+                h: own.h,
+                mase: own.mase,
+                best_baseline: best.forecaster.clone(),
+                best_baseline_mase: best_mase,
+                ratio: own.mase / best_mase,
+                coverage: own.coverage,
+                gate_mase: gate.mase,
+                gate_ratio: gate.mase / best_mase,
+                gate_coverage: gate.coverage,
+            }
         })
         .collect();
     Ok(Comparison { series: options.series.display().to_string(), column: options.column.clone(), reports, steps })
@@ -327,36 +423,43 @@ impl Comparison {
     pub fn table(&self) -> String {
         let subject = &self.reports[0];
         let mut out = format!(
-            "{} vs {} on {} column {} ({} held-out origins, step {}s, window {}): MASE per step\n",
+            "{} and {} vs {} on {} column {} ({} held-out origins, step {}s, window {}): MASE per step\n",
             subject.forecaster,
-            self.reports[1..].iter().map(|r| r.forecaster.as_str()).collect::<Vec<_>>().join(", "),
+            self.reports[1].forecaster,
+            self.reports[2..].iter().map(|r| r.forecaster.as_str()).collect::<Vec<_>>().join(", "),
             self.series,
             self.column,
             subject.origins,
             subject.step_seconds,
             subject.window
         );
+        let width = self.reports.iter().map(|r| r.forecaster.len()).max().unwrap_or(0).max(12);
         out.push_str(&format!("{:>4}", "h"));
         for r in &self.reports {
-            out.push_str(&format!(" {:>14}", r.forecaster));
+            out.push_str(&format!(" {:>width$}", r.forecaster));
         }
-        out.push_str(&format!(" {:>16} {:>9} {:>9}\n", "best baseline", "ratio", "coverage"));
+        out.push_str(&format!(" {:>16} {:>7} {:>9} {:>10} {:>9}\n", "best baseline", "ratio", "coverage", "gate ratio", "coverage"));
         for (i, step) in self.steps.iter().enumerate() {
             out.push_str(&format!("{:>4}", step.h));
             for r in &self.reports {
-                out.push_str(&format!(" {:>14.4}", r.steps[i].mase));
+                out.push_str(&format!(" {:>width$.4}", r.steps[i].mase));
             }
-            out.push_str(&format!(" {:>16} {:>9.3} {:>8.1}%\n", step.best_baseline, step.ratio, 100.0 * step.coverage));
+            out.push_str(&format!(" {:>16} {:>7.3} {:>8.1}% {:>10.3} {:>8.1}%\n", step.best_baseline, step.ratio, 100.0 * step.coverage, step.gate_ratio, 100.0 * step.gate_coverage));
         }
-        let worst = self.steps.iter().map(|s| s.ratio).fold(f64::NEG_INFINITY, f64::max);
-        out.push_str(&format!("worst ratio {worst:.3}: {}\n", if worst < 1.0 { "beats every baseline at every step" } else { "does not beat the best baseline at every step" }));
+        out.push_str(&format!("{} served: {}\n", self.reports[1].forecaster, served_line(&self.reports[1].served, self.reports[1].origins)));
+        for (who, worst) in [(&subject.forecaster, self.steps.iter().map(|s| s.ratio).fold(f64::NEG_INFINITY, f64::max)), (&self.reports[1].forecaster, self.steps.iter().map(|s| s.gate_ratio).fold(f64::NEG_INFINITY, f64::max))] {
+            out.push_str(&format!("{who}: worst ratio {worst:.3}: {}\n", if worst < 1.0 { "beats every baseline at every step" } else { "does not beat the best baseline at every step" }));
+        }
         out
     }
 }
 
-fn pinball(q: f64, y: f64, predicted: f64) -> f64 {
-    let d = y - predicted;
-    (q * d).max((q - 1.0) * d)
+
+/// "model:lstm 95%, holt-damped 5%": who served the gate's origins.
+fn served_line(served: &std::collections::BTreeMap<String, usize>, origins: usize) -> String {
+    let mut shares: Vec<(&String, &usize)> = served.iter().collect();
+    shares.sort_by(|a, b| b.1.cmp(a.1));
+    shares.iter().map(|(who, n)| format!("{who} {:.0}%", 100.0 * **n as f64 / origins.max(1) as f64)).collect::<Vec<_>>().join(", ")
 }
 
 impl Report {
@@ -379,6 +482,9 @@ impl Report {
         out.push_str(&format!("{:>4} {:>12} {:>12} {:>8} {:>12} {:>9}\n", "h", "mae", "rmse", "mase", "pinball", "coverage"));
         for s in &self.steps {
             out.push_str(&format!("{:>4} {:>12.4} {:>12.4} {:>8.4} {:>12.4} {:>8.1}%\n", s.h, s.mae, s.rmse, s.mase, s.pinball, 100.0 * s.coverage));
+        }
+        if !self.served.is_empty() {
+            out.push_str(&format!("served: {}\n", served_line(&self.served, self.origins)));
         }
         out
     }

@@ -57,6 +57,9 @@ pub struct ForecastRecord {
     /// Set when the policy's forecaster could not serve and a simpler one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The skill gate's choice: who serves, why, and every contender's recent skill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::forecast::gate::Choice>,
 }
 
 /// The risk behind a decision.
@@ -360,7 +363,7 @@ mod tests {
     /// the order they had before the record became an enum of its kinds.
     #[test]
     fn each_kind_of_record_keeps_the_audit_format() {
-        let forecast = ForecastRecord { metric: "cpu".into(), forecast: Forecast { forecaster: "holt-damped".into(), step_seconds: 60, predicted: vec![2.0], lower: None, upper: None }, fallback: None };
+        let forecast = ForecastRecord { metric: "cpu".into(), forecast: Forecast { forecaster: "holt-damped".into(), step_seconds: 60, predicted: vec![2.0], lower: None, upper: None }, fallback: None, gate: None };
         let risk = RiskRecord { rule: "cpu".into(), plugin: "risk-cpu".into(), risk: Risk { level: Level::High, score: 0.9, seconds_to_breach: Some(60), required_replicas: Some(4), reason: "hot".into() } };
         let proposal = Proposal { action: Action::Scale { replicas: 9 }, reason: "surge".into() };
         let allowed = Proposal { action: Action::Scale { replicas: 5 }, reason: "surge".into() };

@@ -122,7 +122,8 @@ fn workload() -> Workload {
 
 #[test]
 fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_finite() {
-    let policy = config::parse(&policy_text(&format!("{{ model: {}, horizon: 5 }}", tiny().display()), CPU), &common::root().join("policies/test.yaml")).unwrap();
+    // The skill gate off: the model serves whenever it can (the gate's own test is below).
+    let policy = config::parse(&policy_text(&format!("{{ model: {}, horizon: 5, gate: false }}", tiny().display()), CPU), &common::root().join("policies/test.yaml")).unwrap();
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
     let mut tick = |value: f64, t: u64| {
@@ -144,11 +145,60 @@ fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_f
     assert!(f.fallback.as_deref().unwrap().contains("model:tiny produced a value that is not finite"), "{:?}", f.fallback);
 }
 
+/// The skill gate through the engine: the policy's own forecaster (here linear trend, so that
+/// the series can be built to make it win and then lose) is shadowed until it has shown skill,
+/// promoted on a ramp it extrapolates exactly, and demoted on a random walk where it chases
+/// slopes that are not there. Every forecast record names who served, why, and each
+/// contender's skill against the best baseline.
+#[test]
+fn the_skill_gate_shadows_promotes_and_demotes_the_policys_forecaster() {
+    let policy = config::parse(&policy_text("{ baseline: linear-trend, window: 20, horizon: 5, season: 10m }", CPU), &common::root().join("policies/test.yaml")).unwrap();
+    let plugins = Plugins::new(Limits::default()).unwrap();
+    let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
+    let (mut walk, mut seed) = (0.0f64, 7u64);
+    let mut records = Vec::new();
+    for t in 0..900u64 {
+        let value = if t < 300 {
+            1.0 + 0.01 * t as f64
+        } else {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            walk += ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.2;
+            4.0 + walk
+        };
+        let inputs = vec![Ok((Observation { values: BTreeMap::from([("cpu".to_string(), value)]), ..Default::default() }, workload()))];
+        let mut decisions = decide_blocking(&plugins, &mut runtimes, &[0], &inputs, SystemTime::UNIX_EPOCH + Duration::from_secs(60 * t), true);
+        records.push(decisions.remove(0).forecasts.remove(0));
+    }
+    let serving = |t: usize| records[t].forecast.forecaster.clone();
+    let gate = |t: usize| serde_json::to_value(records[t].gate.as_ref().unwrap()).unwrap();
+    // Shadowed first: the fallback serves while nothing is judged.
+    assert_eq!(serving(30), "holt-damped", "{}", gate(30));
+    assert_eq!(gate(30)["why"]["kind"], "unproven", "{}", gate(30));
+    assert_eq!(gate(30)["standings"][0]["forecaster"], "linear-trend");
+    // Promoted on the ramp once judged (60 points at each of 5 steps, from the third point).
+    let promoted = (0..300).find(|&t| serving(t) == "linear-trend").expect("promoted on the ramp");
+    assert!((60..120).contains(&promoted), "promoted at {promoted}");
+    let on_ramp = gate(299);
+    assert_eq!(on_ramp["why"]["kind"], "best-skill");
+    assert_eq!(on_ramp["why"]["replaced"], "holt-damped");
+    assert!(on_ramp["standings"][0]["vs_best_baseline"].as_f64().unwrap() < 0.5, "{on_ramp}");
+    // Demoted on the walk, and not back.
+    let demoted = (300..900).find(|&t| serving(t) != "linear-trend").expect("demoted on the walk");
+    assert!(demoted < 600, "demoted at {demoted}");
+    assert!((demoted..900).all(|t| serving(t) != "linear-trend"), "stays demoted");
+    assert_eq!(gate(demoted)["why"]["replaced"], "linear-trend", "{}", gate(demoted));
+    let last = gate(899);
+    assert!(last["standings"][0]["vs_best_baseline"].as_f64().unwrap() > 1.05, "{last}");
+    // The seasonal baselines (a 10-point season here) joined once they had their history.
+    assert!(last["standings"].as_array().unwrap().iter().any(|s| s["forecaster"] == "holt-winters" && s["available"] == true), "{last}");
+    assert_eq!(records[899].fallback, None, "shadowed is not a fallback: the forecaster could forecast");
+}
+
 #[test]
 fn the_prototypes_seven_metric_layout_forecasts_its_metrics_together() {
     const SEVEN: [&str; 7] = ["cpu_allocation_efficiency", "memory_allocation_efficiency", "disk_io", "network_latency", "node_cpu_usage", "node_memory_usage", "node_temperature"];
     let metrics = SEVEN.iter().map(|m| format!("{{ name: {m}, query: {m} }}")).collect::<Vec<_>>().join(", ");
-    let text = policy_text(&format!("{{ model: {}, horizon: 5 }}", model("prototype").display()), &metrics).replace("metric: cpu,", "metric: node_cpu_usage,");
+    let text = policy_text(&format!("{{ model: {}, horizon: 5, gate: false }}", model("prototype").display()), &metrics).replace("metric: cpu,", "metric: node_cpu_usage,");
     let policy = config::parse(&text, &common::root().join("policies/test.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
     assert_eq!(policy.forecast.window, 20, "the card's window");
     let plugins = Plugins::new(Limits::default()).unwrap();
@@ -277,33 +327,38 @@ fn calibrated_intervals_cover_eighty_percent_at_every_step() {
     assert_eq!(own["steps"][0]["mase"], calibrated["steps"][0]["mase"], "the median is never moved");
 }
 
-/// `--compare`: the subject and each simple baseline on the same origins, each column what its
-/// own backtest says, the ratio to the best baseline at each step.
+/// `--compare`: the subject, the skill gate over it and each simple baseline on the same
+/// origins, each column what its own backtest says, the ratio to the best baseline at each step.
 #[test]
-fn backtest_compare_sets_every_baseline_beside_the_subject() {
+fn backtest_compare_sets_the_gate_and_every_baseline_beside_the_subject() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = fixture(dir.path());
     let args = ["--series", path.to_str().unwrap(), "--column", "load", "--holdout", "0.25", "--season", "48m", "--window", "10", "--horizon", "4"];
     let compared = backtest(&[&args[..], &["--baseline", "holt-damped", "--compare"]].concat());
     let reports = compared["reports"].as_array().unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r["forecaster"].as_str().unwrap()).collect();
-    assert_eq!(names, ["holt-damped", "last-value", "seasonal-naive", "holt-winters"]);
+    assert_eq!(names, ["holt-damped", "gate(holt-damped)", "last-value", "seasonal-naive", "holt-winters"]);
     assert!(reports.iter().all(|r| r["origins"] == reports[0]["origins"]), "the same origins for all");
-    for (report, baseline) in reports.iter().zip(["holt-damped", "last", "seasonal-naive", "holt-winters"]) {
-        let alone = backtest(&[&args[..], &["--baseline", baseline]].concat());
-        assert_eq!(report["steps"], alone["steps"], "{baseline}: as its own backtest says");
+    for (report, who) in reports.iter().zip([&["--baseline", "holt-damped"][..], &["--baseline", "holt-damped", "--gate"], &["--baseline", "last"], &["--baseline", "seasonal-naive"], &["--baseline", "holt-winters"]]) {
+        let alone = backtest(&[&args[..], who].concat());
+        assert_eq!(report["steps"], alone["steps"], "{who:?}: as its own backtest says");
     }
+    // The gate served every origin, each by one of its contenders.
+    let served = reports[1]["served"].as_object().unwrap();
+    assert_eq!(served.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), reports[1]["origins"].as_u64().unwrap());
+    assert!(served.keys().all(|k| ["holt-damped", "last-value", "seasonal-naive", "holt-winters", "blend"].contains(&k.as_str())), "{served:?}");
     for (i, step) in compared["steps"].as_array().unwrap().iter().enumerate() {
         let mase = |r: &serde_json::Value| r["steps"][i]["mase"].as_f64().unwrap();
-        let best = reports[1..].iter().min_by(|a, b| mase(a).total_cmp(&mase(b))).unwrap();
+        let best = reports[2..].iter().min_by(|a, b| mase(a).total_cmp(&mase(b))).unwrap();
         assert_eq!(step["best_baseline"], best["forecaster"]);
         assert!((step["ratio"].as_f64().unwrap() - mase(&reports[0]) / mase(best)).abs() < 1e-12);
+        assert!((step["gate_ratio"].as_f64().unwrap() - mase(&reports[1]) / mase(best)).abs() < 1e-12);
     }
     // The table says the same, one row per step.
     let out = Command::new(common::host_binary()).current_dir(common::root()).arg("backtest").args(args).args(["--baseline", "holt-damped", "--compare"]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && table.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count() == 4, "{table}");
-    assert!(table.contains("worst ratio"), "{table}");
+    assert!(table.contains("worst ratio") && table.contains("gate ratio") && table.contains("gate(holt-damped) served: "), "{table}");
 }
 
 #[test]
@@ -354,4 +409,28 @@ fn the_default_model_beats_the_seasonal_baselines_on_real_held_out_data() {
             assert!((0.7..=0.9).contains(&c), "{file} h={}: coverage {c}", step["h"]);
         }
     }
+}
+
+/// The skill gate protects from a model that does not fit, on real held-out data: on
+/// Bitbrains VM 45 (a series where last value beats the shipped model at every step) the gate
+/// does better than the model at every step and mostly serves something else; on NASA, where
+/// the model beats every baseline, the gate serves the model and loses almost nothing to it.
+#[test]
+fn the_skill_gate_protects_from_a_model_that_does_not_fit_and_keeps_one_that_does() {
+    let data = common::root().join("../shared/data");
+    let compare = |file: &str, column: &str, extra: &[&str]| {
+        let path = data.join(file);
+        backtest(&[&["--series", path.to_str().unwrap(), "--column", column, "--horizon", "15", "--compare"][..], extra].concat())
+    };
+    let bad = compare("bitbrains-rnd/2013-8/45.csv", "CPU usage [MHZ]", &[]);
+    let steps = bad["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["ratio"].as_f64().unwrap() > 1.0), "the model loses here: {steps:?}");
+    assert!(steps.iter().all(|s| s["gate_mase"].as_f64().unwrap() < s["mase"].as_f64().unwrap()), "the gate does better at every step: {steps:?}");
+    let served = &bad["reports"][1]["served"];
+    let origins = bad["reports"][1]["origins"].as_f64().unwrap();
+    assert!(served["model:lstm"].as_f64().unwrap_or(0.0) < 0.5 * origins, "the model serves less than half: {served}");
+    let good = compare("nasa-http-1995/nasa_http_requests_per_minute.csv", "requests", &["--mask", "server_outage"]);
+    let steps = good["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["gate_mase"].as_f64().unwrap() <= 1.01 * s["mase"].as_f64().unwrap()), "{steps:?}");
+    assert!(good["reports"][1]["served"]["model:lstm"].as_f64().unwrap() > 0.95 * good["reports"][1]["origins"].as_f64().unwrap());
 }
