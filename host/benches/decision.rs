@@ -22,7 +22,36 @@ mod common;
 use common::plugin;
 
 fn main() {
+    let before = rss_mib();
+    let lineups = lineups_after_two_days(1000);
+    println!("resident memory: {before:.1} MiB, {:.1} MiB with 1,000 skill-gate lineups after two days of minutes ({:.1} KiB each)", rss_mib(), (rss_mib() - before) * 1024.0 / 1000.0);
+    drop(lineups);
     divan::main();
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// `n` lineups as `host run` keeps them for `n` watched metrics at a one-day season of minutes,
+/// each fed two days and an hour of points with a forecast at each (what they hold then: two
+/// seasons, Holt-Winters fitted, every contender's forecasts in flight).
+fn lineups_after_two_days(n: usize) -> Vec<augur::forecast::gate::Lineup> {
+    let history = day_and_more();
+    (0..n)
+        .map(|_| {
+            let mut lineup = augur::forecast::gate::Lineup::new("model:m", Box::new(HoltDamped::default()), 1440, true, true);
+            history[..2880].iter().for_each(|v| lineup.observe(*v));
+            for t in 2880..2940 {
+                let primary = Forecast { forecaster: "model:m".into(), ..HoltDamped::default().forecast(&history[t - 60..t], 15, 60).unwrap() };
+                lineup.issue(Ok(primary), &history[t - 60..t], 15, 60);
+                lineup.observe(history[t]);
+            }
+            lineup
+        })
+        .collect()
 }
 
 /// A policy with one CPU risk rule (risk-cpu) and one remediation (scale).
@@ -133,18 +162,17 @@ fn forecast_holt_damped(bencher: Bencher) {
 }
 
 /// The calibration's bookkeeping for one series and one forecast step: issue the corrected
-/// interval of a 10-step forecast, remember it, and score the point that arrives.
+/// interval of a 10-step forecast and score one step of it on the point that arrives.
 #[divan::bench]
 fn calibration_per_series_and_step(bencher: Bencher) {
     let history = series();
     let raw = HoltDamped::default().forecast(&history, 10, 60).unwrap();
-    let mut calibration = augur::forecast::calibration::Calibration::default();
+    let mut calibration = augur::forecast::calibration::Calibration::for_forecaster(&raw.forecaster);
     let mut i = 0usize;
     bencher.bench_local(|| {
         let issued = calibration.issue(divan::black_box(&raw));
-        calibration.record(&issued);
         i += 1;
-        calibration.observe(history[i % history.len()]);
+        calibration.update(i % 10, history[i % history.len()], &issued);
     });
 }
 

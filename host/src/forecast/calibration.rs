@@ -15,7 +15,6 @@
 //! The median is never moved; a bound never crosses it.
 
 use crate::domain::Forecast;
-use std::collections::VecDeque;
 
 /// Each side's target miss rate: the p10 and the p90.
 pub const TAIL: f64 = 0.1;
@@ -43,17 +42,14 @@ pub struct StepOffsets {
     pub coverage: f64,
 }
 
-/// The calibration of one series' forecasts.
+/// The calibration of one forecaster's forecasts on one series. Whoever issues the forecasts
+/// remembers them and scores each step on the point it predicted (`update`): the skill gate in
+/// `host run`, the backtest offline.
 #[derive(Debug, Clone, Default)]
 pub struct Calibration {
-    /// The forecaster it learned on: another one starts afresh.
+    /// The forecaster it calibrates: another's forecasts pass unchanged.
     forecaster: String,
     steps: Vec<StepOffsets>,
-    /// The forecasts issued and not yet scored at every step, with the point index their
-    /// first step predicts.
-    issued: VecDeque<(u64, Forecast)>,
-    /// Points observed so far (the index the next point takes).
-    points: u64,
 }
 
 impl Calibration {
@@ -80,62 +76,34 @@ impl Calibration {
         }
     }
 
-    /// Remembers a forecast as issued after the points seen so far: the next points score it.
-    pub fn record(&mut self, issued: &Forecast) {
-        if issued.lower.is_none() || issued.upper.is_none() {
-            return;
-        }
-        if issued.forecaster != self.forecaster {
-            *self = Calibration { forecaster: issued.forecaster.clone(), points: self.points, ..Default::default() };
-        }
-        // One forecast per point: a second one at the same point replaces the first.
-        if self.issued.back().is_some_and(|(at, _)| *at == self.points) {
-            self.issued.pop_back();
-        }
-        self.issued.push_back((self.points, issued.clone()));
-    }
-
-    /// The next point of the series: scores every remembered forecast that predicted it.
-    pub fn observe(&mut self, value: f64) {
-        let index = self.points;
-        let issued = std::mem::take(&mut self.issued);
-        for (at, forecast) in &issued {
-            if let Some(h) = index.checked_sub(*at).map(|h| h as usize)
-                && h < forecast.predicted.len()
-            {
-                self.update(h, value, forecast);
-            }
-        }
-        self.points += 1;
-        self.issued = issued.into_iter().filter(|(at, f)| at + (f.predicted.len() as u64) > self.points).collect();
-    }
-
     /// Scores step `h` of the issued `forecast` against `value`.
     pub fn update(&mut self, h: usize, value: f64, issued: &Forecast) {
         let (Some(lower), Some(upper)) = (&issued.lower, &issued.upper) else { return };
-        if !value.is_finite() || h >= issued.predicted.len() {
+        if h < issued.predicted.len() {
+            self.update_step(h, value, [lower[h], issued.predicted[h], upper[h]]);
+        }
+    }
+
+    /// Scores step `h` of an issued forecast, given as its (p10, p50, p90) there.
+    pub fn update_step(&mut self, h: usize, value: f64, [lower, median, upper]: [f64; 3]) {
+        if !value.is_finite() {
             return;
         }
         if self.steps.len() <= h {
             self.steps.resize(h + 1, StepOffsets::default());
         }
         let step = &mut self.steps[h];
-        let error = (value - issued.predicted[h]).abs();
+        let error = (value - median).abs();
         step.scored += 1;
         step.scale += (error - step.scale) / (step.scored as f64).min(SCALE_MEMORY);
-        let inside = f64::from(u8::from(lower[h] <= value && value <= upper[h]));
+        let inside = f64::from(u8::from(lower <= value && value <= upper));
         step.coverage += (inside - step.coverage) / (step.scored as f64).min(SCALE_MEMORY);
         let rate = GAIN * step.scale;
-        step.upper += rate * (f64::from(u8::from(value > upper[h])) - TAIL);
-        step.lower += rate * (f64::from(u8::from(value < lower[h])) - TAIL);
+        step.upper += rate * (f64::from(u8::from(value > upper)) - TAIL);
+        step.lower += rate * (f64::from(u8::from(value < lower)) - TAIL);
     }
 
-    /// Drops the forecasts waiting for their points (the series was refilled from elsewhere).
-    pub fn forget_issued(&mut self) {
-        self.issued.clear();
-    }
-
-    /// Starts over for `forecaster` (the backtest, which scores outside `observe`).
+    /// A calibration for `forecaster`'s forecasts, with nothing learned yet.
     pub fn for_forecaster(forecaster: &str) -> Self {
         Calibration { forecaster: forecaster.to_string(), ..Default::default() }
     }
@@ -174,21 +142,20 @@ mod tests {
     }
 
     /// Runs `points` of uniform noise of half-width `width` around 100, forecast as 100 with
-    /// the given spread, and returns each side's miss rate over the last half.
+    /// the given spread one step ahead, and returns each side's miss rate over the last half.
     fn run(spread: f64, width: f64, points: usize) -> (f64, f64, Calibration) {
-        let mut c = Calibration::default();
+        let mut c = Calibration::for_forecaster("test");
         let (mut seed, mut below, mut above, mut counted) = (7u64, 0, 0, 0);
         for i in 0..points {
             let issued = c.issue(&forecast(100.0, spread, 3));
-            c.record(&issued);
             let y = 100.0 + width * noise(&mut seed);
             if i > points / 2 {
-                // This value is the first step of the forecast just issued.
                 counted += 1;
                 below += u32::from(y < issued.lower.as_ref().unwrap()[0]);
                 above += u32::from(y > issued.upper.as_ref().unwrap()[0]);
             }
-            c.observe(y);
+            // This value is the first step of the forecast just issued.
+            c.update(0, y, &issued);
         }
         (f64::from(below) / f64::from(counted), f64::from(above) / f64::from(counted), c)
     }
@@ -206,15 +173,21 @@ mod tests {
         }
     }
 
-    /// Every step of every forecast is scored once, against the point it predicted.
+    /// Each step learns from its own scores only.
     #[test]
     fn each_step_is_calibrated_on_its_own_targets() {
-        let mut c = Calibration::default();
+        let mut c = Calibration::for_forecaster("test");
         let mut seed = 3u64;
+        let mut previous: Option<Forecast> = None;
         for _ in 0..30_000 {
             let issued = c.issue(&forecast(0.0, 1.0, 2));
-            c.record(&issued);
-            c.observe(4.0 * noise(&mut seed));
+            let y = 4.0 * noise(&mut seed);
+            // The point is step 2 of the forecast before and step 1 of this one.
+            if let Some(p) = &previous {
+                c.update(1, y, p);
+            }
+            c.update(0, y, &issued);
+            previous = Some(issued);
         }
         let steps = c.steps();
         assert_eq!(steps.len(), 2);
@@ -224,36 +197,32 @@ mod tests {
 
     #[test]
     fn the_median_never_moves_and_a_bound_never_crosses_it_nor_zero() {
-        let mut c = Calibration::default();
+        let mut c = Calibration::for_forecaster("test");
         for _ in 0..2000 {
             let issued = c.issue(&forecast(5.0, 4.0, 1));
-            c.record(&issued);
-            c.observe(5.0); // always at the median: the interval shrinks
+            c.update(0, 5.0, &issued); // always at the median: the interval shrinks
         }
         let out = c.issue(&forecast(5.0, 4.0, 1));
         assert_eq!(out.predicted, vec![5.0]);
         assert!(out.upper.unwrap()[0] >= 5.0 && out.lower.unwrap()[0] <= 5.0);
-        let mut wide = Calibration::default();
-        for _ in 0..2000 {
+        let mut wide = Calibration::for_forecaster("test");
+        for i in 0..2000 {
             let issued = wide.issue(&forecast(1.0, 0.5, 1));
-            wide.record(&issued);
-            wide.observe(if wide.points % 2 == 0 { 50.0 } else { 0.0 });
+            wide.update(0, if i % 2 == 0 { 50.0 } else { 0.0 }, &issued);
         }
         assert!(wide.issue(&forecast(1.0, 0.5, 1)).lower.unwrap()[0] >= 0.0, "a non-negative p10 stays non-negative");
     }
 
     #[test]
-    fn another_forecaster_starts_afresh() {
-        let mut c = Calibration::default();
+    fn another_forecasters_forecast_passes_unchanged() {
+        let mut c = Calibration::for_forecaster("test");
         for _ in 0..500 {
             let issued = c.issue(&forecast(0.0, 0.1, 1));
-            c.record(&issued);
-            c.observe(5.0);
+            c.update(0, 5.0, &issued);
         }
+        assert!(c.issue(&forecast(0.0, 0.1, 1)).upper.unwrap()[0] > 1.0, "it learned to widen");
         let mut other = forecast(0.0, 0.1, 1);
         other.forecaster = "other".into();
         assert_eq!(c.issue(&other), other, "not corrected by what another forecaster's errors taught");
-        c.record(&other);
-        assert!(c.steps().is_empty());
     }
 }

@@ -73,20 +73,44 @@ impl Contender {
         Some(self.loss.iter().sum::<f64>() / self.loss.len() as f64)
     }
 
-    fn score(&mut self, h: usize, value: f64, issued: &Forecast, calibrate: bool) {
+    fn score(&mut self, h: usize, value: f64, band: [f32; 3], calibrate: bool) {
         if self.loss.len() <= h {
             self.loss.resize(h + 1, 0.0);
             self.scored.resize(h + 1, 0);
         }
-        let median = issued.predicted[h];
-        let lower = issued.lower.as_ref().map_or(median, |l| l[h]);
-        let upper = issued.upper.as_ref().map_or(median, |u| u[h]);
+        let [lower, median, upper] = band.map(f64::from);
         let loss = (pinball(0.1, value, lower) + pinball(0.5, value, median) + pinball(0.9, value, upper)) / 3.0;
         self.scored[h] += 1;
         self.loss[h] += (loss - self.loss[h]) / (self.scored[h] as f64).min(SKILL_MEMORY);
         if calibrate {
-            self.calibration.update(h, value, issued);
+            self.calibration.update_step(h, value, [lower, median, upper]);
         }
+    }
+}
+
+/// The forecasts issued at one point, kept small until scored (a lineup holds a horizon's
+/// worth of them for every contender): per contender and step, its (p10, p50, p90) as `f32`,
+/// NaN where it did not forecast that step.
+#[derive(Debug, Clone)]
+struct Issued {
+    at: u64,
+    horizon: usize,
+    bands: Vec<[f32; 3]>,
+}
+
+impl Issued {
+    fn new(at: u64, forecasts: &[Option<Forecast>]) -> Self {
+        let horizon = forecasts.iter().flatten().map(|f| f.predicted.len()).max().unwrap_or(0);
+        let mut bands = vec![[f32::NAN; 3]; horizon * forecasts.len()];
+        for (c, f) in forecasts.iter().enumerate() {
+            let Some(f) = f else { continue };
+            for (h, median) in f.predicted.iter().enumerate() {
+                let lower = f.lower.as_ref().map_or(*median, |l| l[h]);
+                let upper = f.upper.as_ref().map_or(*median, |u| u[h]);
+                bands[c * horizon + h] = [lower as f32, *median as f32, upper as f32];
+            }
+        }
+        Self { at, horizon, bands }
     }
 }
 
@@ -194,7 +218,7 @@ pub struct Gate {
     switching: bool,
     calibrate: bool,
     /// The forecasts issued at each point, per contender, not yet scored at every step.
-    issued: VecDeque<(u64, Vec<Option<Forecast>>)>,
+    issued: VecDeque<Issued>,
     /// Points observed so far (the index the next point takes).
     points: u64,
     /// The last change of the chosen contender: whom it replaced, at which point.
@@ -312,11 +336,11 @@ impl Gate {
                 error: error.clone(),
             })
             .collect();
-        let forecast = issued[serving].clone().expect("the serving contender forecast");
-        if self.issued.back().is_some_and(|(at, _)| *at == self.points) {
+        if self.issued.back().is_some_and(|i| i.at == self.points) {
             self.issued.pop_back();
         }
-        self.issued.push_back((self.points, issued));
+        self.issued.push_back(Issued::new(self.points, &issued));
+        let forecast = issued.swap_remove(serving).expect("the serving contender forecast");
         let blend = if Some(serving) == self.blend { weights } else { Vec::new() };
         Some(Served { forecast, choice: Choice { serving: self.contenders[serving].name.clone(), why, standings, blend } })
     }
@@ -328,18 +352,20 @@ impl Gate {
         if !value.is_finite() {
             return;
         }
-        for (at, forecasts) in &self.issued {
-            let h = (index - at) as usize;
-            for (c, f) in self.contenders.iter_mut().zip(forecasts) {
-                if let Some(f) = f
-                    && h < f.predicted.len()
-                {
-                    c.score(h, value, f, self.calibrate);
+        for issued in &self.issued {
+            let h = (index - issued.at) as usize;
+            if h >= issued.horizon {
+                continue;
+            }
+            for (c, contender) in self.contenders.iter_mut().enumerate() {
+                let band = issued.bands.get(c * issued.horizon + h).copied().unwrap_or([f32::NAN; 3]);
+                if band.iter().all(|v| v.is_finite()) {
+                    contender.score(h, value, band, self.calibrate);
                 }
             }
         }
         let points = self.points;
-        self.issued.retain(|(at, fs)| fs.iter().flatten().any(|f| at + f.predicted.len() as u64 > points));
+        self.issued.retain(|i| i.at + i.horizon as u64 > points);
     }
 
     /// Drops the forecasts waiting for their points (the series was refilled from elsewhere);

@@ -97,7 +97,10 @@ impl OnnxModel {
         let fail = |what: String| ModelError(format!("{}: {what}", path.display()));
         let session = Session::builder(env)
             .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(ort::Error::<()>::from))
-            .and_then(|b| b.with_intra_threads(1).map_err(ort::Error::<()>::from))
+            // A tick's one batch may use the machine's cores (up to 4); the pool's threads
+            // sleep between batches instead of spinning, as a tick comes once a step.
+            .and_then(|b| b.with_intra_threads(intra_threads()).map_err(ort::Error::<()>::from))
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(ort::Error::<()>::from))
             // No CPU arena: it keeps the largest batch's buffers for ever (131 MiB resident with
             // three models after a batch of 1,000, against 61 MiB without). The price: the LSTM
             // takes ~105 ms instead of ~53 ms for 1,000 series, once a tick (make bench).
@@ -128,6 +131,12 @@ impl OnnxModel {
         let view: ArrayViewD<'_, f32> = outputs["quantiles"].try_extract_array::<f32>().map_err(|e| e.to_string())?;
         Ok(view.to_owned())
     }
+}
+
+/// Threads for one inference: the machine's cores, at most 4 (a batch of 1,000 windows gains
+/// little beyond that, and the engine's other work needs the rest).
+fn intra_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 fn check_outlet(outlets: &[ort::value::Outlet], name: &str, want: &[i64]) -> Result<(), String> {
