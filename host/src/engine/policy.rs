@@ -180,10 +180,11 @@ impl PolicyRuntime {
         }
     }
 
-    /// Points of each metric's past a warm start fetches: the forecaster's window, or the two
-    /// seasons and a point the skill gate's Holt-Winters needs.
+    /// Points of each metric's past a warm start fetches: the forecaster's window, or what the
+    /// skill gate needs to rehearse its contenders (with Holt-Winters' two seasons before).
     pub(super) fn history_wanted(&self) -> usize {
-        self.lineups.values().map(Lineup::history_wanted).fold(self.policy.forecast.window, usize::max)
+        let window = self.policy.forecast.window;
+        self.lineups.values().map(|l| l.history_wanted(window)).fold(window, usize::max)
     }
 
     /// A metric's history was refilled (a warm start) with `values`, oldest first: the

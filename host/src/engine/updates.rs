@@ -185,9 +185,10 @@ impl Engine {
         self.record_for(policies, |policy| Record::Reload(ReloadEntry { head: super::record::head(policy, &Observation::default(), now), reason: reason.clone(), error_stage, reload: reload.clone() }));
     }
 
-    /// The warm start: refills each policy's history from its metric source's past (up to a
-    /// window of points, one per interval, ending one interval before `now`), so that the
-    /// first tick can forecast and act instead of waiting a window's worth of intervals.
+    /// The warm start: refills each policy's history from its metric source's past (one point
+    /// per forecast step, ending a step before `now`: the window, and what the skill gate
+    /// rehearses its contenders on, after two seasons for Holt-Winters), so that the first
+    /// tick can forecast and act with judged forecasters instead of waiting for them.
     /// Returns, per policy, the points filled per metric; a source without history (the
     /// simulator) fills nothing, and a failure leaves the history to fill tick by tick.
     pub async fn warm_start(&mut self, now: SystemTime) -> Vec<(String, BTreeMap<String, usize>)> {

@@ -391,6 +391,11 @@ impl Gate {
         }
     }
 
+    /// A contender's recent skill (its mean pinball loss over the horizon), once judged.
+    pub fn skill(&self, forecaster: &str) -> Option<f64> {
+        self.contenders.iter().find(|c| c.name == forecaster).and_then(Contender::skill)
+    }
+
     /// The contender chosen to serve (it serves whenever it can forecast).
     pub fn chosen(&self) -> &str {
         &self.contenders[self.chosen].name
@@ -483,10 +488,11 @@ impl Lineup {
         Self { fallback, last_value, seasonal, gate }
     }
 
-    /// Points of history the lineup wants at a warm start (two seasons and a point for
-    /// Holt-Winters), beyond the forecaster's window.
-    pub fn history_wanted(&self) -> usize {
-        self.seasonal.as_ref().map_or(0, |s| 2 * s.season() + 1)
+    /// Points of history the lineup wants at a warm start, for a forecaster that reads
+    /// `window` points: what the contenders need before the rehearsal (the window, or two
+    /// seasons and a point for Holt-Winters) and the [`REHEARSAL`] itself.
+    pub fn history_wanted(&self, window: usize) -> usize {
+        self.seasonal.as_ref().map_or(window, |s| (2 * s.season() + 1).max(window)) + REHEARSAL
     }
 
     /// Takes the next point.
@@ -692,7 +698,8 @@ mod tests {
         let m = 20;
         let mut lineup = Lineup::new("model:m", Box::new(crate::forecast::HoltDamped::default()), m, true, true);
         assert_eq!(lineup.gate().names().collect::<Vec<_>>(), ["model:m", "holt-damped", "last-value", "seasonal-naive", "holt-winters"]);
-        assert_eq!(lineup.history_wanted(), 2 * m + 1);
+        assert_eq!(lineup.history_wanted(60), (2 * m + 1).max(60) + REHEARSAL);
+        assert_eq!(lineup.history_wanted(30), 2 * m + 1 + REHEARSAL);
         // A pure season: seasonal naive is exact, and wins once judged.
         let y = |t: usize| 100.0 + 30.0 * ((t % m) as f64 / m as f64 * std::f64::consts::TAU).sin();
         let mut history = Vec::new();
@@ -715,6 +722,6 @@ mod tests {
         assert_eq!(warm.gate().points(), REHEARSAL as u64, "rehearsed on the newest {REHEARSAL} points");
         let lineup_off = Lineup::new("holt-damped", Box::new(crate::forecast::HoltDamped::default()), m, false, true);
         assert_eq!(lineup_off.gate().names().collect::<Vec<_>>(), ["holt-damped", "last-value"], "the fallback is the primary: one of them");
-        assert_eq!(lineup_off.history_wanted(), 0);
+        assert_eq!(lineup_off.history_wanted(60), 60 + REHEARSAL);
     }
 }

@@ -216,6 +216,40 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
     assert!((0.0..=1.0).contains(&coverage) && coverage > 0.3, "the issued intervals hold most points: {coverage}");
 }
 
+/// A warm start fetches the two seasons the gate's Holt-Winters needs (not only the model's
+/// window) and rehearses every contender on the newest of them, so the first tick after a
+/// (re)start is served by a judged forecaster instead of shadowing the model for an hour.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_start_judges_the_contenders_on_the_fetched_history() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten hours of minutes: a two-hour wave with a little noise.
+    let rows: Vec<String> = (0..600).map(|t| format!("{},{:.3}", 804_931_200 + 60 * t, 60.0 + 30.0 * (t as f64 / 120.0 * std::f64::consts::TAU).sin() + ((t * 7919) % 7) as f64)).collect();
+    let csv = dir.path().join("wave.csv");
+    std::fs::write(&csv, format!("unix_time,requests\n{}\n", rows.join("\n"))).unwrap();
+    let file = policy(dir.path(), "warm", |t| t.replace("  fallback: holt-damped\n", "  fallback: holt-damped\n  season: 2h\n"));
+    let policy = config::load(&file).unwrap();
+    let sim = Arc::new(SimCluster::new(SimConfig { trace: Trace::from_file(&csv, "requests").unwrap(), ..SimConfig::default() }));
+    sim.add_deployment(&policy.target, 2);
+    sim.advance(Duration::from_secs(9 * 3600));
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let runtime = PolicyRuntime::new(policy, &plugins, None, false).unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
+    engine.set_echo(false);
+    let filled = engine.warm_start(sim.now()).await;
+    assert_eq!(filled[0].1["cpu"], 60, "the model's window is full: {filled:?}");
+    engine.tick(sim.now()).await;
+    let runtime = &engine.policies()[0];
+    assert_eq!(runtime.history("cpu").len(), 60, "the history keeps the window");
+    let gate = runtime.gate("cpu").unwrap();
+    // 481 points fetched: two 120-point seasons and one for Holt-Winters before the
+    // rehearsal, 240 rehearsed; then the first tick's point.
+    assert_eq!(gate.points(), 240 + 1);
+    for contender in ["model:lstm", "holt-damped", "last-value", "seasonal-naive", "holt-winters"] {
+        assert!(gate.skill(contender).is_some(), "{contender} is judged at the first tick");
+    }
+    assert_ne!(gate.chosen(), "holt-damped", "the first choice was replaced on the rehearsal's evidence");
+}
+
 /// At nginx.yaml's 15 s ticks in the surge run, the reactive floor adds a pod between the minutes: a scale lands at a
 /// tick that is not on a forecast step. (With the skill gate off: the model, which lags this
 /// smooth ramp, serves from its 60th point; with the gate on Holt's damped trend serves it and
