@@ -536,16 +536,16 @@ impl Lineup {
 
     /// Every contender's forecast at this point (the primary's given) and the one that serves.
     pub fn issue(&mut self, primary: Result<Forecast, ForecastError>, history: &[f64], horizon: usize, step_seconds: u32) -> Option<Served> {
-        let mut raw = Vec::with_capacity(5);
-        let names: Vec<String> = self.gate.names().skip(1).map(str::to_string).collect();
+        let mut raw = Vec::with_capacity(self.gate.contenders.len());
         raw.push(primary);
-        for name in &names {
-            raw.push(match name.as_str() {
+        for contender in self.gate.contenders.iter().skip(1).filter(|c| c.role != Role::Blend) {
+            let name = contender.name.as_str();
+            raw.push(match name {
                 n if self.fallback.as_ref().is_some_and(|f| f.name() == n) => self.fallback.as_ref().expect("checked").forecast(history, horizon, step_seconds),
                 "last-value" if self.last_value => LastValue.forecast(history, horizon, step_seconds),
                 "seasonal-naive" => self.seasonal.as_ref().map_or_else(|| Err(ForecastError::too_short(name, 1, 0)), |s| s.seasonal_naive(horizon, step_seconds)),
                 "holt-winters" => self.seasonal.as_ref().map_or_else(|| Err(ForecastError::too_short(name, 1, 0)), |s| s.holt_winters(horizon, step_seconds)),
-                _ => Err(ForecastError::Failed { forecaster: name.clone(), reason: "not a contender".into() }),
+                _ => Err(ForecastError::Failed { forecaster: name.to_string(), reason: "not a contender".into() }),
             });
         }
         self.gate.issue(raw)
