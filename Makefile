@@ -47,7 +47,7 @@ $(TRAIN_PY):
 
 # Retrains the shipped models from ../shared/data (about 3 minutes per model on 2 cores),
 # then scores them and the baselines with `host backtest` into their cards.
-MODELS := dlinear lstm transformer prototype
+MODELS := dlinear lstm transformer prototype lstm-seasonal dlinear-seasonal transformer-seasonal
 models: train-env host
 	for m in $(MODELS); do $(TRAIN_PY) models/train.py --config models/configs/$$m.yaml --out models/$$m || exit 1; done
 	$(TRAIN_PY) models/score.py
@@ -68,9 +68,11 @@ prometheus:
 grafana-schema:
 	bash scripts/check-dashboard.sh deploy/grafana-dashboard.json
 
-# The CI model: the whole training pipeline in seconds, into var/models/tiny.
+# The CI models: the whole training pipeline in seconds, into var/models/tiny and
+# var/models/tiny-seasonal (with a day of seasonal context).
 tiny-model: train-env
 	$(TRAIN_PY) models/train.py --config models/configs/tiny.yaml --out var/models/tiny
+	$(TRAIN_PY) models/train.py --config models/configs/tiny-seasonal.yaml --out var/models/tiny-seasonal
 
 # The plugins as components, where the policies find them (plugins/dist/<name>.wasm).
 plugins: setup

@@ -50,6 +50,8 @@ def main() -> None:
     window, horizon = int(cfg["window"]), int(cfg["horizon"])
     inputs = cfg.get("inputs", ["any"])
     holdout = float(cfg.get("holdout", 0.2))
+    context = data.Context.from_config(cfg.get("context"), window, horizon)
+    ctx_size = context.size if context else 0
 
     started = time.time()
     groups = [data.load(args.data, [spec], cfg.get("limit_rows")) for spec in cfg["sources"]]
@@ -67,32 +69,41 @@ def main() -> None:
     print(f"data: {sum(len(g) for g in groups)} series, {sum(len(t) for t in train_idx)} training windows, "
           f"{sum(len(v) for v in val_idx)} held-out windows ({time.time() - started:.1f}s)", flush=True)
 
-    def batch(pairs_by_group, n, rng):
+    # Each series with its unusable points as NaN: the seasonal context reads them as unknown.
+    filled = [[np.where(s.mask, s.values[:, 0], np.nan) for s in group] for group in groups]
+
+    def batch(pairs_by_group, n, rng, training=True):
+        """n rows of [context + window] raw values (context NaN where unknown) and their targets."""
         xs, ys = [], []
         gs = rng.integers(0, len(groups), n)
         for g in gs:
             pairs = pairs_by_group[g]
             s, t = pairs[rng.integers(0, len(pairs))]
-            v = groups[g][s].values[:, 0]
-            xs.append(v[t:t + window])
+            series = groups[g][s]
+            v = series.values[:, 0]
+            row = v[t:t + window]
+            if context:
+                past = context.gather(filled[g][s], t + window - 1, series.step, horizon, rng if training else None)
+                row = np.concatenate([past, row])
+            xs.append(row)
             ys.append(v[t + window:t + window + horizon])
         return torch.tensor(np.array(xs), dtype=torch.float32), torch.tensor(np.array(ys), dtype=torch.float32)
 
     # Channels share the weights, so training and calibration run on one channel; the export
     # takes the card's channel count.
-    model = nets.build(cfg["family"], window, horizon, 1, **cfg.get("options", {}))
+    model = nets.build(cfg["family"], window, horizon, 1, context=ctx_size, **cfg.get("options", {}))
     train = cfg["training"]
     opt = torch.optim.AdamW(model.parameters(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 1e-4)))
     steps = int(train["steps"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(train["lr"]), total_steps=steps)
     val_pairs = [v if len(v) else t for v, t in zip(val_idx, train_idx)]
-    val_x, val_y = batch(val_pairs, int(train.get("validation_windows", 4096)), np.random.default_rng(1))
+    val_x, val_y = batch(val_pairs, int(train.get("validation_windows", 4096)), np.random.default_rng(1), training=False)
 
     def loss_on(x, y):
         # Targets in the window's own units, clipped: a flat window followed by a jump would
         # otherwise give a huge target and one batch could wreck the weights.
-        z, mean, scale = nets.Forecaster.standardise(x)
-        return nets.pinball(model.normalised(z), ((y - mean) / scale).clamp(-CLIP, CLIP))
+        q, mean, scale = model.rows(x)
+        return nets.pinball(q, ((y - mean) / scale).clamp(-CLIP, CLIP))
 
     model.train()
     for step in range(1, steps + 1):
@@ -121,10 +132,10 @@ def main() -> None:
     model.channels = len(inputs)
     os.makedirs(args.out, exist_ok=True)
     onnx_path = os.path.join(args.out, "model.onnx")
-    export(model, window, len(inputs), onnx_path)
-    reference = write_reference(model, val_x, window, len(inputs), os.path.join(args.out, "reference.json"))
+    export(model, ctx_size + window, len(inputs), onnx_path)
+    reference = write_reference(model, val_x, len(inputs), os.path.join(args.out, "reference.json"), histories(context, groups, filled, window, horizon))
     check_onnx(onnx_path, reference)
-    write_card(cfg, args, groups, holdout, scale, coverage, held_out, time.time() - started)
+    write_card(cfg, args, groups, holdout, scale, coverage, held_out, time.time() - started, context)
     print(f"wrote {args.out} in {time.time() - started:.0f}s")
 
 
@@ -147,10 +158,10 @@ def calibrate(model, x, y, target: float = 0.8) -> float:
     return (lo * hi) ** 0.5
 
 
-def export(model, window: int, channels: int, path: str) -> None:
+def export(model, length: int, channels: int, path: str) -> None:
     import warnings
 
-    example = torch.rand(2, window, channels) * 10
+    example = torch.rand(2, length, channels) * 10
     warnings.filterwarnings("ignore", category=UserWarning)  # constant-folding notes on Slice
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # dynamo=False: opset 17, matches ORT exactly
     torch.onnx.export(
@@ -159,15 +170,46 @@ def export(model, window: int, channels: int, path: str) -> None:
     )
 
 
-def write_reference(model, val_x, window: int, channels: int, path: str) -> dict:
+def histories(context, groups, filled, window: int, horizon: int) -> list[dict]:
+    """For a model with seasonal context: per training step, one real history long enough for
+    every lag, with the row this code gathers from it. The host must gather the same row from
+    the same history (its parity test), so the two readings of the card cannot drift apart."""
+    if not context:
+        return []
+    out = []
+    for step in sorted({s.step for g in groups for s in g}):
+        series = next(s for g in groups for s in g if s.step == step)
+        g, k = next((g, k) for g, grp in enumerate(groups) for k, s in enumerate(grp) if s is series)
+        reach = max([lp for lp in context.lag_points(step, horizon) if lp] + [0]) + context.points + window + 50
+        end = next((e for e in range(min(reach, len(series.values)), len(series.values)) if series.mask[e - window:e].all()), None)
+        if end is None:
+            continue
+        values = filled[g][k][:end]
+        row = np.concatenate([context.gather(values, end - 1, step, horizon), values[-window:]])
+        out.append({"step": step, "values": [None if v != v else float(v) for v in values], "row": torch.tensor(row, dtype=torch.float32)})
+    return out
+
+
+def write_reference(model, val_x, channels: int, path: str, histories: list[dict]) -> dict:
     """Eight held-out windows (channels repeated with shifts for multi-channel layouts) and
-    PyTorch's output for them: the host's parity test runs the same inputs through ort."""
-    x = val_x[:8].unsqueeze(-1)
+    PyTorch's output for them: the host's parity test runs the same inputs through ort. With
+    seasonal context, some rows have it all, some part and some none (NaN, written as null)."""
+    x = val_x[:8].clone()
+    if model.context:
+        x[4:, :model.context] = float("nan")  # the second half: no past known
+        x[2:4, :model.context // 2] = float("nan")  # two rows: the older half unknown
+    x = x.unsqueeze(-1)
     if channels > 1:
         x = torch.cat([x * (1.0 + 0.1 * c) + c for c in range(channels)], dim=-1)
     with torch.no_grad():
         y = model(x)
-    reference = {"shape_in": list(x.shape), "shape_out": list(y.shape), "input": x.flatten().tolist(), "output": y.flatten().tolist()}
+    nulls = lambda values: [None if v != v else v for v in values]  # noqa: E731 (NaN -> null)
+    reference = {"shape_in": list(x.shape), "shape_out": list(y.shape), "input": nulls(x.flatten().tolist()), "output": y.flatten().tolist()}
+    if histories:
+        with torch.no_grad():
+            for h in histories:
+                h["output"] = model(h.pop("row").reshape(1, -1, 1).repeat(1, 1, channels)).flatten().tolist()
+        reference["histories"] = histories
     with open(path, "w") as f:
         json.dump(reference, f)
     return reference
@@ -177,7 +219,7 @@ def check_onnx(path: str, reference: dict) -> None:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x = np.array(reference["input"], dtype=np.float32).reshape(reference["shape_in"])
+    x = np.array([np.nan if v is None else v for v in reference["input"]], dtype=np.float32).reshape(reference["shape_in"])
     y = session.run(["quantiles"], {"history": x})[0]
     want = np.array(reference["output"], dtype=np.float32)
     # float32 carries ~7 digits: compare relative to the value's size (1e-4 absolute below 1).
@@ -187,7 +229,7 @@ def check_onnx(path: str, reference: dict) -> None:
         raise SystemExit(f"{path}: ONNX Runtime output differs from PyTorch by {diff}")
 
 
-def write_card(cfg, args, groups, holdout, scale, coverage, held_out, seconds) -> None:
+def write_card(cfg, args, groups, holdout, scale, coverage, held_out, seconds, context) -> None:
     training_data = []
     for spec, group in zip(cfg["sources"], groups):
         training_data.append({
@@ -209,8 +251,17 @@ def write_card(cfg, args, groups, holdout, scale, coverage, held_out, seconds) -
         "horizon": int(cfg["horizon"]),
         "steps": [f"{s}s" for s in cfg["steps"]],
         "quantiles": list(nets.QUANTILES),
+        **({"context": {
+            "lags": [f"{l // 86400}d" if l % 86400 == 0 else f"{l}s" for l in context.lags],
+            "points": context.points,
+            "max_lag_points": context.max_lag_points,
+            "layout": "the history tensor starts with one segment per lag, in the order of lags, then the window; "
+                      "a segment is the `points` values ending `horizon` points after the newest point's time one lag "
+                      "earlier; NaN where that past is unknown (not kept, a gap, a lag not a whole number of steps, "
+                      "or longer than max_lag_points steps)",
+        }} if context else {}),
         "tensors": {
-            "input": {"name": "history", "shape": ["batch", "window", "channels"], "type": "float32"},
+            "input": {"name": "history", "shape": ["batch", "context + window" if context else "window", "channels"], "type": "float32"},
             "output": {"name": "quantiles", "shape": ["batch", "horizon", "channels", "quantiles"], "type": "float32"},
         },
         "normalisation": "inside the graph: each channel's window is standardised by its own mean and "

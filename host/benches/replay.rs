@@ -1,5 +1,5 @@
 //! `host replay` and the anomaly pass: how fast a trace replays (the policy through the real
-//! engine, LSTM and plugins, the HPA model and the oracle, each on its own simulated cluster),
+//! engine, the default model and plugins, the HPA model and the oracle, each on its own simulated cluster),
 //! and how fast the two detectors score a NAB-sized series.
 //!
 //! Run with `make bench`. Figures: time per replay of the built-in three-day NASA slice
@@ -27,7 +27,7 @@ fn replay_three_days_of_minutes(bencher: Bencher) {
 
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn score_a_nab_sized_series(bencher: Bencher) {
-    let model = forecast::OnnxModel::shared(&common::root().join("models/lstm/model.onnx")).expect("the shipped LSTM loads");
+    let model = forecast::OnnxModel::shared(&common::root().join("models/transformer/model.onnx")).expect("the shipped default model loads");
     let fallback = forecast::HoltDamped::default();
     let values: Vec<f64> = (0..4032).map(|i| 20.0 + 5.0 * (i as f64 / 288.0 * std::f64::consts::TAU).sin() + ((i * 7919) % 13) as f64 * 0.05).collect();
     let window = model.card().window;

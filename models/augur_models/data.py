@@ -129,3 +129,54 @@ def _dedup_sorted(header, rows, time_col):
     for r in rows:
         seen.setdefault(float(r[i]), r)
     return [seen[k] for k in sorted(seen)]
+
+
+@dataclass
+class Context:
+    """Seasonal context (a config's and card's `context`): for each lag, the `points` values
+    ending `horizon` points after the origin one lag earlier. A lag that is not a whole number
+    of the series' steps, is shorter than the horizon (it would reach past the origin) or is
+    longer than `max_lag_points` steps (the host keeps no more history than that) is unknown:
+    all NaN, as the host feeds it."""
+
+    lags: list[int]  # seconds
+    points: int
+    max_lag_points: int
+    dropout: float  # training only: the chance a segment is hidden, so the model learns without it
+
+    @classmethod
+    def from_config(cls, cfg: dict | None, window: int, horizon: int) -> "Context | None":
+        if not cfg:
+            return None
+        return cls([seconds(l) for l in cfg["lags"]], int(cfg.get("points", window + horizon)), int(cfg.get("max_lag_points", 2016)), float(cfg.get("dropout", 0.25)))
+
+    @property
+    def size(self) -> int:
+        return len(self.lags) * self.points
+
+    def lag_points(self, step: int, horizon: int) -> list[int | None]:
+        out = []
+        for lag in self.lags:
+            lp = lag // step if lag % step == 0 else None
+            out.append(lp if lp is not None and horizon <= lp <= self.max_lag_points else None)
+        return out
+
+    def gather(self, filled: np.ndarray, origin: int, step: int, horizon: int, rng=None) -> np.ndarray:
+        """[size] context for the origin (index of the newest point) of a series whose unusable
+        points are NaN in `filled`."""
+        out = np.full(self.size, np.nan)
+        for k, lp in enumerate(self.lag_points(step, horizon)):
+            if lp is None or (rng is not None and rng.random() < self.dropout):
+                continue
+            idx = origin + horizon - lp - self.points + 1 + np.arange(self.points)
+            ok = idx >= 0
+            out[k * self.points:(k + 1) * self.points][ok] = filled[idx[ok]]
+        return out
+
+
+def seconds(text) -> int:
+    """`1d`, `7d`, `12h`, `30m`, `300s` or a number of seconds."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)

@@ -32,6 +32,45 @@ pub struct ModelCard {
     #[serde(deserialize_with = "durations")]
     pub steps: Vec<Duration>,
     pub quantiles: Vec<f64>,
+    /// Seasonal context read before the window (`None`: the window alone).
+    #[serde(default)]
+    pub context: Option<CardContext>,
+}
+
+/// A model's seasonal context: the history tensor starts with one segment per lag, in the
+/// order of `lags`, then the window. A segment is the `points` values ending `horizon` points
+/// after the newest point's time one lag earlier (what happened then around now and over the
+/// coming horizon); NaN where that past is unknown.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardContext {
+    #[serde(deserialize_with = "durations")]
+    pub lags: Vec<Duration>,
+    pub points: usize,
+    /// A lag of more steps than this is unknown: the host keeps no more history (training
+    /// follows the same rule).
+    pub max_lag_points: usize,
+}
+
+impl CardContext {
+    /// Each lag in points of `step`; `None` for a lag that is not a whole number of steps, is
+    /// shorter than the horizon (its segment would reach past the newest point) or is longer
+    /// than `max_lag_points`.
+    pub fn lag_points(&self, step: Duration, horizon: usize) -> Vec<Option<usize>> {
+        let step = step.as_secs().max(1);
+        self.lags
+            .iter()
+            .map(|lag| {
+                let lag = lag.as_secs();
+                let points = (lag % step == 0).then(|| (lag / step) as usize);
+                points.filter(|p| (horizon..=self.max_lag_points).contains(p))
+            })
+            .collect()
+    }
+
+    /// Values of context before the window in the model's input.
+    pub fn len(&self) -> usize {
+        self.lags.len() * self.points
+    }
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -59,7 +98,25 @@ impl ModelCard {
         if card.inputs.is_empty() || card.window == 0 || card.horizon == 0 {
             return Err(format!("{}: inputs, window and horizon must be set; fix: regenerate it with models/train.py", path.display()));
         }
+        if let Some(c) = &card.context
+            && (c.lags.is_empty() || c.points == 0 || c.points > card.window + card.horizon + c.max_lag_points)
+        {
+            return Err(format!("{}: context: needs at least one lag and 1 to window + horizon + max_lag_points points per lag; fix: regenerate it with models/train.py", path.display()));
+        }
         Ok(card)
+    }
+
+    /// Points of the ONNX input's time axis: the seasonal context, then the window.
+    pub fn input_len(&self) -> usize {
+        self.context.as_ref().map_or(0, CardContext::len) + self.window
+    }
+
+    /// Points of history the model reads at `step` when they are there: the window, or as far
+    /// back as its oldest known lag's segment reaches.
+    pub fn history_used(&self, step: Duration) -> usize {
+        let Some(c) = &self.context else { return self.window };
+        let reach = c.lag_points(step, self.horizon).into_iter().flatten().map(|lag| (lag + c.points).saturating_sub(self.horizon)).max().unwrap_or(0);
+        reach.max(self.window)
     }
 
     /// Channels of the ONNX input and output.
@@ -103,3 +160,40 @@ impl ModelCard {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(context: Option<CardContext>) -> ModelCard {
+        ModelCard { format: CARD_FORMAT.into(), name: "m".into(), family: String::new(), inputs: vec![ANY_INPUT.into()], window: 60, horizon: 15, steps: vec![], quantiles: QUANTILES.to_vec(), context }
+    }
+
+    fn day_and_week() -> CardContext {
+        CardContext { lags: vec![Duration::from_secs(86_400), Duration::from_secs(7 * 86_400)], points: 75, max_lag_points: 2016 }
+    }
+
+    #[test]
+    fn a_lag_is_known_when_it_is_whole_steps_at_least_the_horizon_and_within_what_is_kept() {
+        let c = day_and_week();
+        assert_eq!(c.lag_points(Duration::from_secs(300), 15), [Some(288), Some(2016)]);
+        // A week of minutes is 10,080 points: more than the host keeps.
+        assert_eq!(c.lag_points(Duration::from_secs(60), 15), [Some(1440), None]);
+        // A day is not a whole number of 7-second steps.
+        assert_eq!(c.lag_points(Duration::from_secs(7), 15), [None, None]);
+        // A day of hours is 24 points, fewer than a 30-point horizon: it would read the future.
+        assert_eq!(c.lag_points(Duration::from_secs(3600), 30), [None, Some(168)]);
+        assert_eq!(c.len(), 150);
+    }
+
+    #[test]
+    fn the_history_used_reaches_back_to_the_oldest_known_segment() {
+        let with = card(Some(day_and_week()));
+        assert_eq!(with.input_len(), 150 + 60);
+        assert_eq!(with.history_used(Duration::from_secs(300)), 2016 + 75 - 15);
+        assert_eq!(with.history_used(Duration::from_secs(60)), 1440 + 75 - 15);
+        assert_eq!(with.history_used(Duration::from_secs(7)), 60, "no lag known: the window");
+        let without = card(None);
+        assert_eq!((without.input_len(), without.history_used(Duration::from_secs(300))), (60, 60));
+    }
+}

@@ -79,7 +79,9 @@ impl PolicyRuntime {
         }
         let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
         let guard_state = if resume { super::record::load_state(&audit_path, &policy.name)? } else { GuardState::default() };
-        let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(policy.forecast.window))).collect();
+        // The forecaster may read further back than its window (a model's seasonal context).
+        let kept = forecaster.history_used(policy.forecast.step.as_secs() as u32).max(policy.forecast.window);
+        let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(kept))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let spec = &policy.forecast;
@@ -180,11 +182,23 @@ impl PolicyRuntime {
         }
     }
 
-    /// Points of each metric's past a warm start fetches: the forecaster's window, or what the
-    /// skill gate needs to rehearse its contenders (with Holt-Winters' two seasons before).
+    /// Points of each metric's past a warm start fetches: what the forecaster reads (its window,
+    /// or as far back as a model's seasonal context reaches), or what the skill gate needs to
+    /// rehearse its contenders (with Holt-Winters' two seasons before).
     pub(super) fn history_wanted(&self) -> usize {
-        let window = self.policy.forecast.window;
-        self.lineups.values().map(|l| l.history_wanted(window)).fold(window, usize::max)
+        let used = self.history_used();
+        self.lineups.values().map(|l| l.history_wanted(used)).fold(used, usize::max)
+    }
+
+    /// Points of history the policy's forecaster reads at its step.
+    fn history_used(&self) -> usize {
+        self.forecaster.history_used(self.policy.forecast.step.as_secs() as u32).max(self.policy.forecast.window)
+    }
+
+    /// The newest `window` points of a history: what the rules and the simple forecasters
+    /// see (the history may be kept longer for a model's seasonal context).
+    fn window_of<'h>(&self, history: &'h [f64]) -> &'h [f64] {
+        &history[history.len().saturating_sub(self.policy.forecast.window)..]
     }
 
     /// A metric's history was refilled (a warm start) with `values`, oldest first: the
@@ -235,7 +249,7 @@ impl PolicyRuntime {
     /// Each watched metric's contenders forecast at a new point (the policy forecaster's from
     /// the tick's batch) and the gate chooses; the ticks until the next point reuse it.
     fn serve(&mut self, forecasts: &Forecasts) {
-        let (horizon, step) = (self.policy.forecast.horizon, self.policy.forecast.step.as_secs() as u32);
+        let (horizon, step, window) = (self.policy.forecast.horizon, self.policy.forecast.step.as_secs() as u32, self.policy.forecast.window);
         for (metric, lineup) in &mut self.lineups {
             let points = lineup.gate().points();
             if self.untrusted.contains_key(metric) || self.served.get(metric).is_some_and(|(at, _)| *at == points) {
@@ -243,7 +257,9 @@ impl PolicyRuntime {
             }
             let Some(history) = self.histories.get(metric) else { continue };
             let primary = forecasts.get(metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
-            match lineup.issue(primary, history.values(), horizon, step) {
+            let values = history.values();
+            let recent = &values[values.len().saturating_sub(window)..];
+            match lineup.issue(primary, recent, horizon, step) {
                 Some(served) => {
                     self.served.insert(metric.clone(), (points, served));
                 }
@@ -337,7 +353,7 @@ impl PolicyRuntime {
                 continue;
             }
             let history = self.histories.get(&rule.metric).expect("one history per metric").current();
-            let history = &*history;
+            let history = self.window_of(&history);
             let Some((_, served)) = self.served.get(&rule.metric) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;

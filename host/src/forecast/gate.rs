@@ -525,7 +525,8 @@ impl Lineup {
             return;
         };
         let origins = start..values.len();
-        let rows: Vec<super::Row<'_>> = origins.clone().map(|t| vec![&values[t.saturating_sub(window)..t]]).collect();
+        let used = primary.history_used(step_seconds).max(window);
+        let rows: Vec<super::Row<'_>> = origins.clone().map(|t| vec![&values[t.saturating_sub(used)..t]]).collect();
         let forecasts = primary.forecast_batch(&rows, horizon, step_seconds);
         for (t, forecast) in origins.zip(forecasts) {
             let forecast = forecast.map(|mut channels| channels.swap_remove(0));

@@ -54,6 +54,12 @@ pub trait Forecaster: Send + Sync {
         1
     }
 
+    /// Points of history it reads at `step_seconds` when they are there (a model's seasonal
+    /// context reaches a day or a week back): the engine keeps and warm-starts that many.
+    fn history_used(&self, _step_seconds: u32) -> usize {
+        self.min_history()
+    }
+
     /// The metrics a joint (multi-channel) model reads together, in its input order; `None`
     /// for forecasters that take one metric at a time.
     fn joint_inputs(&self) -> Option<&[String]> {

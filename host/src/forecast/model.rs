@@ -107,8 +107,12 @@ impl OnnxModel {
             .and_then(|b| b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()]).map_err(ort::Error::<()>::from))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| fail(format!("ONNX Runtime cannot load it: {e}; fix: re-export it with models/train.py")))?;
-        let (c, w, h) = (card.channels() as i64, card.window as i64, card.horizon as i64);
-        check_outlet(session.inputs(), "history", &[-1, w, c]).map_err(|e| fail(format!("input: {e}; the card says window {w}, {c} channel(s); fix: re-export the model and its card together")))?;
+        let (c, w, h) = (card.channels() as i64, card.input_len() as i64, card.horizon as i64);
+        let says = match &card.context {
+            Some(ctx) => format!("{} points of seasonal context and window {}", ctx.len(), card.window),
+            None => format!("window {w}"),
+        };
+        check_outlet(session.inputs(), "history", &[-1, w, c]).map_err(|e| fail(format!("input: {e}; the card says {says}, {c} channel(s); fix: re-export the model and its card together")))?;
         check_outlet(session.outputs(), "quantiles", &[-1, h, c, 3]).map_err(|e| fail(format!("output: {e}; the card says horizon {h}, {c} channel(s), 3 quantiles; fix: re-export the model and its card together")))?;
         let label = format!("model:{}", card.name);
         Ok(Self { card, path: path.to_path_buf(), label, session: Mutex::new(session) })
@@ -130,6 +134,24 @@ impl OnnxModel {
         let outputs = session.run(ort::inputs!["history" => tensor]).map_err(|e| e.to_string())?;
         let view: ArrayViewD<'_, f32> = outputs["quantiles"].try_extract_array::<f32>().map_err(|e| e.to_string())?;
         Ok(view.to_owned())
+    }
+}
+
+/// Writes a history's seasonal context through `put(position, value)`: for lag `k` of `lags`
+/// (in points; `None` is unknown), the `points` values ending at `horizon` points after the
+/// newest point's time one lag earlier, at positions `k * points ..`. Positions the history
+/// does not reach are not written (they stay NaN).
+fn gather_context(history: &[f64], lags: &[Option<usize>], points: usize, horizon: usize, mut put: impl FnMut(usize, f32)) {
+    let newest = history.len() as isize - 1;
+    for (k, lag) in lags.iter().enumerate() {
+        let Some(lag) = lag else { continue };
+        let first = newest + horizon as isize - *lag as isize - points as isize + 1;
+        for p in 0..points {
+            let at = first + p as isize;
+            if (0..history.len() as isize).contains(&at) {
+                put(k * points + p, history[at as usize] as f32);
+            }
+        }
     }
 }
 
@@ -166,6 +188,10 @@ impl Forecaster for OnnxModel {
         self.card.window
     }
 
+    fn history_used(&self, step_seconds: u32) -> usize {
+        self.card.history_used(std::time::Duration::from_secs(step_seconds.into()))
+    }
+
     fn joint_inputs(&self) -> Option<&[String]> {
         (!self.card.is_univariate()).then_some(&self.card.inputs[..])
     }
@@ -178,6 +204,8 @@ impl Forecaster for OnnxModel {
 
     /// Rows with less history than the window get `TooShort`; the rest go through one
     /// inference. Each channel's forecast is cut to `horizon`; demand does not go below zero.
+    /// A model with seasonal context reads each lag's segment from further back in the row,
+    /// NaN where the row does not reach (or holds NaN: a point that is not real).
     fn forecast_batch(&self, rows: &[Row<'_>], horizon: usize, step_seconds: u32) -> Vec<Result<Vec<Forecast>, ForecastError>> {
         let (w, c) = (self.card.window, self.card.channels());
         let mut results: Vec<Result<Vec<Forecast>, ForecastError>> = Vec::with_capacity(rows.len());
@@ -196,11 +224,17 @@ impl Forecaster for OnnxModel {
         if ready.is_empty() {
             return results;
         }
-        let mut input = Array3::<f32>::zeros((ready.len(), w, c));
+        let context = self.card.context.as_ref().map(|ctx| (ctx, ctx.lag_points(std::time::Duration::from_secs(step_seconds.into()), self.card.horizon)));
+        let before = context.as_ref().map_or(0, |(ctx, _)| ctx.len());
+        let mut input = Array3::<f32>::from_elem((ready.len(), before + w, c), f32::NAN);
         for (b, &i) in ready.iter().enumerate() {
             for (ch, history) in rows[i].iter().enumerate() {
                 for (t, v) in history[history.len() - w..].iter().enumerate() {
-                    input[[b, t, ch]] = *v as f32;
+                    input[[b, before + t, ch]] = *v as f32;
+                }
+                if let Some((ctx, lags)) = &context {
+                    let mut column = input.slice_mut(ndarray::s![b, ..before, ch]);
+                    gather_context(history, lags, ctx.points, self.card.horizon, |at, v| column[at] = v);
                 }
             }
         }
@@ -225,5 +259,25 @@ impl Forecaster for OnnxModel {
             results[i] = channels.collect();
         }
         results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather_context;
+
+    #[test]
+    fn the_context_is_the_window_and_horizon_one_lag_back_and_unknown_beyond_the_history() {
+        // history[i] = i: the values say where they were read from.
+        let history: Vec<f64> = (0..100).map(f64::from).collect();
+        let mut row = vec![f32::NAN; 3 * 4];
+        // Lags of 10 and 98 points, one unknown; 4 points each, horizon 2: the segment of lag
+        // 10 ends at 99 + 2 - 10 = 91.
+        gather_context(&history, &[Some(10), None, Some(98)], 4, 2, |at, v| row[at] = v);
+        assert_eq!(&row[..4], &[88.0, 89.0, 90.0, 91.0]);
+        assert!(row[4..8].iter().all(|v| v.is_nan()), "an unknown lag stays NaN: {row:?}");
+        // Lag 98 ends at 3: its first point (-1) is before the history.
+        assert!(row[8].is_nan());
+        assert_eq!(&row[9..], &[1.0, 2.0, 3.0]);
     }
 }

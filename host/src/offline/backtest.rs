@@ -179,8 +179,12 @@ fn raw_forecasts(s: &Setup, subject: &Subject) -> anyhow::Result<(String, Vec<Re
     Ok(match (subject, &s.model) {
         (Subject::Model(_), Some(model)) => {
             let mut out = Vec::with_capacity(s.origins.len());
+            // A model with seasonal context reads further back than its window; a point that is
+            // not real is unknown to it (NaN), as a gap is on a cluster.
+            let used = model.history_used(step).max(window);
+            let values: Vec<f64> = s.series.values.iter().zip(&s.series.real).map(|(v, real)| if *real { *v } else { f64::NAN }).collect();
             for chunk in s.origins.chunks(1024) {
-                let rows: Vec<Row<'_>> = chunk.iter().map(|&t| vec![&s.series.values[t - window..t]]).collect();
+                let rows: Vec<Row<'_>> = chunk.iter().map(|&t| vec![&values[t.saturating_sub(used)..t]]).collect();
                 out.extend(model.forecast_batch(&rows, horizon, step).into_iter().map(|r| r.map(|mut c| c.swap_remove(0))));
             }
             (model.name().to_string(), out)
@@ -455,7 +459,7 @@ impl Comparison {
 }
 
 
-/// "model:lstm 95%, holt-damped 5%": who served the gate's origins.
+/// "model:transformer 95%, holt-damped 5%": who served the gate's origins.
 fn served_line(served: &std::collections::BTreeMap<String, usize>, origins: usize) -> String {
     let mut shares: Vec<(&String, &usize)> = served.iter().collect();
     shares.sort_by(|a, b| b.1.cmp(a.1));

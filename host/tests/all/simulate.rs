@@ -91,17 +91,17 @@ fn the_acceptance_run_executes_a_scale_that_cites_a_predicted_breach() {
     // The shipped model forecasts once it has its 60-point window; before that the fallback
     // serves and says so.
     let by = |r: &&serde_json::Value| r["forecast"]["forecaster"].as_str().unwrap_or_default().to_string();
-    assert!(all.iter().filter(|r| !r["forecast"].is_null()).any(|r| by(&r) == "model:lstm"), "the demo forecasts with the shipped model");
+    assert!(all.iter().filter(|r| !r["forecast"].is_null()).any(|r| by(&r) == "model:transformer"), "the demo forecasts with the shipped model");
     let early = all.iter().find(|r| !r["forecast"].is_null()).unwrap();
-    assert_ne!(by(&early), "model:lstm", "the first records come before the model's window is full");
-    assert!(early["forecast"]["fallback"].as_str().unwrap().contains("model:lstm needs at least 60 points"), "{early}");
+    assert_ne!(by(&early), "model:transformer", "the first records come before the model's window is full");
+    assert!(early["forecast"]["fallback"].as_str().unwrap().contains("model:transformer needs at least 60 points"), "{early}");
     // Every forecast in the audit says who served it, why, and how each contender scores.
-    let by_model = scales.iter().find(|r| by(r) == "model:lstm").expect("the model serves some executed scale");
+    let by_model = scales.iter().find(|r| by(r) == "model:transformer").expect("the model serves some executed scale");
     let gate = &by_model["forecast"]["gate"];
-    assert_eq!(gate["serving"], "model:lstm", "{gate}");
+    assert_eq!(gate["serving"], "model:transformer", "{gate}");
     assert_eq!(gate["why"]["kind"], "best-skill", "promoted on its skill: {gate}");
     let standings = gate["standings"].as_array().unwrap();
-    assert_eq!(standings[0]["forecaster"], "model:lstm");
+    assert_eq!(standings[0]["forecaster"], "model:transformer");
     // Serving, it stays within the margin of the best baseline (beyond it, it is demoted).
     assert!(standings[0]["vs_best_baseline"].as_f64().unwrap() < 1.0 / 0.95, "{gate}");
     assert!(standings.iter().any(|s| s["forecaster"] == "last-value" && s["loss"].as_f64().is_some()), "{gate}");
@@ -216,6 +216,36 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
     assert!((0.0..=1.0).contains(&coverage) && coverage > 0.3, "the issued intervals hold most points: {coverage}");
 }
 
+/// A model with seasonal context reads a day back: the engine keeps that much of the metric it
+/// forecasts and a warm start fetches it, with the gate's rehearsal after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_start_fetches_the_day_a_seasonal_model_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two days of minutes: a daily wave with a little noise.
+    let rows: Vec<String> = (0..2880).map(|t| format!("{},{:.3}", 804_931_200 + 60 * t, 60.0 + 30.0 * (t as f64 / 1440.0 * std::f64::consts::TAU).sin() + ((t * 7919) % 7) as f64)).collect();
+    let csv = dir.path().join("days.csv");
+    std::fs::write(&csv, format!("unix_time,requests\n{}\n", rows.join("\n"))).unwrap();
+    let file = policy(dir.path(), "seasonal", |t| t.replace("transformer/model.onnx", "transformer-seasonal/model.onnx"));
+    let policy = config::load(&file).unwrap();
+    let sim = Arc::new(SimCluster::new(SimConfig { trace: Trace::from_file(&csv, "requests").unwrap(), ..SimConfig::default() }));
+    sim.add_deployment(&policy.target, 2);
+    sim.advance(Duration::from_secs(40 * 3600));
+    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
+    let runtime = PolicyRuntime::new(policy, &plugins, None, false).unwrap();
+    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
+    engine.set_echo(false);
+    let filled = engine.warm_start(sim.now()).await;
+    // The day back at minutes (1,440 points) plus its 75-point segment, less the model's
+    // 15-point horizon that the segment reaches beyond the lag: 1,500 points kept.
+    assert_eq!(filled[0].1["cpu"], 1440 + 75 - 15, "{filled:?}");
+    engine.tick(sim.now()).await;
+    let runtime = &engine.policies()[0];
+    assert_eq!(runtime.history("cpu").len(), 1500, "the history keeps what the model reads");
+    let gate = runtime.gate("cpu").unwrap();
+    assert_eq!(gate.points(), 240 + 1, "the rehearsal after the fetched day and the first tick's point");
+    assert!(gate.skill("model:transformer-seasonal").is_some(), "the model is judged at the first tick");
+}
+
 /// A warm start fetches the two seasons the gate's Holt-Winters needs (not only the model's
 /// window) and rehearses every contender on the newest of them, so the first tick after a
 /// (re)start is served by a judged forecaster instead of shadowing the model for an hour.
@@ -244,7 +274,7 @@ async fn a_warm_start_judges_the_contenders_on_the_fetched_history() {
     // 481 points fetched: two 120-point seasons and one for Holt-Winters before the
     // rehearsal, 240 rehearsed; then the first tick's point.
     assert_eq!(gate.points(), 240 + 1);
-    for contender in ["model:lstm", "holt-damped", "last-value", "seasonal-naive", "holt-winters"] {
+    for contender in ["model:transformer", "holt-damped", "last-value", "seasonal-naive", "holt-winters"] {
         assert!(gate.skill(contender).is_some(), "{contender} is judged at the first tick");
     }
     assert_ne!(gate.chosen(), "holt-damped", "the first choice was replaced on the rehearsal's evidence");

@@ -103,7 +103,7 @@ pub struct Scores {
     pub plain: Vec<f64>,
 }
 
-/// Scores a series with a policy's forecaster (the shipped LSTM for `policies/nginx.yaml`).
+/// Scores a series with a policy's forecaster (the shipped default model for `policies/nginx.yaml`).
 pub fn score(values: &[f64], forecaster: &dyn Forecaster, fallback: &dyn Forecaster, history: usize, window: usize, step_seconds: u32) -> Scores {
     let forecast = one_step_forecasts(values, history, forecaster, fallback, step_seconds);
     let residuals: Vec<f64> = values.iter().zip(&forecast).map(|(v, f)| if f.is_finite() { v - f } else { 0.0 }).collect();
