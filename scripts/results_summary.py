@@ -22,14 +22,17 @@ def ratio(a, b):
 print("## Summary")
 print()
 print("Augur (`policies/nginx.yaml`) as a ratio of the HPA and of the peer (a model of Crane EHPA's")
-print("method), per trace: below 1 is better. The tables under it hold the figures.")
+print("method), per trace: below 1 is better. The tables under it hold the figures. In the last two")
+print("columns 0.1% of replica-minutes and 0.05 overload minutes are ties.")
 print()
 print("| trace | overload vs HPA | replica-min vs HPA | overload vs peer | replica-min vs peer | changes/day augur / HPA | beats the HPA on both | beats the peer |")
 print("|---|---:|---:|---:|---:|---:|:---:|:---:|")
 for title, r in rows.items():
     (ao, ac, ad), (ho, hc, hd), (eo, ec, ed) = r["augur"], r["hpa"], r["ehpa"]
+    # 0.1% of replica-minutes is a tie here and against the peer (a pod for a few steps of the
+    # trace); host/tests/all/replay.rs asserts the same.
     overload_ok = ao <= ho / 2 or (ho < 2 and ao <= 1.0)
-    hpa_ok = overload_ok and ac <= hc and ad <= hd
+    hpa_ok = overload_ok and ac <= hc * 1.001 and ad <= hd
     # "At least one axis better, neither worse" against the peer (0.05 min and 0.1% are ties).
     better = (ao < eo - 0.05) or (ac < ec * 0.999)
     worse = (ao > eo + 0.05) or (ac > ec * 1.001)

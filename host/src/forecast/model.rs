@@ -271,13 +271,13 @@ mod tests {
         // history[i] = i: the values say where they were read from.
         let history: Vec<f64> = (0..100).map(f64::from).collect();
         let mut row = vec![f32::NAN; 3 * 4];
-        // Lags of 10 and 98 points, one unknown; 4 points each, horizon 2: the segment of lag
+        // Lags of 10 and 99 points, one unknown; 4 points each, horizon 2: the segment of lag
         // 10 ends at 99 + 2 - 10 = 91.
-        gather_context(&history, &[Some(10), None, Some(98)], 4, 2, |at, v| row[at] = v);
+        gather_context(&history, &[Some(10), None, Some(99)], 4, 2, |at, v| row[at] = v);
         assert_eq!(&row[..4], &[88.0, 89.0, 90.0, 91.0]);
         assert!(row[4..8].iter().all(|v| v.is_nan()), "an unknown lag stays NaN: {row:?}");
-        // Lag 98 ends at 3: its first point (-1) is before the history.
+        // Lag 99 ends at 2: its first point (-1) is before the history.
         assert!(row[8].is_nan());
-        assert_eq!(&row[9..], &[1.0, 2.0, 3.0]);
+        assert_eq!(&row[9..], &[0.0, 1.0, 2.0]);
     }
 }

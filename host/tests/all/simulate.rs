@@ -281,13 +281,25 @@ async fn a_warm_start_judges_the_contenders_on_the_fetched_history() {
 }
 
 /// At nginx.yaml's 15 s ticks in the surge run, the reactive floor adds a pod between the minutes: a scale lands at a
-/// tick that is not on a forecast step. (With the skill gate off: the model, which lags this
-/// smooth ramp, serves from its 60th point; with the gate on Holt's damped trend serves it and
-/// its forecasts keep ahead, so the floor has nothing to add.)
+/// tick that is not on a forecast step. The rule acts on last value's median with the skill
+/// gate off: that forecast lags the ramp by construction (it stands for the minute while the
+/// usage climbs), so the floor has something to add; a forecast that keeps ahead (the model's,
+/// or any upper bound) leaves it nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scale_can_land_between_the_forecast_steps() {
     let dir = tempfile::tempdir().unwrap();
-    run(options(vec![policy(dir.path(), "between", |t| t.replace("  fallback: holt-damped\n", "  fallback: holt-damped\n  gate: false\n"))], "3h", false, Some("surge.csv"))).await.unwrap();
+    let lagging = |t: String| {
+        let lines: Vec<&str> = t
+            .lines()
+            .map(|l| match l {
+                l if l.starts_with("  model: ") => "  baseline: last-value\n  gate: false",
+                l if l.starts_with("      act-on: upper") => "      act-on: median",
+                l => l,
+            })
+            .collect();
+        lines.join("\n") + "\n"
+    };
+    run(options(vec![policy(dir.path(), "between", lagging)], "3h", false, Some("surge.csv"))).await.unwrap();
     let all = common::records(&dir.path().join("between-audit.jsonl"));
     let at = |r: &Value| humantime::parse_rfc3339(r["time"].as_str().unwrap()).unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let between: Vec<&Value> = executed_scales(&all).into_iter().filter(|r| at(r) % 60 != 0).collect();
