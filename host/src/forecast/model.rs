@@ -102,8 +102,9 @@ impl OnnxModel {
             .and_then(|b| b.with_intra_threads(intra_threads()).map_err(ort::Error::<()>::from))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(ort::Error::<()>::from))
             // No CPU arena: it keeps the largest batch's buffers for ever (131 MiB resident with
-            // three models after a batch of 1,000, against 61 MiB without). The price: the LSTM
-            // takes ~105 ms instead of ~53 ms for 1,000 series, once a tick (make bench).
+            // three models after a batch of 1,000, against 61 MiB without). The price: a batch
+            // of 1,000 through the LSTM took ~105 ms instead of ~53 ms; the default Transformer
+            // takes 10 ms without it (make bench).
             .and_then(|b| b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()]).map_err(ort::Error::<()>::from))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| fail(format!("ONNX Runtime cannot load it: {e}; fix: re-export it with models/train.py")))?;
