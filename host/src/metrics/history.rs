@@ -1,13 +1,19 @@
 //! A fixed-size window of a metric's recent values, oldest first.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
-/// The last `capacity` finite values of a metric.
+/// The last `capacity` finite values of a metric, lent as one slice.
+///
+/// Kept in a `Vec` whose oldest values are dropped in batches: a push is amortised O(1) at
+/// the price of up to a quarter more values held, at least 16. (A history as long as a
+/// model's seasonal context reads, 2,076 points, would otherwise move all of them at every
+/// point.)
 #[derive(Debug, Clone)]
 pub struct History {
     capacity: usize,
-    values: VecDeque<f64>,
+    buffer: Vec<f64>,
+    /// Index in `buffer` of the oldest value kept.
+    start: usize,
     /// A reading taken since the newest point, within the same forecast step: it stands in
     /// for that point in `current` until the next step's point is pushed.
     between: Option<f64>,
@@ -15,7 +21,7 @@ pub struct History {
 
 impl History {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, values: VecDeque::with_capacity(capacity), between: None }
+        Self { capacity, buffer: Vec::with_capacity(capacity.min(1 << 16)), start: 0, between: None }
     }
 
     /// Appends a value, dropping the oldest when full. Values that are not finite are ignored.
@@ -23,13 +29,16 @@ impl History {
         if !value.is_finite() {
             return;
         }
-        if self.values.len() == self.capacity {
-            self.values.pop_front();
+        self.buffer.push(value);
+        if self.buffer.len() - self.start > self.capacity {
+            self.start += 1;
         }
-        self.values.push_back(value);
+        // Drop the values no longer kept once they are a quarter of the capacity (at least 16).
+        if self.start >= (self.capacity / 4).max(16) {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
         self.between = None;
-        // Kept contiguous so that `values` can lend one slice (a window is small).
-        self.values.make_contiguous();
     }
 
     /// Takes a reading that falls within the newest point's step: the points stay one per
@@ -40,7 +49,7 @@ impl History {
         if !value.is_finite() {
             return;
         }
-        if self.values.is_empty() {
+        if self.values().is_empty() {
             self.push(value);
         } else {
             self.between = Some(value);
@@ -49,20 +58,19 @@ impl History {
 
     /// Forgets every value.
     pub fn clear(&mut self) {
-        self.values.clear();
+        self.buffer.clear();
+        self.start = 0;
         self.between = None;
     }
 
     /// The values, oldest first, as one slice.
     pub fn values(&self) -> &[f64] {
-        let (front, back) = self.values.as_slices();
-        debug_assert!(back.is_empty(), "push keeps the buffer contiguous");
-        front
+        &self.buffer[self.start..]
     }
 
     /// The newest reading: the one taken since the newest point, else that point.
     pub fn newest(&self) -> Option<f64> {
-        self.between.or_else(|| self.values.back().copied())
+        self.between.or_else(|| self.buffer.last().copied())
     }
 
     /// The points with the newest reading in place of the newest point: what the rules read
@@ -92,6 +100,19 @@ mod tests {
             h.push(v);
         }
         assert_eq!(h.values(), &[2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_long_history_slides_through_its_batched_drops() {
+        let mut h = History::new(100);
+        for v in 0..1_000 {
+            h.push(f64::from(v));
+            let want: Vec<f64> = (0.max(v - 99)..=v).map(f64::from).collect();
+            assert_eq!(h.values(), &want[..], "after {v}");
+        }
+        assert!(h.buffer.len() <= 100 + 25, "at most a quarter more held: {}", h.buffer.len());
+        h.clear();
+        assert!(h.values().is_empty() && h.newest().is_none());
     }
 
     #[test]
