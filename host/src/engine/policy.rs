@@ -80,7 +80,7 @@ impl PolicyRuntime {
         let audit_path = audit_override.map(Path::to_path_buf).unwrap_or_else(|| policy.audit_path.clone());
         let guard_state = if resume { super::record::load_state(&audit_path, &policy.name)? } else { GuardState::default() };
         // The forecaster may read further back than its window (a model's seasonal context).
-        let kept = forecaster.history_used(policy.forecast.step.as_secs() as u32).max(policy.forecast.window);
+        let kept = history_used(&*forecaster, &policy.forecast);
         let histories = policy.metrics.iter().map(|m| (m.name.clone(), History::new(kept))).collect();
         let risk_settings = policy.risks.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
         let remediation_settings = policy.remediations.iter().map(|r| RuleSettings::with_limits(r.settings.clone(), r.limits)).collect();
@@ -192,13 +192,7 @@ impl PolicyRuntime {
 
     /// Points of history the policy's forecaster reads at its step.
     fn history_used(&self) -> usize {
-        self.forecaster.history_used(self.policy.forecast.step.as_secs() as u32).max(self.policy.forecast.window)
-    }
-
-    /// The newest `window` points of a history: what the rules and the simple forecasters
-    /// see (the history may be kept longer for a model's seasonal context).
-    fn window_of<'h>(&self, history: &'h [f64]) -> &'h [f64] {
-        &history[history.len().saturating_sub(self.policy.forecast.window)..]
+        history_used(&*self.forecaster, &self.policy.forecast)
     }
 
     /// A metric's history was refilled (a warm start) with `values`, oldest first: the
@@ -257,9 +251,7 @@ impl PolicyRuntime {
             }
             let Some(history) = self.histories.get(metric) else { continue };
             let primary = forecasts.get(metric).cloned().unwrap_or_else(|| Err(ForecastError::too_short(self.forecaster.name(), 1, 0)));
-            let values = history.values();
-            let recent = &values[values.len().saturating_sub(window)..];
-            match lineup.issue(primary, recent, horizon, step) {
+            match lineup.issue(primary, newest(history.values(), window), horizon, step) {
                 Some(served) => {
                     self.served.insert(metric.clone(), (points, served));
                 }
@@ -353,7 +345,7 @@ impl PolicyRuntime {
                 continue;
             }
             let history = self.histories.get(&rule.metric).expect("one history per metric").current();
-            let history = self.window_of(&history);
+            let history = newest(&history, self.policy.forecast.window);
             let Some((_, served)) = self.served.get(&rule.metric) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;
@@ -435,6 +427,18 @@ pub struct Pending {
     pub cooldown_key: &'static str,
 }
 
+/// Points of history `forecaster` reads at the policy's step: its window, or as far back as a
+/// model's seasonal context reaches. The engine keeps that many of each metric.
+fn history_used(forecaster: &dyn Forecaster, spec: &crate::config::ForecastSpec) -> usize {
+    forecaster.history_used(spec.step.as_secs() as u32).max(spec.window)
+}
+
+/// The newest `window` points of a history: what the rules and the simple forecasters see
+/// (the history may be kept longer for a model's seasonal context).
+fn newest(history: &[f64], window: usize) -> &[f64] {
+    &history[history.len().saturating_sub(window)..]
+}
+
 /// The policy's forecaster: a baseline, or its model (loaded once per process, checked
 /// against its card and the policy).
 pub fn forecaster_for(policy: &Policy) -> anyhow::Result<Arc<dyn Forecaster>> {
@@ -479,4 +483,3 @@ fn summary(rule: &str, history: &[f64], forecast: &Forecast, unit: &str, risk: &
     }
     line
 }
-

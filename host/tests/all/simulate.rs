@@ -12,6 +12,7 @@ use augur::sim::{SimCluster, SimConfig, Trace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -216,25 +217,31 @@ async fn the_engine_calibrates_each_steps_interval_on_the_points_that_follow() {
     assert!((0.0..=1.0).contains(&coverage) && coverage > 0.3, "the issued intervals hold most points: {coverage}");
 }
 
-/// A model with seasonal context reads a day back: the engine keeps that much of the metric it
-/// forecasts and a warm start fetches it, with the gate's rehearsal after it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_warm_start_fetches_the_day_a_seasonal_model_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    // Two days of minutes: a daily wave with a little noise.
-    let rows: Vec<String> = (0..2880).map(|t| format!("{},{:.3}", 804_931_200 + 60 * t, 60.0 + 30.0 * (t as f64 / 1440.0 * std::f64::consts::TAU).sin() + ((t * 7919) % 7) as f64)).collect();
-    let csv = dir.path().join("days.csv");
+/// An engine over the simulator replaying `points` minutes of a wave of `period` minutes (with
+/// a little noise), `hours` into the trace, warm-started; with the points filled per metric.
+async fn warm_started(dir: &Path, name: &str, points: usize, period: f64, hours: u64, edit: impl Fn(String) -> String) -> (Engine, Arc<SimCluster>, Vec<(String, BTreeMap<String, usize>)>) {
+    let rows: Vec<String> = (0..points).map(|t| format!("{},{:.3}", 804_931_200 + 60 * t, 60.0 + 30.0 * (t as f64 / period * std::f64::consts::TAU).sin() + ((t * 7919) % 7) as f64)).collect();
+    let csv = dir.join(format!("{name}.csv"));
     std::fs::write(&csv, format!("unix_time,requests\n{}\n", rows.join("\n"))).unwrap();
-    let file = policy(dir.path(), "seasonal", |t| t.replace("transformer/model.onnx", "transformer-seasonal/model.onnx"));
-    let policy = config::load(&file).unwrap();
+    let policy = config::load(&policy(dir, name, edit)).unwrap();
     let sim = Arc::new(SimCluster::new(SimConfig { trace: Trace::from_file(&csv, "requests").unwrap(), ..SimConfig::default() }));
     sim.add_deployment(&policy.target, 2);
-    sim.advance(Duration::from_secs(40 * 3600));
+    sim.advance(Duration::from_secs(hours * 3600));
     let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
     let runtime = PolicyRuntime::new(policy, &plugins, None, false).unwrap();
     let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
     engine.set_echo(false);
     let filled = engine.warm_start(sim.now()).await;
+    (engine, sim, filled)
+}
+
+/// A model with seasonal context reads a day back: the engine keeps that much of the metric it
+/// forecasts and a warm start fetches it, with the gate's rehearsal after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_start_fetches_the_day_a_seasonal_model_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two days of minutes: a daily wave, 40 hours in.
+    let (mut engine, sim, filled) = warm_started(dir.path(), "seasonal", 2880, 1440.0, 40, |t| t.replace("transformer/model.onnx", "transformer-seasonal/model.onnx")).await;
     // The day back at minutes (1,440 points) plus its 75-point segment, less the model's
     // 15-point horizon that the segment reaches beyond the lag: 1,500 points kept.
     assert_eq!(filled[0].1["cpu"], 1440 + 75 - 15, "{filled:?}");
@@ -252,20 +259,8 @@ async fn a_warm_start_fetches_the_day_a_seasonal_model_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_start_judges_the_contenders_on_the_fetched_history() {
     let dir = tempfile::tempdir().unwrap();
-    // Ten hours of minutes: a two-hour wave with a little noise.
-    let rows: Vec<String> = (0..600).map(|t| format!("{},{:.3}", 804_931_200 + 60 * t, 60.0 + 30.0 * (t as f64 / 120.0 * std::f64::consts::TAU).sin() + ((t * 7919) % 7) as f64)).collect();
-    let csv = dir.path().join("wave.csv");
-    std::fs::write(&csv, format!("unix_time,requests\n{}\n", rows.join("\n"))).unwrap();
-    let file = policy(dir.path(), "warm", |t| t.replace("  fallback: holt-damped\n", "  fallback: holt-damped\n  season: 2h\n"));
-    let policy = config::load(&file).unwrap();
-    let sim = Arc::new(SimCluster::new(SimConfig { trace: Trace::from_file(&csv, "requests").unwrap(), ..SimConfig::default() }));
-    sim.add_deployment(&policy.target, 2);
-    sim.advance(Duration::from_secs(9 * 3600));
-    let plugins = Arc::new(Plugins::new(Limits::default()).unwrap());
-    let runtime = PolicyRuntime::new(policy, &plugins, None, false).unwrap();
-    let mut engine = Engine::new(plugins, Seams::all(sim.clone()), vec![runtime], false).unwrap();
-    engine.set_echo(false);
-    let filled = engine.warm_start(sim.now()).await;
+    // Ten hours of minutes: a two-hour wave, 9 hours in.
+    let (mut engine, sim, filled) = warm_started(dir.path(), "warm", 600, 120.0, 9, |t| t.replace("  fallback: holt-damped\n", "  fallback: holt-damped\n  season: 2h\n")).await;
     assert_eq!(filled[0].1["cpu"], 60, "the model's window is full: {filled:?}");
     engine.tick(sim.now()).await;
     let runtime = &engine.policies()[0];
