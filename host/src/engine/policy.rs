@@ -344,8 +344,8 @@ impl PolicyRuntime {
                 decision.push_error(head.get(), Stage::Collect, format!("metric `{}`: {why}; holding: risk `{}` and its remediations skip this tick", rule.metric, rule.name));
                 continue;
             }
-            let history = self.histories.get(&rule.metric).expect("one history per metric").current();
-            let history = newest(&history, self.policy.forecast.window);
+            let history = self.histories.get(&rule.metric).expect("one history per metric").current(self.policy.forecast.window);
+            let history = &*history;
             let Some((_, served)) = self.served.get(&rule.metric) else {
                 decision.push_error(head.get(), Stage::Collect, format!("no value yet for metric `{}`", rule.metric));
                 continue;

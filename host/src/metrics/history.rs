@@ -73,13 +73,16 @@ impl History {
         self.between.or_else(|| self.buffer.last().copied())
     }
 
-    /// The points with the newest reading in place of the newest point: what the rules read
-    /// as the metric's history (its last value is the current usage).
-    pub fn current(&self) -> Cow<'_, [f64]> {
+    /// The newest `n` points with the newest reading in place of the newest point: what the
+    /// rules read as the metric's history (its last value is the current usage). Only those
+    /// `n` are copied when a reading stands in.
+    pub fn current(&self, n: usize) -> Cow<'_, [f64]> {
+        let values = self.values();
+        let values = &values[values.len().saturating_sub(n)..];
         match self.between {
-            None => Cow::Borrowed(self.values()),
+            None => Cow::Borrowed(values),
             Some(reading) => {
-                let mut values = self.values().to_vec();
+                let mut values = values.to_vec();
                 if let Some(last) = values.last_mut() {
                     *last = reading;
                 }
@@ -123,9 +126,10 @@ mod tests {
         h.note_between(5.0);
         h.note_between(f64::INFINITY);
         assert_eq!(h.values(), &[1.0, 2.0], "the points stay one per step");
-        assert_eq!(&*h.current(), &[1.0, 5.0]);
+        assert_eq!(&*h.current(3), &[1.0, 5.0]);
+        assert_eq!(&*h.current(1), &[5.0], "the newest n");
         assert_eq!(h.newest(), Some(5.0));
         h.push(3.0);
-        assert_eq!(&*h.current(), &[1.0, 2.0, 3.0], "a new point ends the stand-in");
+        assert_eq!(&*h.current(3), &[1.0, 2.0, 3.0], "a new point ends the stand-in");
     }
 }
