@@ -113,6 +113,10 @@ pub struct Workload {
     pub ready_replicas: u32,
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
+    /// Why Augur must not act on the workload now, when an operator paused it (the
+    /// annotation `augur.io/paused: "true"` on the target); `None` when it may.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 impl Workload {
@@ -255,7 +259,7 @@ mod tests {
     #[test]
     fn the_start_up_is_the_median_of_the_pods_that_report_one() {
         let target = Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() };
-        let mut workload = Workload { target, replicas: 4, ready_replicas: 3, pods: vec![pod(Some(40)), pod(Some(45)), pod(Some(600)), pod(None)], nodes: vec![] };
+        let mut workload = Workload { target, replicas: 4, ready_replicas: 3, pods: vec![pod(Some(40)), pod(Some(45)), pod(Some(600)), pod(None)], nodes: vec![], paused: None };
         // One pod stuck on a slow image pull does not set the lead for all.
         assert_eq!(workload.startup_seconds(), Some(45));
         workload.pods = vec![pod(None)];

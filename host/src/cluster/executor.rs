@@ -4,7 +4,7 @@ use super::calls::{self, CallError};
 use super::leader::Fence;
 use super::{CORDONED_BY, MANAGER, status};
 use crate::domain::{Action, Target};
-use crate::remediation::{ExecuteError, Executor, Order};
+use crate::remediation::{ExecuteError, Executor, Order, Rejection};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
@@ -30,12 +30,15 @@ pub struct KubeExecutor {
     instance: String,
     before_write: Option<WriteHook>,
     fence: Fence,
+    /// Per (workload, Event reason): when the last `Rejected<Action>` Event was published, and
+    /// how many have been left out since.
+    rejections: std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, u32)>>,
 }
 
 impl KubeExecutor {
     /// `instance` names this Augur replica in the Events it publishes (its pod name in a cluster).
     pub fn new(client: Client, instance: &str) -> Self {
-        Self { instance: instance.to_string(), client, before_write: None, fence: Fence::always() }
+        Self { instance: instance.to_string(), client, before_write: None, fence: Fence::always(), rejections: Default::default() }
     }
 
     /// Every attempt of every write passes `fence` first (leadership, the run's end).
@@ -244,18 +247,31 @@ impl KubeExecutor {
         }
     }
 
-    /// Publishes an Event on the action's object: the workload, or the node.
-    async fn publish(&self, target: &Target, action: &Action, dry_run: bool, reason: &str, result: &str) {
-        let (kind_reason, object) = match action {
-            Action::Scale { .. } => ("Scaled", workload_ref(target)),
-            Action::RestartPod { .. } => ("RestartedPod", workload_ref(target)),
-            Action::RolloutRestart => ("RolloutRestarted", workload_ref(target)),
-            Action::CordonNode { node } => ("CordonedNode", node_ref(node)),
-            Action::UncordonNode { node } => ("UncordonedNode", node_ref(node)),
+    /// Publishes an Event on the action's object (the workload, or the node): Normal for what
+    /// was done or would have been, Warning for what failed.
+    async fn publish(&self, order: &Order<'_>, outcome: &Result<String, ExecuteError>) {
+        let named = Named::of(order.action);
+        let (type_, event_reason, result) = match outcome {
+            Ok(result) if order.dry_run => (Normal, format!("DryRun{}", named.done), result.clone()),
+            Ok(result) => (Normal, named.done.to_string(), result.clone()),
+            Err(e @ ExecuteError::Superseded(_)) => (Normal, format!("Superseded{}", named.noun), e.to_string()),
+            Err(e) => (Warning, format!("Failed{}", named.noun), e.to_string()),
         };
-        let event_reason = if dry_run { format!("DryRun{kind_reason}") } else { kind_reason.to_string() };
-        let mut note = format!("{result}: {reason}");
-        note.truncate(1000);
+        self.publish_event(order.target, order.action, type_, event_reason, &format!("{result}: {}", order.reason), &after_the_fact()).await;
+    }
+
+    /// Publishes one Event. `fence` bounds its attempts.
+    async fn publish_event(&self, target: &Target, action: &Action, type_: EventType, event_reason: String, note: &str, fence: &Fence) {
+        let named = Named::of(action);
+        let object = named.object(target);
+        let mut note = note.to_string();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
         // One Event per action, each with its own note. (kube's `Recorder` folds repeats of a
         // reason on an object into a series that keeps the first note, which would lose the
         // reasons of every later action.)
@@ -265,9 +281,9 @@ impl KubeExecutor {
         let event = Event {
             metadata: kube::api::ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
             event_time: Some(MicroTime(now)),
-            type_: Some("Normal".into()),
+            type_: Some(type_.as_str().into()),
             reason: Some(event_reason),
-            action: Some(kind_reason.into()),
+            action: Some(named.done.into()),
             note: Some(note),
             regarding: Some(object),
             reporting_controller: Some(MANAGER.into()),
@@ -277,10 +293,11 @@ impl KubeExecutor {
         // Retried like any write; its name is fixed before the first attempt, so a retry after
         // a lost answer meets the first (409 AlreadyExists) and publishes no second Event. It
         // records a change that has landed, so it is published even if the fence closed since
-        // (the Lease lost, the run over), within a short deadline of its own.
+        // (the Lease lost, the run over), within a short deadline of its own; a rejection is
+        // published only under the leader's fence.
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let (events, event) = (&events, &event);
-        let published = calls::call(&format!("publish the Event for {target}"), &after_the_fact(), |_| async move {
+        let published = calls::call(&format!("publish the Event for {target}"), fence, |_| async move {
             match events.create(&PostParams::default(), event).await {
                 Err(e) if status(&e) == Some(409) => Ok(()),
                 other => other.map(|_| ()),
@@ -350,14 +367,92 @@ fn node_ref(node: &str) -> ObjectReference {
 #[async_trait]
 impl Executor for KubeExecutor {
     async fn execute(&self, order: &Order<'_>) -> Result<String, ExecuteError> {
-        let result = match order.action {
+        let outcome = match order.action {
             Action::Scale { replicas } => self.scale(order, *replicas).await,
             Action::RestartPod { pod } => self.restart_pod(order, pod).await,
             Action::RolloutRestart => self.rollout_restart(order).await,
             Action::CordonNode { node } => self.set_unschedulable(order, node, true).await,
             Action::UncordonNode { node } => self.set_unschedulable(order, node, false).await,
-        }?;
-        self.publish(order.target, order.action, order.dry_run, order.reason, &result).await;
-        Ok(result)
+        };
+        self.publish(order, &outcome).await;
+        outcome
+    }
+
+    /// A Warning Event `Rejected<Action>` with the guard's reason. The guard refuses the same
+    /// thing tick after tick while its cause lasts (a cooldown, the hourly cap), so one such
+    /// Event per workload, action and reason is published every `REJECTION_EVERY` at most; the
+    /// next one counts those left out.
+    async fn rejected(&self, rejection: &Rejection<'_>) {
+        let named = Named::of(rejection.action);
+        let event_reason = format!("Rejected{}", named.noun);
+        let key = (rejection.target.to_string(), event_reason.clone());
+        let left_out = {
+            let mut throttle = self.rejections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            match throttle.get_mut(&key) {
+                Some((last, left_out)) if now.duration_since(*last) < REJECTION_EVERY => {
+                    *left_out += 1;
+                    return;
+                }
+                Some((last, left_out)) => {
+                    *last = now;
+                    std::mem::take(left_out)
+                }
+                None => {
+                    throttle.insert(key, (now, 0));
+                    0
+                }
+            }
+        };
+        let mut note = format!("guard refused it: {}; proposed because: {}", rejection.refused_because, rejection.proposed_because);
+        if left_out > 0 {
+            note = format!("{note} ({left_out} more refused since the last such Event)");
+        }
+        self.publish_event(rejection.target, rejection.action, Warning, event_reason, &note, &self.fence).await;
+    }
+}
+
+/// An Event's type.
+#[derive(Debug, Clone, Copy)]
+enum EventType {
+    Normal,
+    Warning,
+}
+use EventType::{Normal, Warning};
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Normal => "Normal",
+            Warning => "Warning",
+        }
+    }
+}
+
+/// At most one `Rejected<Action>` Event per workload, action and this long.
+pub const REJECTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An action's names in Events: what it did (`Scaled`), what it is (`Scale`), and its object.
+struct Named<'a> {
+    done: &'static str,
+    noun: &'static str,
+    node: Option<&'a str>,
+}
+
+impl<'a> Named<'a> {
+    fn of(action: &'a Action) -> Self {
+        let (done, noun, node) = match action {
+            Action::Scale { .. } => ("Scaled", "Scale", None),
+            Action::RestartPod { .. } => ("RestartedPod", "RestartPod", None),
+            Action::RolloutRestart => ("RolloutRestarted", "RolloutRestart", None),
+            Action::CordonNode { node } => ("CordonedNode", "CordonNode", Some(node.as_str())),
+            Action::UncordonNode { node } => ("UncordonedNode", "UncordonNode", Some(node.as_str())),
+        };
+        Self { done, noun, node }
+    }
+
+    /// The object the Event is about: the node for a cordon, else the workload.
+    fn object(&self, target: &Target) -> ObjectReference {
+        self.node.map_or_else(|| workload_ref(target), node_ref)
     }
 }

@@ -32,6 +32,9 @@ pub const MANAGER: &str = "augur";
 /// Set on a node Augur cordoned, so that it uncordons only its own cordons.
 pub const CORDONED_BY: &str = "augur.io/cordoned-by";
 
+/// The annotation on a target that pauses Augur's actions on it: `augur.io/paused: "true"`.
+pub const PAUSED: &str = "augur.io/paused";
+
 /// A client from `kubeconfig` if given, else the default chain (`KUBECONFIG`,
 /// `~/.kube/config`, the in-cluster service account), checked by asking the API server its
 /// version: a cluster that cannot be reached is an error here, never later.

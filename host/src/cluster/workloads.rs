@@ -82,14 +82,16 @@ impl KubeWorkloads {
     async fn read(&self, policy: &Policy) -> Result<Workload, SourceError> {
         let t = &policy.target;
         let unknown = || SourceError::UnknownTarget { source_name: SOURCE, target: t.to_string() };
-        let (replicas, ready_replicas) = match t.kind.as_str() {
+        let (replicas, ready_replicas, paused) = match t.kind.as_str() {
             "Deployment" => {
                 let d = Api::<Deployment>::namespaced(self.client.clone(), &t.namespace).get_opt(&t.name).await.map_err(failed)?.ok_or_else(unknown)?;
-                (d.spec.and_then(|s| s.replicas).unwrap_or(1), d.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+                let paused = paused(&d.metadata, t);
+                (d.spec.and_then(|s| s.replicas).unwrap_or(1), d.status.and_then(|s| s.ready_replicas).unwrap_or(0), paused)
             }
             "StatefulSet" => {
                 let s = Api::<StatefulSet>::namespaced(self.client.clone(), &t.namespace).get_opt(&t.name).await.map_err(failed)?.ok_or_else(unknown)?;
-                (s.spec.and_then(|s| s.replicas).unwrap_or(1), s.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+                let paused = paused(&s.metadata, t);
+                (s.spec.and_then(|s| s.replicas).unwrap_or(1), s.status.and_then(|s| s.ready_replicas).unwrap_or(0), paused)
             }
             _ => return Err(unknown()),
         };
@@ -145,7 +147,7 @@ impl KubeWorkloads {
                 }
             })
             .collect();
-        Ok(Workload { target: t.clone(), replicas: replicas.max(0) as u32, ready_replicas: ready_replicas.max(0) as u32, pods, nodes })
+        Ok(Workload { target: t.clone(), replicas: replicas.max(0) as u32, ready_replicas: ready_replicas.max(0) as u32, pods, nodes, paused })
     }
 }
 
@@ -192,4 +194,10 @@ mod tests {
         assert_eq!(healthy_seconds(&[ready_long, condition("DiskPressure", "False", 90, now)], now), 3600);
         assert_eq!(healthy_seconds(&[], now), 0, "no conditions: nothing says it is healthy");
     }
+}
+
+/// Why the target is paused, when its annotation `augur.io/paused` is `"true"`.
+fn paused(meta: &kube::api::ObjectMeta, target: &crate::domain::Target) -> Option<String> {
+    let on = meta.annotations.as_ref().and_then(|a| a.get(super::PAUSED)).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    on.then(|| format!("{target} has the annotation {}: \"true\" (remove it, or set it to \"false\", to resume)", super::PAUSED))
 }

@@ -31,7 +31,7 @@ use crate::metrics::{MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
 use crate::plugins::{MAX_MEMORY_BYTES, Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
-use crate::remediation::{ExecuteError, Executor, Order};
+use crate::remediation::{ExecuteError, Executor, Order, Rejection};
 use crate::telemetry::{PluginNameLabels, Telemetry};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -226,6 +226,16 @@ impl Engine {
     /// outcome into their records. A change that lands (or may have) counts for the cooldowns
     /// from when it landed.
     async fn execute(&self, runtime: &mut PolicyRuntime, decision: &mut Decision, decided: SystemTime) {
+        // What the guard refused is told first (a Warning Event on a cluster): it was decided
+        // before anything below was carried out.
+        for record in &decision.records {
+            if let Record::Action(record) = record
+                && record.verdict == Some(Verdict::Rejected)
+            {
+                let rejection = Rejection { target: &runtime.policy.target, action: &record.proposal.action, proposed_because: &record.proposal.reason, refused_because: &record.reason };
+                self.seams.executor.rejected(&rejection).await;
+            }
+        }
         for pending in &decision.pending {
             let Record::Action(record) = &mut decision.records[pending.record] else { unreachable!("a pending action points at its action record") };
             let order = Order::new(&runtime.policy.target, &pending.action, &record.proposal.reason).dry_run(pending.dry_run).seen_replicas(pending.seen_replicas);

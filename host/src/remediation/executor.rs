@@ -3,7 +3,9 @@
 //! behind the same trait.
 //!
 //! An executor never decides whether to act; it is only called after the guard said yes, and
-//! it carries out that decision only on the workload the decision saw.
+//! it carries out that decision only on the workload the decision saw. It is also told of the
+//! actions the guard refused (`rejected`), so that a cluster can show them where its users
+//! look (a Warning Event); the simulator has no one to tell.
 
 use crate::domain::{Action, Target};
 use async_trait::async_trait;
@@ -58,10 +60,24 @@ pub enum ExecuteError {
     Unconfirmed(String),
 }
 
+/// An action the guard refused: the proposal (its `reason` is the plugin's) and the guard's reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    pub target: &'a Target,
+    pub action: &'a Action,
+    /// Why the plugin proposed it.
+    pub proposed_because: &'a str,
+    /// Why the guard refused it.
+    pub refused_because: &'a str,
+}
+
 /// Carries out actions on a cluster.
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Executes the order. With `dry_run` the cluster validates the action and changes
     /// nothing. Returns a short description of what changed (or would have).
     async fn execute(&self, order: &Order<'_>) -> Result<String, ExecuteError>;
+
+    /// Tells the cluster's users that the guard refused an action. Nothing by default.
+    async fn rejected(&self, _rejection: &Rejection<'_>) {}
 }

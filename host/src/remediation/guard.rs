@@ -50,6 +50,9 @@ pub struct Case<'a> {
 /// Judges one proposal: the whole decision, from warm-up to the hourly rate.
 pub fn judge(case: &Case<'_>, proposal: &Proposal) -> Verdict {
     let spec = case.spec;
+    if let Some(why) = &case.workload.paused {
+        return reject(format!("paused by an operator: {why}"));
+    }
     if case.seen < spec.min_history {
         return reject(format!("warming up: {} of guard.min_history {} points of `{}` seen; a forecast from so few points is not acted on", case.seen, spec.min_history, case.metric));
     }
@@ -260,6 +263,7 @@ mod tests {
             ready_replicas: replicas,
             pods,
             nodes: vec![node("a", true, false), node("b", true, false), node("c", false, true), node("d", false, false)],
+            paused: None,
         }
     }
 
@@ -338,6 +342,18 @@ mod tests {
         w.ready_replicas = 2;
         let verdict = check(&spec(), false, &proposal(restart("nginx-0")), &w, &GuardState::default(), at(T0));
         assert!(render(&verdict).starts_with("reject only 2 of 3 replicas are ready"));
+    }
+
+    #[test]
+    fn a_paused_workload_is_not_acted_on_even_in_a_dry_run() {
+        let mut w = workload(2);
+        w.paused = Some("Deployment default/nginx has the annotation augur.io/paused".into());
+        for (spec, force_dry_run) in [(spec(), false), (spec(), true), (with(|s| s.dry_run = true), false)] {
+            let verdict = check(&spec, force_dry_run, &proposal(scale(4)), &w, &GuardState::default(), at(T0));
+            assert_eq!(render(&verdict), "reject paused by an operator: Deployment default/nginx has the annotation augur.io/paused");
+        }
+        w.paused = None;
+        assert_eq!(render(&check(&spec(), false, &proposal(scale(4)), &w, &GuardState::default(), at(T0))), "execute scale to 4");
     }
 
     #[test]

@@ -6,4 +6,4 @@ mod executor;
 pub mod guard;
 pub mod state;
 
-pub use executor::{ExecuteError, Executor, Order};
+pub use executor::{ExecuteError, Executor, Order, Rejection};

@@ -528,3 +528,91 @@ async fn stress_picks_a_running_pod_or_says_why_not() {
     pods.patch_status(&name, &Default::default(), &status).await.unwrap();
     assert_eq!(augur::cluster::choose_pod(&client, "stress", "app=nginx").await.unwrap(), name);
 }
+
+/// Where kubectl users look: an action that fails is a Warning Event (`FailedScale`) with the
+/// cluster's answer, and one that succeeds stays Normal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_action_is_a_warning_event() {
+    let client = control_plane().client().await;
+    namespace(&client, "failed").await;
+    let executor = KubeExecutor::new(client.clone(), "augur-test");
+    let err = executor.execute(&Order::new(&target("failed", "gone"), &Action::Scale { replicas: 4 }, "predicted breach in 2m")).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Refused(_)), "{err}");
+    let events = events(&client, "failed").await;
+    let warning = events.iter().find(|e| e.reason.as_deref() == Some("FailedScale")).expect("a FailedScale event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.as_deref().unwrap();
+    assert!(note.contains("not found") && note.contains("predicted breach in 2m"), "{note}");
+    assert_eq!(warning.regarding.as_ref().unwrap().name.as_deref(), Some("gone"));
+}
+
+/// `host run` on a cluster: the guard refuses every scale past `max_replicas` (3) tick after
+/// tick; the refusal is a Warning Event `RejectedScale` on the Deployment with the guard's
+/// reason, published once (not once a tick: at most one per workload, action and 5 minutes),
+/// while the audit records each refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guards_refusals_are_warning_events_without_a_flood() {
+    let client = control_plane().client().await;
+    let prometheus = common::prometheus::prometheus();
+    namespace(&client, "refused").await;
+    deployment(&client, "refused", "web", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = cluster_policy(dir.path(), "refused", &prometheus.url);
+    std::fs::write(&policy, std::fs::read_to_string(&policy).unwrap().replace("max_replicas: 60", "max_replicas: 3")).unwrap();
+    let audit = dir.path().join("refused.jsonl");
+    let mut options = cluster_options(&policy, &audit, "augur-a", Duration::from_secs(5), "refused");
+    options.leader_election = None;
+    augur::commands::run(options).await.unwrap();
+    assert_eq!(replicas(&client, "refused", "web").await, 3);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let refusals: Vec<_> = records.iter().filter(|r| r["verdict"] == "rejected").collect();
+    assert!(refusals.len() >= 2, "the guard refused on several ticks: {records:?}");
+    let events = events(&client, "refused").await;
+    let warnings: Vec<_> = events.iter().filter(|e| e.reason.as_deref() == Some("RejectedScale")).collect();
+    assert_eq!(warnings.len(), 1, "one Warning for {} refusals: {warnings:?}", refusals.len());
+    let warning = warnings[0];
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.as_deref().unwrap();
+    assert!(note.contains("guard refused it: replicas held at guard.max_replicas (3)"), "{note}");
+    assert!(note.contains("proposed because: scale 3 -> "), "the plugin's reason follows: {note}");
+    assert_eq!(warning.regarding.as_ref().unwrap().name.as_deref(), Some("web"));
+    // The executed scale stays a Normal Event.
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Scaled") && e.type_.as_deref() == Some("Normal")));
+}
+
+/// `augur.io/paused: "true"` on the target: `host run` proposes as usual, but the guard refuses
+/// every action while the annotation is there ("paused by an operator", in the audit and in a
+/// Warning Event); the Deployment keeps its replicas. The source reads the annotation afresh
+/// each tick, so removing it resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_annotated_target_is_paused() {
+    use kube::api::{Patch, PatchParams};
+    let client = control_plane().client().await;
+    let prometheus = common::prometheus::prometheus();
+    namespace(&client, "paused").await;
+    deployment(&client, "paused", "web", 2).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "paused");
+    let annotate = |value: &str| Patch::Merge(json!({ "metadata": { "annotations": { "augur.io/paused": value } } }));
+    deployments.patch("web", &PatchParams::default(), &annotate("true")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = cluster_policy(dir.path(), "paused", &prometheus.url);
+    let audit = dir.path().join("paused.jsonl");
+    let options = |audit: &Path| {
+        let mut o = cluster_options(&policy, audit, "augur-a", Duration::from_secs(3), "paused");
+        o.leader_election = None;
+        o
+    };
+    augur::commands::run(options(&audit)).await.unwrap();
+    assert_eq!(replicas(&client, "paused", "web").await, 2, "nothing is written to a paused target");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<_> = records.iter().filter(|r| r.get("verdict").is_some()).collect();
+    assert!(!actions.is_empty(), "{records:?}");
+    assert!(actions.iter().all(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("paused by an operator: Deployment paused/web has the annotation augur.io/paused")), "{actions:?}");
+    let warning = events(&client, "paused").await.into_iter().find(|e| e.reason.as_deref() == Some("RejectedScale")).expect("a RejectedScale Warning");
+    assert!(warning.note.as_deref().unwrap().contains("paused by an operator"), "{warning:?}");
+    // Resumed: the next run acts.
+    deployments.patch("web", &PatchParams::default(), &annotate("false")).await.unwrap();
+    let resumed = dir.path().join("resumed.jsonl");
+    augur::commands::run(options(&resumed)).await.unwrap();
+    assert!(replicas(&client, "paused", "web").await > 2, "{:?}", std::fs::read_to_string(&resumed));
+}

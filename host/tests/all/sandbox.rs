@@ -53,6 +53,7 @@ fn workload() -> Workload {
         ready_replicas: 2,
         pods: vec![pod],
         nodes: vec![node],
+        paused: None,
     }
 }
 
