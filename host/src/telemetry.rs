@@ -96,6 +96,18 @@ pub struct ErrorLabels {
     pub stage: String,
 }
 
+/// What this build is: `augur_build_info`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The host's version (its crate's).
+    pub version: String,
+    /// The plugin contract it serves.
+    pub wit: String,
+}
+
+/// The plugin contract's package and version, as `wit/plugin.wit` declares it.
+pub const WIT_PACKAGE: &str = "augur:plugin@0.3.0";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
@@ -173,6 +185,10 @@ impl Telemetry {
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
         registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
         registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());
+        // Always 1; its labels say what is running (the Prometheus convention for `_info`).
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), wit: WIT_PACKAGE.into() }).set(1);
+        registry.register("build_info", "Always 1: the host's version and the plugin contract it serves, as labels", build);
         Arc::new(Self { registry, ..t })
     }
 
@@ -214,4 +230,18 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
 
 async fn ready(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     if t.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_names_this_version_and_the_contract_in_wit() {
+        let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).unwrap();
+        assert!(wit.lines().any(|l| l.trim() == format!("package {WIT_PACKAGE};")), "wit/plugin.wit declares {WIT_PACKAGE}");
+        let text = Telemetry::new().encode();
+        let line = format!("augur_build_info{{version=\"{}\",wit=\"{WIT_PACKAGE}\"}} 1", env!("CARGO_PKG_VERSION"));
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 }

@@ -223,6 +223,7 @@ async fn prometheus_scrapes_augurs_own_metrics() {
         "count(augur_forecast_interval_coverage{policy=\"nginx\",metric=\"cpu\"})",
         "augur_reload_ok{kind=\"plugin\",name=\"scale\"}",
         "augur_leader",
+        "augur_build_info{wit=\"augur:plugin@0.3.0\"}",
     ];
     let mut missing = queries.to_vec();
     for _ in 0..160 {

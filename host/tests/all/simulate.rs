@@ -379,3 +379,30 @@ async fn guard_state_survives_a_restart_of_the_host() {
     let last = common::records(&dir.path().join("restarted-audit.jsonl")).into_iter().rfind(|r| r["verdict"] == "rejected").unwrap();
     assert!(last["reason"].as_str().unwrap().starts_with("cooldown: last scale-up was"), "{last}");
 }
+
+/// `--log-format json`: every line the host logs on stderr is one JSON object with its level
+/// and message (for a log pipeline); `text`, the default, has no colour codes when stderr is
+/// not a terminal (as here, and in a pod).
+#[test]
+fn log_lines_are_json_objects_or_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        let out = Command::new(common::host_binary())
+            .current_dir(common::root())
+            .env("RUST_LOG", "info")
+            .args(["run", "--policy", "policies/nginx.yaml", "--simulate", "--speed", "3600", "--for", "10m", "--quiet", "--log-format", format, "--audit-log"])
+            .arg(dir.path().join(format!("{format}.jsonl")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let json = run("json");
+    let lines: Vec<serde_json::Value> = json.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(!lines.is_empty(), "RUST_LOG=info logs the warm start");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"].as_str().unwrap().starts_with("warm start")), "{lines:?}");
+    let text = run("text");
+    assert!(text.contains("warm start"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes off a terminal: {text:?}");
+}
