@@ -461,11 +461,29 @@ fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String>
     out
 }
 
+/// `guard.mode` (`observe`, `rehearse` or `act`), or the older pair of booleans it stands for:
+/// `(dry_run, remediate)`. Both may be written only where they agree.
+fn mode(r: &mut Reader, m: &Mapping) -> (bool, bool) {
+    const MODES: [(&str, (bool, bool)); 3] = [("observe", (false, false)), ("rehearse", (true, false)), ("act", (false, true))];
+    let dry_run: Option<bool> = r.optional(m, "guard", "dry_run", "`true` or `false`");
+    let remediate: Option<bool> = r.optional(m, "guard", "remediate", "`true` or `false`");
+    let from_booleans = (dry_run.unwrap_or(false), remediate.unwrap_or(false));
+    let Some(mode) = r.optional::<String>(m, "guard", "mode", "one of `observe`, `rehearse`, `act`") else { return from_booleans };
+    let Some((_, pair)) = MODES.iter().find(|(name, _)| *name == mode) else {
+        r.problem("guard.mode", format!("`{mode}` is not a mode"), "use `observe` (assess only), `rehearse` (dry-run every action) or `act`");
+        return from_booleans;
+    };
+    let disagrees = [("dry_run", dry_run, pair.0), ("remediate", remediate, pair.1)].into_iter().filter(|(_, set, want)| set.is_some_and(|v| v != *want)).map(|(field, set, _)| format!("guard.{field}: {}", set.unwrap_or_default())).collect::<Vec<_>>();
+    if !disagrees.is_empty() {
+        r.problem("guard.mode", format!("`{mode}` disagrees with {}", disagrees.join(" and ")), "write only `mode:` (dry_run and remediate are its older spelling)");
+    }
+    *pair
+}
+
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";
-    r.deny_unknown(m, P, &["dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "min_history", "allowed_actions"]);
-    let dry_run = r.optional(m, P, "dry_run", "`true` or `false`").unwrap_or(false);
-    let remediate = r.optional(m, P, "remediate", "`true` or `false`").unwrap_or(false);
+    r.deny_unknown(m, P, &["mode", "dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "min_history", "allowed_actions"]);
+    let (dry_run, remediate) = mode(r, m);
     let min_replicas: Option<u32> = r.required(m, P, "min_replicas", "a whole number, e.g. `1`");
     let max_replicas: Option<u32> = r.required(m, P, "max_replicas", "a whole number, e.g. `10`");
     let max_step: u32 = r.optional(m, P, "max_step", "a whole number of replicas").unwrap_or(3);

@@ -69,7 +69,7 @@ pub fn judge(case: &Case<'_>, proposal: &Proposal) -> Verdict {
     };
     let dry_run = case.force_dry_run || spec.dry_run;
     if !dry_run && !spec.remediate {
-        return reject("guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)".into());
+        return reject("guard.mode is observe: Augur only assesses (set `mode: act` to act, or `mode: rehearse` to dry-run)".into());
     }
     if let Some(reason) = cooling_down(spec, &action, case) {
         return reject(reason);
@@ -313,7 +313,7 @@ mod tests {
     #[case::uncordon_own(spec(), uncordon("c"), "execute uncordon node c")]
     #[case::uncordon_operators(spec(), uncordon("d"), "reject node d was cordoned by someone else; Augur only undoes its own cordons")]
     #[case::uncordon_not_cordoned(spec(), uncordon("a"), "reject node a is not cordoned")]
-    #[case::remediate_off(with(|s| s.remediate = false), scale(4), "reject guard.remediate is false: Augur only observes (set `remediate: true` to act, or `dry_run: true` to rehearse)")]
+    #[case::remediate_off(with(|s| s.remediate = false), scale(4), "reject guard.mode is observe: Augur only assesses (set `mode: act` to act, or `mode: rehearse` to dry-run)")]
     #[case::dry_run_policy(with(|s| { s.dry_run = true; s.remediate = false }), scale(4), "dry-run scale to 4")]
     fn verdicts(#[case] spec: GuardSpec, #[case] action: Action, #[case] expected: &str) {
         let verdict = check(&spec, false, &proposal(action), &workload(2), &GuardState::default(), at(T0));

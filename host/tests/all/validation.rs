@@ -154,6 +154,8 @@ fn the_good_fixture_is_valid() {
 #[case::window_too_large("window: 20", "window: 200000", "forecast.window: 200000 is out of range; fix: use 3 to 100000 points (the prototype used 20)")]
 #[case::missing_required_field("  max_replicas: 10\n", "", "guard.max_replicas: is missing; fix: add `max_replicas:` with a whole number, e.g. `10`")]
 #[case::nested_setting("settings: { ratio: 1.5 }", "settings: { ratio: [1, 2] }", "risks[0].settings.ratio: is not a plain value")]
+#[case::unknown_mode("  dry_run: false\n  remediate: true\n", "  mode: fix\n", "guard.mode: `fix` is not a mode; fix: use `observe` (assess only), `rehearse` (dry-run every action) or `act`")]
+#[case::mode_against_booleans("  dry_run: false\n", "  mode: observe\n", "guard.mode: `observe` disagrees with guard.remediate: true; fix: write only `mode:` (dry_run and remediate are its older spelling)")]
 #[case::zero_rate("max_actions_per_hour: 6", "max_actions_per_hour: 0", "guard.max_actions_per_hour: is 0, so no action could ever pass")]
 #[case::yaml_syntax("name: web", "name: [web", "(document): is not valid YAML")]
 #[case::missing_capabilities(", capabilities: { actions: [scale] }", "", "remediations[0].capabilities: is missing: a remediation plugin may propose nothing it is not granted; fix: add e.g. `capabilities: { actions: [scale] }`")]
@@ -266,4 +268,19 @@ fn two_policies_on_one_workload_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already the target of policy `web`"));
     // Each alone is good.
     assert!(augur::commands::validate(&[b]).is_ok());
+}
+
+/// `guard.mode` reads as the pair of booleans it replaces; a mode that agrees with them may
+/// stand beside them.
+#[rstest]
+#[case::observe("  mode: observe\n", (false, false))]
+#[case::rehearse("  mode: rehearse\n", (true, false))]
+#[case::act("  mode: act\n", (false, true))]
+#[case::act_beside_its_booleans("  mode: act\n  dry_run: false\n  remediate: true\n", (false, true))]
+#[case::booleans_alone("  dry_run: true\n  remediate: false\n", (true, false))]
+fn the_guards_mode_reads_as_its_booleans(#[case] guard: &str, #[case] expected: (bool, bool)) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = good().replace("  dry_run: false\n  remediate: true\n", guard);
+    let policy = config::load(&write(dir.path(), &text)).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!((policy.guard.dry_run, policy.guard.remediate), expected);
 }
