@@ -438,7 +438,7 @@ fn the_alert_rules_pass_promtool() {
     for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
         assert!(tested.contains(&format!("alertname: {}", r["alert"].as_str().unwrap())), "{} has no promtool test", r["alert"]);
     }
-    assert_eq!(alerts, 6);
+    assert_eq!(alerts, 7);
 }
 
 /// Per-pod series (`sum by (pod) (...)`) give the metric's total and each pod's value, which
