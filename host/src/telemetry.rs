@@ -113,6 +113,27 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// One labelled series of a policy's, in whichever families carry those labels: what
+/// `Telemetry::forget` drops when the policy goes (removed, or reloaded without it), or when
+/// this replica stands by (its last values would read as live ones).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Series {
+    /// `observed_value`, `data_age_seconds`, `forecast_interval_coverage`.
+    Metric(MetricLabels),
+    /// `forecast_value`.
+    Forecast(ForecastLabels),
+    /// `risk_score`, `risk_level`.
+    Rule(RuleLabels),
+    /// `actions_total`.
+    Action(ActionLabels),
+    /// `stage_errors_total`.
+    Error(ErrorLabels),
+    /// `data_stale`, `audit_write_failing`.
+    Policy(PolicyLabels),
+    /// `forecaster_info`, `forecast_skill_ratio`.
+    Model(ModelLabels),
+}
+
 /// Every metric Augur exports.
 pub struct Telemetry {
     registry: Registry,
@@ -190,6 +211,40 @@ impl Telemetry {
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), wit: WIT_PACKAGE.into() }).set(1);
         registry.register("build_info", "Always 1: the host's version and the plugin contract it serves, as labels", build);
         Arc::new(Self { registry, ..t })
+    }
+
+    /// Drops these series from every family that carries them.
+    pub fn forget<'s>(&self, series: impl IntoIterator<Item = &'s Series>) {
+        for s in series {
+            match s {
+                Series::Metric(l) => {
+                    self.observed.remove(l);
+                    self.data_age.remove(l);
+                    self.interval_coverage.remove(l);
+                }
+                Series::Forecast(l) => {
+                    self.forecast.remove(l);
+                }
+                Series::Rule(l) => {
+                    self.risk_score.remove(l);
+                    self.risk_level.remove(l);
+                }
+                Series::Action(l) => {
+                    self.actions.remove(l);
+                }
+                Series::Error(l) => {
+                    self.errors.remove(l);
+                }
+                Series::Policy(l) => {
+                    self.data_stale.remove(l);
+                    self.audit_failing.remove(l);
+                }
+                Series::Model(l) => {
+                    self.forecaster.remove(l);
+                    self.forecast_skill.remove(l);
+                }
+            }
+        }
     }
 
     /// The OpenMetrics text of every metric.

@@ -178,6 +178,8 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
                 t.leader.set(0);
                 t.set_ready();
             }
+            // Its per-policy series would read as live beside the leader's.
+            engine.forget_all_series();
             tokio::select! {
                 changed = rx.wait_for(|l| *l) => if changed.is_err() { break },
                 _ = &mut ctrl_c => break,
@@ -188,6 +190,7 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
         // On start and on taking the Lease over: the histories from the source's past.
         if !warm {
             engine.warm_start(SystemTime::now()).await;
+            engine.announce_series();
             warm = true;
         }
         if let Some(t) = telemetry {

@@ -12,9 +12,9 @@ use crate::metrics::{Observation, SourceError};
 use crate::plugins::plugin_name;
 use crate::remediation::audit::{self, AuditLog, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
 use crate::remediation::state::{self, GuardState};
-use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Telemetry};
+use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Series, Telemetry};
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -78,17 +78,7 @@ impl Engine {
     pub fn set_telemetry(&mut self, telemetry: Arc<Telemetry>) {
         for runtime in &self.policies {
             telemetry.reload_ok.get_or_create(&ReloadLabels { kind: FileKind::Policy.as_str().into(), name: runtime.policy.name.clone() }).set(1);
-            // Counters start at 0, so that the first action or error shows as an increase.
-            let policy = &runtime.policy.name;
-            for kind in &runtime.policy.guard.allowed_actions {
-                for verdict in Verdict::ALL {
-                    let _ = telemetry.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: kind.as_str().into(), verdict: verdict.as_str().into() });
-                }
-            }
-            for stage in Stage::TICK {
-                let _ = telemetry.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.as_str().into() });
-            }
-            telemetry.audit_failing.get_or_create(&PolicyLabels { policy: policy.clone() }).set(0);
+            telemetry.audit_failing.get_or_create(&PolicyLabels { policy: runtime.policy.name.clone() }).set(0);
             let plugins = runtime.policy.risks.iter().map(|r| &r.plugin).chain(runtime.policy.remediations.iter().map(|r| &r.plugin));
             for plugin in plugins {
                 telemetry.reload_ok.get_or_create(&ReloadLabels { kind: FileKind::Plugin.as_str().into(), name: plugin_name(plugin) }).set(1);
@@ -100,6 +90,35 @@ impl Engine {
             }
         }
         self.telemetry = Some(telemetry);
+        self.announce_series();
+    }
+
+    /// Creates each policy's counters at 0, so that the first action or error shows as an
+    /// increase: at start, and again on taking the Lease over (a standby drops them).
+    pub fn announce_series(&self) {
+        let Some(telemetry) = &self.telemetry else { return };
+        for runtime in &self.policies {
+            let policy = &runtime.policy.name;
+            for kind in &runtime.policy.guard.allowed_actions {
+                for verdict in Verdict::ALL {
+                    let _ = telemetry.actions.get_or_create(&ActionLabels { policy: policy.clone(), kind: kind.as_str().into(), verdict: verdict.as_str().into() });
+                }
+            }
+            for stage in Stage::TICK {
+                let _ = telemetry.errors.get_or_create(&ErrorLabels { policy: policy.clone(), stage: stage.as_str().into() });
+            }
+        }
+    }
+
+    /// Drops every policy's series, as a replica does when it stands by: its last values
+    /// would read as live ones beside the leader's. Taking the Lease again re-creates them
+    /// (the counters from 0: `announce_series`).
+    pub fn forget_all_series(&mut self) {
+        let Some(t) = &self.telemetry else { return };
+        for runtime in &self.policies {
+            t.forget(&series_of(runtime, &self.forecaster_in_use));
+        }
+        self.forecaster_in_use.clear();
     }
 
     pub(super) fn export_collection(&self, policy: &Policy, collected: &(Result<Observation, SourceError>, Result<Workload, SourceError>)) {
@@ -286,4 +305,55 @@ fn save_state(audit_path: &Path, policy: &str, guard_state: &GuardState) -> anyh
     let mut file: StateFile = state::load(&path).unwrap_or_default();
     file.insert(policy.to_string(), guard_state.clone());
     state::save(&path, &file)
+}
+
+/// Every series `/metrics` may carry for this policy (see `Series`); `in_use`: the forecaster
+/// serving each (policy, metric).
+pub(super) fn series_of(runtime: &PolicyRuntime, in_use: &BTreeMap<(String, String), String>) -> HashSet<Series> {
+    let spec = &runtime.policy;
+    let policy = &spec.name;
+    let mut out = HashSet::new();
+    out.insert(Series::Policy(PolicyLabels { policy: policy.clone() }));
+    for kind in crate::domain::ActionKind::ALL {
+        for verdict in Verdict::ALL {
+            out.insert(Series::Action(ActionLabels { policy: policy.clone(), kind: kind.as_str().into(), verdict: verdict.as_str().into() }));
+        }
+    }
+    for stage in Stage::TICK.into_iter().chain([Stage::Reload]) {
+        out.insert(Series::Error(ErrorLabels { policy: policy.clone(), stage: stage.as_str().into() }));
+    }
+    for rule in &spec.risks {
+        out.insert(Series::Rule(RuleLabels { policy: policy.clone(), rule: rule.name.clone() }));
+    }
+    for metric in &spec.metrics {
+        let metric = &metric.name;
+        out.insert(Series::Metric(MetricLabels { policy: policy.clone(), metric: metric.clone() }));
+        for step in 1..=spec.forecast.horizon {
+            for quantile in ["p10", "p50", "p90"] {
+                out.insert(Series::Forecast(ForecastLabels { policy: policy.clone(), metric: metric.clone(), step: step.to_string(), quantile: quantile.into() }));
+            }
+        }
+        let contenders = runtime.gate(metric).into_iter().flat_map(|g| g.every_name().map(str::to_string));
+        let served = in_use.get(&(policy.clone(), metric.clone())).cloned();
+        for forecaster in contenders.chain(served) {
+            out.insert(Series::Model(ModelLabels { policy: policy.clone(), metric: metric.clone(), forecaster }));
+        }
+    }
+    out
+}
+
+/// Drops `runtime`'s series from `/metrics`: all of them (`keep` empty), or those that its
+/// next version (`keep`, that version's `series_of`) does not carry.
+pub(super) fn forget_series(telemetry: Option<&Telemetry>, in_use: &mut BTreeMap<(String, String), String>, runtime: &PolicyRuntime, keep: &HashSet<Series>) {
+    let Some(t) = telemetry else { return };
+    let gone: Vec<Series> = series_of(runtime, in_use).into_iter().filter(|s| !keep.contains(s)).collect();
+    t.forget(&gone);
+    for s in &gone {
+        if let Series::Model(l) = s {
+            let key = (l.policy.clone(), l.metric.clone());
+            if in_use.get(&key) == Some(&l.forecaster) {
+                in_use.remove(&key);
+            }
+        }
+    }
 }

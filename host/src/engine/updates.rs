@@ -80,6 +80,12 @@ impl Engine {
             match update {
                 Update::Policy { file, runtime, digest } => {
                     let name = runtime.policy.name.clone();
+                    // What the old version exported and the new one does not (a metric, a
+                    // rule, forecast steps, a renamed policy's every series) leaves /metrics.
+                    if let Some(i) = self.policy_from(&file) {
+                        let keep = super::record::series_of(&runtime, &self.forecaster_in_use);
+                        super::record::forget_series(self.telemetry.as_deref(), &mut self.forecaster_in_use, &self.policies[i], &keep);
+                    }
                     let index = self.adopt(&file, *runtime);
                     self.reload_outcome(&[index], Outcome { kind: FileKind::Policy, name: &name, file: &file, outcome: ReloadOutcome::Reloaded, sha256: Some(digest), rejected: None }, now);
                     self.warm_start_policy(index, now, WarmStart::EmptyOnly).await;
@@ -88,7 +94,8 @@ impl Engine {
                     if let Some(i) = self.policy_from(&file) {
                         let name = self.policies[i].policy.name.clone();
                         self.reload_outcome(&[i], Outcome { kind: FileKind::Policy, name: &name, file: &file, outcome: ReloadOutcome::Removed, sha256: None, rejected: None }, now);
-                        self.policies.remove(i);
+                        let gone = self.policies.remove(i);
+                        super::record::forget_series(self.telemetry.as_deref(), &mut self.forecaster_in_use, &gone, &Default::default());
                     }
                 }
                 Update::Plugin { file, digest } => {

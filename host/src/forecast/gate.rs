@@ -244,6 +244,11 @@ impl Gate {
 
     /// The names of the contenders `issue` takes forecasts of, in order (the blend is made
     /// by the gate).
+    /// Every contender's name, blends too (each may have a skill series in `/metrics`).
+    pub fn every_name(&self) -> impl Iterator<Item = &str> {
+        self.contenders.iter().map(|c| c.name.as_str())
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.contenders.iter().filter(|c| c.role != Role::Blend).map(|c| c.name.as_str())
     }

@@ -121,7 +121,9 @@ async fn two_leaders_case(ns: &'static str, fault: Fault) {
     let (admin, proxy_a, proxy_b) = (&case.admin, &case.proxy, FaultProxy::start().await);
     let (audit_a, audit_b) = (case.audit("augur-a"), case.audit("augur-b"));
     let run_for = Duration::from_secs(14);
-    let options_a = case.options("augur-a", run_for, true, None);
+    let mut options_a = case.options("augur-a", run_for, true, None);
+    let port_a = common::k8s::free_port();
+    options_a.metrics_addr = Some(format!("127.0.0.1:{port_a}").parse().unwrap());
     let options_b = case.options("augur-b", run_for, true, Some(&proxy_b));
 
     let a = tokio::spawn(augur::commands::run(options_a));
@@ -131,6 +133,18 @@ async fn two_leaders_case(ns: &'static str, fault: Fault) {
     assert_eq!(lease_holder(admin, ns).await.as_deref(), Some("augur-a"), "{ns}");
     proxy_a.add(Rule::new("PUT", "/leases/augur", fault.clone()));
     let faulted = Instant::now();
+    // Standing by, augur-a's /metrics drops its per-policy series: its last values would read
+    // as live beside the new leader's.
+    let metrics_a = format!("http://127.0.0.1:{port_a}/metrics");
+    eventually("augur-a's /metrics to show a standby with no series of policy web", || {
+        let url = metrics_a.clone();
+        async move {
+            let Ok(answer) = reqwest::get(&url).await else { return false };
+            let text = answer.text().await.unwrap_or_default();
+            text.contains("augur_leader 0") && !text.contains("policy=\"web\"")
+        }
+    })
+    .await;
     let report_a = a.await.unwrap().unwrap();
     // `--for` counts from when the replica is ready to compete: its first Lease request
     // (starting, it compiles its plugins, which takes seconds on a loaded machine).

@@ -88,12 +88,17 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path) -> Self {
+        Self::start_on(dir, &dir.join("web.yaml"))
+    }
+
+    /// `host run --policy policy` (a file or a folder), its audit in `dir`.
+    fn start_on(dir: &Path, policy: &Path) -> Self {
         let port = common::k8s::free_port();
         let child = Command::new(common::host_binary())
             .args(["run", "--simulate", "--speed", "600", "--for", "48h", "--quiet", "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--policy")
-            .arg(dir.join("web.yaml"))
+            .arg(policy)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -235,4 +240,51 @@ fn a_configmap_update_through_the_data_link_reloads_the_policy() {
         }
         other => panic!("expected the policy's new version, got {other:?}"),
     }
+}
+
+/// `/metrics` carries only what runs: a reload drops the series its old version exported and
+/// the new one does not (a renamed risk rule, forecast steps past a shorter horizon), and a
+/// deleted policy's series all go, so that no dashboard reads a stopped policy's last values
+/// as live ones.
+#[test]
+fn a_reload_or_a_deletion_drops_the_series_that_no_longer_run() {
+    augur::tls::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::plugin("scale"), dir.path().join("act.wasm")).unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("web.yaml"), policy_text(dir.path(), 3).replace("path: audit.jsonl", "path: ../audit.jsonl")).unwrap();
+    // A second policy keeps the host running once web.yaml is deleted.
+    let shop = policy_text(dir.path(), 3).replace("name: web\n", "name: shop\n").replace("name: web }", "name: shop }").replace("path: audit.jsonl", "path: ../shop-audit.jsonl");
+    std::fs::write(policies.join("shop.yaml"), shop).unwrap();
+    let run = Running::start_on(dir.path(), &policies);
+    let mut at = run.wait_for(0, "a first proposal", |r| proposal_reason(r).contains("(step of 3,"));
+    let before = run.metrics();
+    for series in [r#"augur_risk_score{policy="web",rule="cpu"}"#, r#"augur_forecast_value{policy="web",metric="cpu",step="5",quantile="p50"}"#, r#"augur_observed_value{policy="web",metric="cpu"}"#] {
+        assert!(before.contains(series), "{series} before the reload:\n{before}");
+    }
+
+    let edited = policy_text(dir.path(), 1).replace("- { name: cpu, metric: cpu,", "- { name: heat, metric: cpu,").replace("risk: cpu,", "risk: heat,").replace("horizon: 5", "horizon: 3");
+    std::fs::write(policies.join("web.yaml"), edited.replace("path: audit.jsonl", "path: ../audit.jsonl")).unwrap();
+    at = run.wait_for(at, "the policy reload", |r| reload_of(r, "policy", "reloaded"));
+    run.wait_for(at, "a proposal under the new version", |r| proposal_reason(r).contains("(step of 1,"));
+    let after = run.metrics();
+    assert!(after.contains(r#"augur_risk_score{policy="web",rule="heat"}"#), "{after}");
+    assert!(after.contains(r#"augur_forecast_value{policy="web",metric="cpu",step="3",quantile="p50"}"#), "{after}");
+    assert!(!after.contains(r#"policy="web",rule="cpu""#), "the renamed rule's series are gone:\n{after}");
+    assert!(!after.contains(r#"policy="web",metric="cpu",step="4""#) && !after.contains(r#"policy="web",metric="cpu",step="5""#), "steps past the new horizon are gone:\n{after}");
+    assert!(after.contains(r#"augur_forecast_value{policy="shop",metric="cpu",step="5",quantile="p50"}"#), "another policy's are not:\n{after}");
+    assert!(after.contains(r#"augur_observed_value{policy="web",metric="cpu"}"#), "what both versions carry stays:\n{after}");
+
+    std::fs::remove_file(policies.join("web.yaml")).unwrap();
+    let started = Instant::now();
+    loop {
+        let now = run.metrics();
+        if !now.contains(r#"policy="web""#) && !now.contains(r#"kind="policy",name="web""#) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "a deleted policy's series stay:\n{now}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(run.metrics().contains(r#"augur_observed_value{policy="shop",metric="cpu"}"#), "the other policy's series stay");
 }
