@@ -265,13 +265,7 @@ impl KubeExecutor {
         let named = Named::of(action);
         let object = named.object(target);
         let mut note = note.to_string();
-        if note.len() > 1000 {
-            let mut end = 1000;
-            while !note.is_char_boundary(end) {
-                end -= 1;
-            }
-            note.truncate(end);
-        }
+        note.truncate(note.floor_char_boundary(1000));
         // One Event per action, each with its own note. (kube's `Recorder` folds repeats of a
         // reason on an object into a series that keeps the first note, which would lose the
         // reasons of every later action.)
@@ -380,7 +374,7 @@ impl Executor for KubeExecutor {
 
     /// A Warning Event `Rejected<Action>` with the guard's reason. The guard refuses the same
     /// thing tick after tick while its cause lasts (a cooldown, the hourly cap), so one such
-    /// Event per workload, action and reason is published every `REJECTION_EVERY` at most; the
+    /// Event per workload and action kind is published every `REJECTION_EVERY` at most; the
     /// next one counts those left out.
     async fn rejected(&self, rejection: &Rejection<'_>) {
         let named = Named::of(rejection.action);

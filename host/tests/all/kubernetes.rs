@@ -564,7 +564,7 @@ async fn the_guards_refusals_are_warning_events_without_a_flood() {
     options.leader_election = None;
     augur::commands::run(options).await.unwrap();
     assert_eq!(replicas(&client, "refused", "web").await, 3);
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records = common::records(&audit);
     let refusals: Vec<_> = records.iter().filter(|r| r["verdict"] == "rejected").collect();
     assert!(refusals.len() >= 2, "the guard refused on several ticks: {records:?}");
     let events = events(&client, "refused").await;
@@ -604,7 +604,7 @@ async fn an_annotated_target_is_paused() {
     };
     augur::commands::run(options(&audit)).await.unwrap();
     assert_eq!(replicas(&client, "paused", "web").await, 2, "nothing is written to a paused target");
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records = common::records(&audit);
     let actions: Vec<_> = records.iter().filter(|r| r.get("verdict").is_some()).collect();
     assert!(!actions.is_empty(), "{records:?}");
     assert!(actions.iter().all(|r| r["verdict"] == "rejected" && r["reason"].as_str().unwrap().starts_with("paused by an operator: Deployment paused/web has the annotation augur.io/paused")), "{actions:?}");
