@@ -2,7 +2,7 @@
 //! the outcome to an exit code. Every mode is one call into `augur::commands` or
 //! `augur::offline`; nothing here decides anything.
 
-use augur::commands::{self, InvalidInput, LeaseOptions, RunOptions, StressArgs, invalid};
+use augur::commands::{self, ClusterPolicies, InvalidInput, LeaseOptions, RunOptions, StressArgs, invalid};
 use augur::config::Baseline;
 use augur::offline::{anomaly, backtest, plot, replay};
 use anyhow::Context;
@@ -45,8 +45,22 @@ enum Command {
     /// Run the control loop: collect, forecast, assess, plan, guard, execute, audit.
     Run {
         /// A policy file, or a folder of them; repeat for several.
-        #[arg(long = "policy", required = true)]
+        #[arg(long = "policy", required_unless_present = "cluster_policies")]
         policies: Vec<PathBuf>,
+        /// On a cluster: also run the AugurPolicy resources (`host crd` prints their CRD),
+        /// hot-swapped as they change, their status kept up to date.
+        #[arg(long, conflicts_with = "simulate")]
+        cluster_policies: bool,
+        /// With --cluster-policies: only this namespace's AugurPolicies (default: every namespace).
+        #[arg(long, requires = "cluster_policies")]
+        policy_namespace: Option<String>,
+        /// With --cluster-policies: the folder an AugurPolicy's relative paths (plugins,
+        /// models) resolve against, as a file's resolve against its folder.
+        #[arg(long, default_value = "policies")]
+        policy_base: PathBuf,
+        /// With --cluster-policies: the folder of the audit logs of AugurPolicies that name none.
+        #[arg(long, default_value = "var")]
+        audit_dir: PathBuf,
         /// Run on the built-in simulated cluster (no Kubernetes, no Prometheus).
         #[arg(long)]
         simulate: bool,
@@ -98,6 +112,9 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Print the AugurPolicy CRD (generated from the policy's types) as YAML, for
+    /// `kubectl apply -f -`.
+    Crd,
     /// Load a pod (the prototype's stress_pod.py): exec a script in the first running pod that
     /// matches, which holds memory in /dev/shm and busy-loops a CPU.
     Stress {
@@ -387,9 +404,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("{}", runtime.block_on(commands::stress(args))?);
             Ok(())
         }
-        Command::Run { policies, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch } => {
+        Command::Crd => {
+            print!("{}", augur::cluster::policies::crd_yaml());
+            Ok(())
+        }
+        Command::Run { policies, cluster_policies, policy_namespace, policy_base, audit_dir, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
+            let placement = augur::cluster::Placement { base: std::path::absolute(&policy_base)?, audit_dir: std::path::absolute(&audit_dir)? };
             let options = RunOptions {
+                cluster_policies: cluster_policies.then(|| ClusterPolicies { namespace: policy_namespace, placement }),
                 watch: (!no_watch).then(|| policies.clone()),
                 policies: commands::expand_policy_args(&policies)?,
                 simulate,

@@ -14,6 +14,7 @@ mod calls;
 mod executor;
 mod leader;
 mod metrics_server;
+pub mod policies;
 mod stress;
 mod workloads;
 
@@ -21,6 +22,7 @@ pub use executor::{KubeExecutor, WriteHook};
 pub use calls::{ATTEMPT_TIMEOUT, ATTEMPTS, CallError};
 pub use leader::{Fence, LeaderElector, Leadership};
 pub use metrics_server::{MetricsServerSource, Usage};
+pub use policies::{AugurPolicy, Placement, PolicyWatch};
 pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
 

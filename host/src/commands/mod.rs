@@ -10,7 +10,7 @@ mod stress;
 mod validate;
 
 pub use plugin_check::plugin_check;
-pub use run::{LeaseOptions, RunOptions, RunReport, run};
+pub use run::{ClusterPolicies, LeaseOptions, RunOptions, RunReport, run};
 pub use stress::{StressArgs, stress};
 pub use validate::validate;
 

@@ -6,12 +6,13 @@
 //! It never decides anything itself: the engine and its guard do.
 
 use super::{invalid, load_policies};
-use crate::cluster::{self, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource};
+use crate::cluster::policies::{LastAction, Observed};
+use crate::cluster::{self, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource, Placement, PolicyWatch};
 use crate::config::{MetricSourceSpec, Policy};
-use crate::engine::{Engine, PolicyRuntime, Seams, TickCounts};
+use crate::engine::{Engine, PolicyRuntime, Reports, Seams, TickCounts};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
-use crate::reload::{ReloadOptions, Reloader};
+use crate::reload::{DocumentChange, ReloadOptions, Reloader};
 use crate::sim::{SimCluster, SimConfig, SimStats, Trace};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -57,6 +58,16 @@ pub struct RunOptions {
     /// Reload the policies and their plugins live when these `--policy` arguments (files or
     /// folders) or the plugins change, and on SIGHUP; `None`: never.
     pub watch: Option<Vec<PathBuf>>,
+    /// On a cluster: also run the AugurPolicy resources, hot-swapped as they change.
+    pub cluster_policies: Option<ClusterPolicies>,
+}
+
+/// Which AugurPolicies `host run` runs, and where their paths and audit logs go.
+#[derive(Debug, Clone)]
+pub struct ClusterPolicies {
+    /// One namespace's, or (None) every namespace's.
+    pub namespace: Option<String>,
+    pub placement: Placement,
 }
 
 impl Default for RunOptions {
@@ -77,6 +88,7 @@ impl Default for RunOptions {
             expose_sim: None,
             sim_via_prometheus: false,
             watch: None,
+            cluster_policies: None,
         }
     }
 }
@@ -110,7 +122,11 @@ pub struct RunReport {
 
 /// `host run`.
 pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
-    let policies = load_policies(&options.policies)?;
+    if options.cluster_policies.is_some() && options.simulate {
+        return Err(invalid("--cluster-policies reads AugurPolicies from a cluster, which --simulate has none of; fix: drop one of them".into()));
+    }
+    // AugurPolicies alone are enough to start with (there may be none yet).
+    let policies = if options.policies.is_empty() && options.cluster_policies.is_some() { Vec::new() } else { load_policies(&options.policies)? };
     if options.simulate { simulate(policies, &options).await } else { on_cluster(policies, &options).await }
 }
 
@@ -138,15 +154,23 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     // Every write passes the fence: this replica leads (if it competes) and the run has not ended.
     let deadline = options.run_for.and_then(|d| Instant::now().checked_add(d));
     let fence = leadership.as_ref().map_or_else(Fence::always, Leadership::fence).ending(deadline.map(Into::into));
-    let executor = Arc::new(KubeExecutor::new(client.clone(), &identity).fenced(fence));
+    let executor = Arc::new(KubeExecutor::new(client.clone(), &identity).fenced(fence.clone()));
     let running: Vec<Policy> = runtimes.iter().map(|r| r.policy.clone()).collect();
-    let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client).ending(deadline.map(Into::into))), executor };
+    let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client.clone()).ending(deadline.map(Into::into))), executor };
     let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
-    watch(&mut engine, plugins, &running, options, true)?;
+    let documents = watch(&mut engine, plugins, &running, options, true)?;
+    if let (Some(documents), Some(wanted)) = (documents, &options.cluster_policies) {
+        let reports = engine.reports();
+        let watch = PolicyWatch { client: client.clone(), namespace: wanted.namespace.clone(), placement: wanted.placement.clone(), fence: fence.clone() };
+        watch.check().await.map_err(invalid)?;
+        watch.spawn(documents, move || observed(&reports));
+        tracing::info!("running the AugurPolicies of {}", wanted.namespace.as_deref().map_or("every namespace".to_string(), |ns| format!("namespace {ns}")));
+    }
     let telemetry = serve_telemetry(&mut engine, options).await?;
     tracing::info!("running on the cluster as {identity}");
-    let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), deadline).await;
+    let idle = options.cluster_policies.is_some().then_some(IDLE_TICK);
+    let report = drive_cluster(&mut engine, leadership.as_ref(), telemetry.as_deref(), deadline, idle).await;
     if let Some(leadership) = leadership {
         leadership.stop().await;
     }
@@ -154,9 +178,29 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     Ok(report)
 }
 
+/// How often an engine with no policy due looks for new ones (AugurPolicies may come).
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// What the engine saw each policy do, as an AugurPolicy's status tells it.
+fn observed(reports: &Reports) -> BTreeMap<PathBuf, Observed> {
+    reports
+        .snapshot()
+        .into_iter()
+        .map(|(source, r)| {
+            let last_action = r.last_action.map(|a| {
+                let time = crate::remediation::audit::timestamp(a.time);
+                LastAction { summary: format!("{} ({})", a.action, a.verdict.as_str()), time, action: a.action, verdict: a.verdict.as_str().into(), reason: a.reason }
+            });
+            let risk = r.risk.map(|(rule, level, reason)| (format!("{} ({rule})", level.as_str()), reason));
+            (source, Observed { forecasters: r.forecasters, risk, last_action, limited: r.limited.map(|(_, why)| why) })
+        })
+        .collect()
+}
+
 /// The wall clock: tick while leading, then sleep until the next policy is due.
 /// `deadline`: the end of `--for` (none: a `--for` past what the clock can hold, or none given).
-async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, deadline: Option<Instant>) -> RunReport {
+/// `idle`: with no policy due, look again after this (None: stop).
+async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, telemetry: Option<&Telemetry>, deadline: Option<Instant>, idle: Option<Duration>) -> RunReport {
     let mut report = RunReport { ticks: 0, totals: TickCounts::default(), simulated: Vec::new() };
     let mut leading = leadership.map(Leadership::watch);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -199,7 +243,7 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
         let counts = engine.tick(SystemTime::now()).await;
         report.ticks += 1;
         add(&mut report.totals, counts);
-        let Some(next) = engine.next_due() else { break };
+        let Some(next) = engine.next_due().or_else(|| idle.map(|d| SystemTime::now() + d)) else { break };
         let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -210,17 +254,24 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
     report
 }
 
-/// Starts the live reload of the policies and plugins when asked (`--no-watch` turns it off).
-fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options: &RunOptions, resume: bool) -> anyhow::Result<()> {
-    let Some(args) = &options.watch else { return Ok(()) };
+/// Starts the live reload of the policies and plugins when asked (`--no-watch` turns it off),
+/// and always for AugurPolicies, whose versions it takes from the sender it returns.
+fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options: &RunOptions, resume: bool) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedSender<DocumentChange>>> {
+    if options.watch.is_none() && options.cluster_policies.is_none() {
+        return Ok(None);
+    }
+    let args = options.watch.clone().unwrap_or_default();
     let (updates, received) = tokio::sync::mpsc::unbounded_channel();
     let reload_options = ReloadOptions { audit_override: options.audit_log.clone(), resume, debounce: None };
-    let reloader = Reloader::new(plugins, args, running, reload_options, updates);
+    let reloader = Reloader::new(plugins, &args, running, reload_options, updates);
     let folders = reloader.folders();
-    reloader.spawn()?;
+    let (documents, changes) = options.cluster_policies.is_some().then(tokio::sync::mpsc::unbounded_channel).unzip();
+    reloader.spawn_with(changes)?;
     engine.set_updates(received);
-    tracing::info!("watching {} for changes to policies and plugins (SIGHUP reloads all)", folders.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
-    Ok(())
+    if options.watch.is_some() {
+        tracing::info!("watching {} for changes to policies and plugins (SIGHUP reloads all)", folders.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(documents)
 }
 
 /// Starts the /metrics server when asked, and connects the engine to it.

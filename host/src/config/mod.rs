@@ -7,6 +7,7 @@
 //! quantities, the key of a file path) lives here, below them.
 
 mod card;
+pub mod document;
 pub mod files;
 mod limits;
 mod parse;

@@ -15,6 +15,35 @@ use std::time::Duration;
 use yaml_serde::{Mapping, Value};
 
 const TOP: &[&str] = &["name", "target", "interval", "source", "metrics", "forecast", "risks", "remediations", "guard", "audit"];
+const TARGET: &[&str] = &["kind", "namespace", "name", "selector", "startup"];
+const SOURCE: &[&str] = &["kind", "url"];
+const PRESET: &[&str] = &["preset"];
+const METRIC: &[&str] = &["name", "query", "fallback_query", "resource", "unit"];
+const FORECAST: &[&str] = &["baseline", "model", "window", "horizon", "step", "season", "fallback", "calibrate", "gate"];
+const RISK: &[&str] = &["name", "metric", "plugin", "settings", "limits"];
+const REMEDIATION: &[&str] = &["name", "risk", "trigger", "plugin", "settings", "limits", "capabilities"];
+const LIMITS: &[&str] = &["deadline", "memory", "max_proposals", "max_output"];
+const CAPABILITIES: &[&str] = &["actions", "nodes"];
+const GUARD: &[&str] = &["mode", "dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "min_history", "allowed_actions"];
+const AUDIT: &[&str] = &["path"];
+
+/// The fields the parser accepts, per section (`metrics[]`: a metric or a preset), which the
+/// document's types (document.rs, the CRD's schema) must name exactly.
+#[cfg(test)]
+pub const SECTIONS: &[(&str, &[&[&str]])] = &[
+    ("", &[TOP]),
+    ("target", &[TARGET]),
+    ("source", &[SOURCE]),
+    ("metrics[]", &[PRESET, METRIC]),
+    ("forecast", &[FORECAST]),
+    ("risks[]", &[RISK]),
+    ("risks[].limits", &[LIMITS]),
+    ("remediations[]", &[REMEDIATION]),
+    ("remediations[].limits", &[LIMITS]),
+    ("remediations[].capabilities", &[CAPABILITIES]),
+    ("guard", &[GUARD]),
+    ("audit", &[AUDIT]),
+];
 const DNS_LABEL: &str = "lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters";
 
 /// Parses and validates a policy from its text; `source` is used to resolve relative paths
@@ -57,7 +86,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     let remediations = list(&mut r, top, "remediations", |r, m, p| remediation_rule(r, m, p, base)).unwrap_or_default();
     let guard = section(&mut r, top, "guard", guard);
     let audit_path = section(&mut r, top, "audit", |r, m| {
-        r.deny_unknown(m, "audit", &["path"]);
+        r.deny_unknown(m, "audit", AUDIT);
         let path = r.required::<String>(m, "audit", "path", "a file path for the audit log, e.g. `../var/nginx-audit.jsonl`").map(|p| base.join(p))?;
         // Opening a FIFO for writing blocks until a reader comes; a directory cannot be appended to.
         if let Ok(meta) = std::fs::metadata(&path) {
@@ -133,7 +162,7 @@ fn list<T>(r: &mut Reader, top: &Mapping, key: &str, mut read: impl FnMut(&mut R
 }
 
 fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>, Option<Duration>)> {
-    r.deny_unknown(m, "target", &["kind", "namespace", "name", "selector", "startup"]);
+    r.deny_unknown(m, "target", TARGET);
     let kind: Option<String> = r.required(m, "target", "kind", "`Deployment` or `StatefulSet`");
     if let Some(k) = &kind
         && k != "Deployment"
@@ -161,7 +190,7 @@ fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>, Option
 }
 
 fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {
-    r.deny_unknown(m, "source", &["kind", "url"]);
+    r.deny_unknown(m, "source", SOURCE);
     let kind: String = r.optional(m, "source", "kind", "`prometheus` or `metrics-server`").unwrap_or_else(|| "prometheus".into());
     let url: Option<String> = r.optional(m, "source", "url", "the Prometheus base URL, e.g. `http://prometheus.monitoring:9090`");
     match kind.as_str() {
@@ -191,7 +220,7 @@ fn metric_entry(r: &mut Reader, m: &Mapping, path: &str, target: Option<&Target>
     if !m.contains_key("preset") {
         return metric(r, m, path).map(|metric| vec![metric]);
     }
-    r.deny_unknown(m, path, &["preset"]);
+    r.deny_unknown(m, path, PRESET);
     let preset: String = r.required(m, path, "preset", "`prototype`")?;
     if preset != "prototype" {
         r.problem(join(path, "preset"), format!("`{preset}` is not a preset"), "use `prototype` (the Python prototype's PromQL for the target), or list the metrics");
@@ -217,7 +246,7 @@ pub fn prototype_metrics(target: &Target) -> Vec<Metric> {
 }
 
 fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
-    r.deny_unknown(m, path, &["name", "query", "fallback_query", "resource", "unit"]);
+    r.deny_unknown(m, path, METRIC);
     let name: Option<String> = r.required(m, path, "name", "a short name such as `cpu`");
     let query: String = r.optional(m, path, "query", "the PromQL expression").unwrap_or_default();
     if m.contains_key("query") && query.trim().is_empty() {
@@ -265,7 +294,7 @@ fn source_problems(r: &mut Reader, spec: &MetricSourceSpec, metrics: &[Metric]) 
 
 fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
     const P: &str = "forecast";
-    r.deny_unknown(m, P, &["baseline", "model", "window", "horizon", "step", "season", "fallback", "calibrate", "gate"]);
+    r.deny_unknown(m, P, FORECAST);
     let baseline: Option<String> = r.optional(m, P, "baseline", "a baseline name");
     let model: Option<String> = r.optional(m, P, "model", "a path to an .onnx file");
     let parse_baseline = |r: &mut Reader, field: &str, name: &str| {
@@ -352,7 +381,7 @@ fn model_problems(r: &mut Reader, m: &Mapping, spec: &ForecastSpec, metrics: &[M
 }
 
 fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RiskRule> {
-    r.deny_unknown(m, path, &["name", "metric", "plugin", "settings", "limits"]);
+    r.deny_unknown(m, path, RISK);
     let name = r.required(m, path, "name", "a short name such as `cpu`");
     let metric = r.required(m, path, "metric", "the name of an entry in `metrics`");
     let plugin = plugin_path(r, m, path, base);
@@ -362,7 +391,7 @@ fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<Ris
 }
 
 fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RemediationRule> {
-    r.deny_unknown(m, path, &["name", "risk", "trigger", "plugin", "settings", "limits", "capabilities"]);
+    r.deny_unknown(m, path, REMEDIATION);
     let name = r.required(m, path, "name", "a short name such as `scale-up`");
     let risk = r.required(m, path, "risk", "the name of an entry in `risks`");
     let trigger_name: String = r.optional(m, path, "trigger", "a level").unwrap_or_else(|| "high".into());
@@ -384,7 +413,7 @@ fn limits(r: &mut Reader, m: &Mapping, path: &str) -> Option<Option<Limits>> {
     let Some(value) = m.get("limits") else { return Some(None) };
     let path = join(path, "limits");
     let map = r.mapping(value, &path)?;
-    r.deny_unknown(map, &path, &["deadline", "memory", "max_proposals", "max_output"]);
+    r.deny_unknown(map, &path, LIMITS);
     let defaults = Limits::default();
     let before = r.problems.len();
     let deadline = r.duration(map, &path, "deadline", Some(defaults.deadline));
@@ -428,7 +457,7 @@ fn capabilities(r: &mut Reader, m: &Mapping, path: &str) -> Option<Capabilities>
         return None;
     };
     let map = r.mapping(value, &cpath)?;
-    r.deny_unknown(map, &cpath, &["actions", "nodes"]);
+    r.deny_unknown(map, &cpath, CAPABILITIES);
     let names: Vec<String> = r.required(map, &cpath, "actions", "a list of action kinds, e.g. `[scale]`")?;
     let actions = action_kinds(r, &names, &join(&cpath, "actions"));
     let nodes: Vec<String> = r.optional(map, &cpath, "nodes", "a list of node name patterns, e.g. `[\"worker-*\"]`").unwrap_or_default();
@@ -482,7 +511,7 @@ fn mode(r: &mut Reader, m: &Mapping) -> (bool, bool) {
 
 fn guard(r: &mut Reader, m: &Mapping) -> Option<GuardSpec> {
     const P: &str = "guard";
-    r.deny_unknown(m, P, &["mode", "dry_run", "remediate", "min_replicas", "max_replicas", "max_step", "cooldown", "scale_down_delay", "max_actions_per_hour", "min_history", "allowed_actions"]);
+    r.deny_unknown(m, P, GUARD);
     let (dry_run, remediate) = mode(r, m);
     let min_replicas: Option<u32> = r.required(m, P, "min_replicas", "a whole number, e.g. `1`");
     let max_replicas: Option<u32> = r.required(m, P, "max_replicas", "a whole number, e.g. `10`");

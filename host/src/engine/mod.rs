@@ -24,7 +24,7 @@ mod updates;
 
 pub use forecasts::{Forecasts, forecast_all};
 pub use policy::{Decision, Pending, PluginCall, PolicyRuntime, Tick, check_plugins, forecaster_for};
-pub use record::TickCounts;
+pub use record::{ActionReport, PolicyReport, Reports, TickCounts};
 pub use updates::{Update, WarmStart};
 
 use crate::metrics::{MetricSource, Observation, WorkloadSource};
@@ -67,6 +67,9 @@ pub struct Engine {
     forecaster_in_use: BTreeMap<(String, String), String>,
     /// New versions of policies and plugins from the reloader, applied between two ticks.
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<Update>>,
+    /// What each policy last did, for whoever shows it (an AugurPolicy's status); kept once
+    /// asked for.
+    reports: Option<Reports>,
 }
 
 /// One due policy's collected inputs, or why they could not be collected.
@@ -82,7 +85,7 @@ impl Engine {
                 audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
             }
         }
-        let mut engine = Self { plugins, seams, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None };
+        let mut engine = Self { plugins, seams, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None, reports: None };
         engine.set_echo(true);
         Ok(engine)
     }
@@ -93,6 +96,11 @@ impl Engine {
         for runtime in &mut self.policies {
             runtime.summarize = echo;
         }
+    }
+
+    /// What each policy last did, by its source, updated after each of its ticks from now on.
+    pub fn reports(&mut self) -> Reports {
+        self.reports.get_or_insert_with(Reports::default).clone()
     }
 
     pub fn policies(&self) -> &[PolicyRuntime] {

@@ -7,7 +7,7 @@
 
 use super::{Decision, Engine, PluginCall, PolicyRuntime};
 use crate::config::Policy;
-use crate::domain::Workload;
+use crate::domain::{Level, Workload};
 use crate::metrics::{Observation, SourceError};
 use crate::plugins::plugin_name;
 use crate::remediation::audit::{self, AuditLog, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
@@ -15,7 +15,7 @@ use crate::remediation::state::{self, GuardState};
 use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Series, Telemetry};
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -233,6 +233,9 @@ impl Engine {
             first_error.get_or_insert(e);
         }
         self.report_audit(runtime, was_failing, first_error);
+        if let Some(reports) = &self.reports {
+            reports.update(runtime, &decision, now);
+        }
     }
 
     /// Fail closed on the audit: the actions the guard allowed run only if their records can
@@ -354,6 +357,70 @@ pub(super) fn forget_series(telemetry: Option<&Telemetry>, in_use: &mut BTreeMap
             if in_use.get(&key) == Some(&l.forecaster) {
                 in_use.remove(&key);
             }
+        }
+    }
+}
+
+/// What each policy last did, by its source: shared with whoever shows it, updated after
+/// each of the policy's ticks.
+#[derive(Debug, Clone, Default)]
+pub struct Reports(Arc<std::sync::Mutex<BTreeMap<PathBuf, PolicyReport>>>);
+
+/// What one policy last did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyReport {
+    /// The forecaster that served each watched metric, by metric.
+    pub forecasters: BTreeMap<String, String>,
+    /// The highest risk of the last tick that assessed one: its rule, level and reason.
+    pub risk: Option<(String, Level, String)>,
+    /// The last action with a verdict.
+    pub last_action: Option<ActionReport>,
+    /// Why the guard last held an action back (refused or clamped it), and when; cleared by an
+    /// action it let through whole.
+    pub limited: Option<(SystemTime, String)>,
+}
+
+/// An action and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionReport {
+    pub time: SystemTime,
+    /// The action as proposed, e.g. `scale to 4`.
+    pub action: String,
+    pub verdict: Verdict,
+    /// The guard's reason (and the plugin's).
+    pub reason: String,
+}
+
+impl Reports {
+    /// A copy of every report.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, PolicyReport> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn forget(&self, source: &Path) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(source);
+    }
+
+    pub(super) fn update(&self, runtime: &PolicyRuntime, decision: &Decision, now: SystemTime) {
+        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let report = all.entry(runtime.policy.source.clone()).or_default();
+        for record in &decision.forecasts {
+            report.forecasters.insert(record.metric.clone(), record.forecast.forecaster.clone());
+        }
+        if let Some(top) = decision.risks.iter().max_by_key(|r| r.risk.level as u8) {
+            report.risk = Some((top.rule.clone(), top.risk.level, top.risk.reason.clone()));
+        }
+        for record in &decision.records {
+            let Record::Action(r) = record else { continue };
+            let Some(verdict) = r.verdict else { continue };
+            let held = verdict == Verdict::Rejected || r.allowed.as_ref().is_some_and(|a| a.action != r.proposal.action);
+            if held {
+                report.limited = Some((now, r.reason.clone()));
+            } else if matches!(verdict, Verdict::Executed | Verdict::DryRun) {
+                report.limited = None;
+            }
+            let action = r.allowed.as_ref().unwrap_or(&r.proposal).action.to_string();
+            report.last_action = Some(ActionReport { time: now, action, verdict, reason: r.reason.clone() });
         }
     }
 }

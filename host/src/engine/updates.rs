@@ -95,6 +95,9 @@ impl Engine {
                         let name = self.policies[i].policy.name.clone();
                         self.reload_outcome(&[i], Outcome { kind: FileKind::Policy, name: &name, file: &file, outcome: ReloadOutcome::Removed, sha256: None, rejected: None }, now);
                         let gone = self.policies.remove(i);
+                        if let Some(reports) = &self.reports {
+                            reports.forget(&gone.policy.source);
+                        }
                         super::record::forget_series(self.telemetry.as_deref(), &mut self.forecaster_in_use, &gone, &Default::default());
                     }
                 }

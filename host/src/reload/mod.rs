@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 
 mod watch;
 
+pub use watch::DocumentChange;
+
 /// How long the files must be quiet before a reload: editors and `cp` write in several steps.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -217,47 +219,102 @@ impl Reloader {
             Ok(text) => text,
             Err(files::FileError::Missing) => {
                 let given = known?;
-                self.policies.remove(file);
-                self.digests.remove(file);
-                let line = format!("policy {}: the file was deleted; its policy stops", given.display());
-                tracing::warn!("{line}");
-                self.send(Update::Removed { file: given });
-                return Some(line);
+                return Some(self.stop_policy(file, &given, "the file was deleted"));
             }
             Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e}; fix: {}", e.fix()))),
         };
+        match self.consider_policy(file, &shown, &text, force) {
+            Considered::Unchanged => None,
+            Considered::Accepted { line } | Considered::Rejected { line, .. } => Some(line),
+        }
+    }
+
+    /// A policy that does not live in a file (an AugurPolicy resource): its document, named
+    /// by `source` (a path under the folder its relative paths resolve against), read,
+    /// checked and loaded exactly as a file's new version is.
+    pub fn apply_document(&mut self, source: &Path, text: &str) -> Considered {
+        let key = normal(source);
+        let shown = self.policies.get(&key).map(|(given, _)| given.clone()).unwrap_or_else(|| source.to_path_buf());
+        self.consider_policy(&key, &shown, text, false)
+    }
+
+    /// A policy that does not live in a file was deleted: it stops. False if none ran.
+    pub fn remove_document(&mut self, source: &Path, why: &str) -> bool {
+        let key = normal(source);
+        let Some(given) = self.policies.get(&key).map(|(given, _)| given.clone()) else {
+            self.rejected.remove(&key);
+            return false;
+        };
+        self.stop_policy(&key, &given, why);
+        true
+    }
+
+    /// Whether a policy by this source runs.
+    pub fn runs(&self, source: &Path) -> bool {
+        self.policies.contains_key(&normal(source))
+    }
+
+    fn stop_policy(&mut self, key: &Path, given: &Path, why: &str) -> String {
+        self.policies.remove(key);
+        self.digests.remove(key);
+        self.rejected.remove(key);
+        let line = format!("policy {}: {why}; its policy stops", given.display());
+        tracing::warn!("{line}");
+        self.send(Update::Removed { file: given.to_path_buf() });
+        line
+    }
+
+    /// Parses, validates and loads a policy's text; `key` is its file's key, `shown` its
+    /// path as the engine knows it.
+    fn consider_policy(&mut self, file: &Path, shown: &Path, text: &str, force: bool) -> Considered {
         let new = digest(text.as_bytes());
         if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
-            return None;
+            return Considered::Unchanged;
         }
         // Remembered now; forgotten below if it is accepted.
         self.rejected.insert(file.to_path_buf(), new.clone());
-        let policy = match config::parse(&text, &shown) {
+        let policy = match config::parse(text, shown) {
             Ok(policy) => policy,
             Err(problems) => {
                 let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                return Some(self.reject(FileKind::Policy, &shown, format!("{} problem(s): {}", list.len(), list.join("; "))));
+                return self.refuse(shown, format!("{} problem(s): {}", list.len(), list.join("; ")));
             }
         };
         if let Some(problem) = config::clash(&policy, self.policies.iter().filter(|(f, _)| *f != file).map(|(_, (_, p))| p)) {
-            return Some(self.reject(FileKind::Policy, &shown, problem.to_string()));
+            return self.refuse(shown, problem.to_string());
         }
         let runtime = match PolicyRuntime::new(policy.clone(), &self.plugins, self.options.audit_override.as_deref(), self.options.resume) {
             Ok(runtime) => runtime,
-            Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e:#}"))),
+            Err(e) => return self.refuse(shown, format!("{e:#}")),
         };
         // The engine appends to it from the next tick: it must open now.
         if let Err(e) = crate::remediation::audit::AuditLog::open(runtime.audit_path()) {
-            return Some(self.reject(FileKind::Policy, &shown, format!("audit.path: {e:#}")));
+            return self.refuse(shown, format!("audit.path: {e:#}"));
         }
-        self.accept_policy(&shown, policy);
+        self.accept_policy(shown, policy);
         self.rejected.remove(file);
         self.digests.insert(file.to_path_buf(), new.clone());
         let line = format!("policy {} reloaded (sha256 {}), serving from the next tick", shown.display(), &new[..12]);
         tracing::info!("{line}");
-        self.send(Update::Policy { file: shown, runtime: Box::new(runtime), digest: new });
-        Some(line)
+        self.send(Update::Policy { file: shown.to_path_buf(), runtime: Box::new(runtime), digest: new });
+        Considered::Accepted { line }
     }
+
+    fn refuse(&self, shown: &Path, reason: String) -> Considered {
+        Considered::Rejected { line: self.reject(FileKind::Policy, shown, reason.clone()), reason }
+    }
+}
+
+/// What became of a policy's new version, with the line logged about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Considered {
+    /// The same text as the running (or the last refused) version: nothing to do.
+    Unchanged,
+    /// Checked and loaded: it serves from the next tick.
+    Accepted { line: String },
+    /// Refused, and why (every problem, with its field and fix): the previous version, if
+    /// any, keeps running.
+    Rejected { line: String, reason: String },
 }
 
 /// The plugin files a policy uses.

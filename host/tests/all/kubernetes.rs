@@ -243,6 +243,10 @@ async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and
         ("metrics.k8s.io", "pods", "", "list", "rbac", true),
         ("coordination.k8s.io", "leases", "", "update", "augur", true),
         ("coordination.k8s.io", "leases", "", "create", "augur", true),
+        ("augur.io", "augurpolicies", "", "watch", "rbac", true),
+        ("augur.io", "augurpolicies", "status", "patch", "rbac", true),
+        ("augur.io", "augurpolicies", "", "update", "rbac", false),
+        ("augur.io", "augurpolicies", "", "delete", "rbac", false),
         ("apps", "deployments", "", "delete", "rbac", false),
         ("apps", "deployments", "", "update", "rbac", false),
         ("apps", "deployments", "", "create", "rbac", false),
@@ -440,7 +444,7 @@ async fn the_deploy_manifests_are_accepted_by_the_api_server() {
     let client = control_plane().client().await;
     namespace(&client, "augur").await;
     let mut checked = Vec::new();
-    for file in ["deploy/rbac.yaml", "deploy/augur.yaml"] {
+    for file in ["deploy/crd.yaml", "deploy/rbac.yaml", "deploy/augur.yaml"] {
         let text = std::fs::read_to_string(common::root().join(file)).unwrap();
         for doc in text.split("\n---\n") {
             let object: DynamicObject = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -461,7 +465,7 @@ async fn the_deploy_manifests_are_accepted_by_the_api_server() {
             checked.push(types.kind);
         }
     }
-    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
+    for kind in ["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
         assert!(checked.iter().any(|k| k == kind), "deploy/ has no {kind}: {checked:?}");
     }
 }

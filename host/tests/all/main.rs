@@ -5,6 +5,7 @@
 mod common;
 
 mod api_faults;
+mod augur_policies;
 mod kubernetes;
 mod models;
 mod plugins;
