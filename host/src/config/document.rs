@@ -65,6 +65,15 @@ pub struct SourceDoc {
     /// The Prometheus base URL, e.g. `http://prometheus.monitoring:9090`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A file holding a bearer token, sent as `Authorization: Bearer ...` (re-read each request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    /// A PEM file of the CA that signed the store's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Headers sent with every request, e.g. `X-Scope-OrgID: team-a` (a Mimir tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One metric, or a preset of several.

@@ -16,7 +16,7 @@ use yaml_serde::{Mapping, Value};
 
 const TOP: &[&str] = &["name", "target", "interval", "source", "metrics", "forecast", "risks", "remediations", "guard", "audit"];
 const TARGET: &[&str] = &["kind", "namespace", "name", "selector", "startup"];
-const SOURCE: &[&str] = &["kind", "url"];
+const SOURCE: &[&str] = &["kind", "url", "bearer_token_file", "ca_file", "headers"];
 const PRESET: &[&str] = &["preset"];
 const METRIC: &[&str] = &["name", "query", "fallback_query", "resource", "unit"];
 const FORECAST: &[&str] = &["baseline", "model", "window", "horizon", "step", "season", "fallback", "calibrate", "gate"];
@@ -74,8 +74,8 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
         r.problem("interval", "is below 1s", "use an interval of at least `1s` (the prototype used `60s`)");
     }
     let metric_source = match top.get("source") {
-        None => Some(MetricSourceSpec::Prometheus { url: MetricSourceSpec::DEFAULT_PROMETHEUS.into() }),
-        Some(value) => r.mapping(value, "source").and_then(|m| metric_source(&mut r, m)),
+        None => Some(MetricSourceSpec::Prometheus { url: MetricSourceSpec::DEFAULT_PROMETHEUS.into(), access: PrometheusAccess::default() }),
+        Some(value) => r.mapping(value, "source").and_then(|m| metric_source(&mut r, m, base)),
     };
     let metrics: Vec<Metric> = list(&mut r, top, "metrics", |r, m, p| metric_entry(r, m, p, target.as_ref())).map(|v| v.into_iter().flatten().collect()).unwrap_or_default();
     if let Some(spec) = &metric_source {
@@ -189,22 +189,28 @@ fn target(r: &mut Reader, m: &Mapping) -> Option<(Target, Option<String>, Option
     Some((Target { kind: kind?, namespace: namespace?, name: name? }, selector, startup))
 }
 
-fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {
+fn metric_source(r: &mut Reader, m: &Mapping, base: &Path) -> Option<MetricSourceSpec> {
     r.deny_unknown(m, "source", SOURCE);
     let kind: String = r.optional(m, "source", "kind", "`prometheus` or `metrics-server`").unwrap_or_else(|| "prometheus".into());
     let url: Option<String> = r.optional(m, "source", "url", "the Prometheus base URL, e.g. `http://prometheus.monitoring:9090`");
     match kind.as_str() {
         "prometheus" => {
+            let access = prometheus_access(r, m, base);
             let url = url.unwrap_or_else(|| MetricSourceSpec::DEFAULT_PROMETHEUS.into());
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 r.problem("source.url", format!("`{url}` is not an http(s) URL"), "write the Prometheus base URL, e.g. `http://prometheus.monitoring:9090`");
                 return None;
             }
-            Some(MetricSourceSpec::Prometheus { url: url.trim_end_matches('/').to_string() })
+            if access.ca_file.is_some() && url.starts_with("http://") {
+                r.problem("source.ca_file", "is set, but source.url is plain http, so no certificate is checked", "use an `https://` URL, or remove `ca_file:`");
+            }
+            Some(MetricSourceSpec::Prometheus { url: url.trim_end_matches('/').to_string(), access })
         }
         "metrics-server" => {
-            if url.is_some() {
-                r.problem("source.url", "is set, but metrics-server is reached through the Kubernetes API", "remove `url:` (or use `kind: prometheus`)");
+            for key in ["url", "bearer_token_file", "ca_file", "headers"] {
+                if m.contains_key(key) {
+                    r.problem(join("source", key), "is set, but metrics-server is reached through the Kubernetes API (with Augur's own credentials)", format!("remove `{key}:` (or use `kind: prometheus`)"));
+                }
             }
             Some(MetricSourceSpec::MetricsServer)
         }
@@ -213,6 +219,45 @@ fn metric_source(r: &mut Reader, m: &Mapping) -> Option<MetricSourceSpec> {
             None
         }
     }
+}
+
+/// A Prometheus source's token file, CA file and headers (files relative to the policy's).
+fn prometheus_access(r: &mut Reader, m: &Mapping, base: &Path) -> PrometheusAccess {
+    let file = |r: &mut Reader, key: &str, what: &str| -> Option<PathBuf> {
+        let path = base.join(r.optional::<String>(m, "source", key, what)?);
+        // Not read here: a token may be mounted after the policy is checked; its absence is
+        // an error of the collection that needs it, which says so.
+        if let Ok(meta) = std::fs::metadata(&path)
+            && !meta.is_file()
+        {
+            r.problem(join("source", key), format!("{} is not a regular file", path.display()), format!("give the path of {what}"));
+        }
+        Some(path)
+    };
+    let bearer_token_file = file(r, "bearer_token_file", "a file holding the bearer token, e.g. `/var/run/secrets/prometheus/token`");
+    let ca_file = file(r, "ca_file", "a PEM file of the CA that signed the store's certificate");
+    let mut headers = BTreeMap::new();
+    if let Some(value) = m.get("headers")
+        && let Some(map) = r.mapping(value, "source.headers")
+    {
+        for (name, value) in map {
+            let (Some(name), Some(value)) = (name.as_str(), value.as_str()) else {
+                r.problem("source.headers", "holds a name or value that is not text", "write each header as `Name: value`, both strings, e.g. `X-Scope-OrgID: team-a`");
+                continue;
+            };
+            let field = format!("source.headers.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                r.problem(&field, format!("`{name}` is not an HTTP header name"), "use letters, digits and `-`, e.g. `X-Scope-OrgID`");
+            } else if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+                r.problem(&field, "holds a control character", "write the value on one line, without control characters");
+            } else if name.eq_ignore_ascii_case("authorization") && bearer_token_file.is_some() {
+                r.problem(&field, "is set together with source.bearer_token_file, which sends its own Authorization", "keep one of them");
+            } else {
+                headers.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    PrometheusAccess { bearer_token_file, ca_file, headers }
 }
 
 /// A `metrics[]` entry: one metric, or `{ preset: prototype }` for the prototype's queries.

@@ -40,8 +40,9 @@ pub struct Policy {
 /// Where a policy's metrics come from on a real cluster (`source:` in the file).
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricSourceSpec {
-    /// A Prometheus server's HTTP API; each metric is a PromQL `query`.
-    Prometheus { url: String },
+    /// A Prometheus server's HTTP API (or a compatible store: Thanos, Mimir, VictoriaMetrics);
+    /// each metric is a PromQL `query`.
+    Prometheus { url: String, access: PrometheusAccess },
     /// The resource metrics API (metrics.k8s.io, served by metrics-server); each metric is a
     /// `resource` of the target's pods.
     MetricsServer,
@@ -49,6 +50,18 @@ pub enum MetricSourceSpec {
 
 impl MetricSourceSpec {
     pub const DEFAULT_PROMETHEUS: &'static str = "http://localhost:9090";
+}
+
+/// How Augur reaches a Prometheus that asks for more than a URL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrometheusAccess {
+    /// A file whose content is sent as `Authorization: Bearer ...` (read afresh on each
+    /// request: a mounted token is rotated in place).
+    pub bearer_token_file: Option<PathBuf>,
+    /// A PEM file of the CA(s) that signed the store's certificate, trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Headers sent with every request, e.g. `X-Scope-OrgID` for a Mimir tenant.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A resource metric of the target's pods, from metrics-server.

@@ -11,7 +11,7 @@
 
 use super::{MetricSource, Observation, SourceError};
 use crate::config::promql;
-use crate::config::{Metric, MetricSourceSpec, Policy};
+use crate::config::{Metric, MetricSourceSpec, Policy, PrometheusAccess};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -29,6 +29,51 @@ const SKEW_SECONDS: f64 = 1.0;
 #[derive(Debug, Clone)]
 pub struct PrometheusSource {
     http: reqwest::Client,
+    /// Clients that also trust a policy's `source.ca_file`, by file, with what the file held.
+    with_ca: std::sync::Arc<std::sync::Mutex<BTreeMap<std::path::PathBuf, (Vec<u8>, reqwest::Client)>>>,
+}
+
+/// The most bytes of a token or CA file read.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// Where a query goes: the store's URL and how to reach it (a bare URL: no credentials).
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub url: &'a str,
+    pub access: &'a PrometheusAccess,
+}
+
+static NO_ACCESS: std::sync::LazyLock<PrometheusAccess> = std::sync::LazyLock::new(PrometheusAccess::default);
+
+impl<'a> From<&'a str> for Endpoint<'a> {
+    fn from(url: &'a str) -> Self {
+        Endpoint { url, access: &NO_ACCESS }
+    }
+}
+
+impl<'a> From<&'a String> for Endpoint<'a> {
+    fn from(url: &'a String) -> Self {
+        Endpoint::from(url.as_str())
+    }
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(crate::cluster::ATTEMPT_TIMEOUT).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION")))
+}
+
+/// An error with its causes (a TLS failure says why only in its source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One metric's reading.
@@ -44,12 +89,46 @@ pub struct Reading {
 impl PrometheusSource {
     pub fn new() -> anyhow::Result<Self> {
         crate::tls::install_provider();
-        let http = reqwest::Client::builder().timeout(crate::cluster::ATTEMPT_TIMEOUT).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION"))).build()?;
-        Ok(Self { http })
+        let http = client_builder().build()?;
+        Ok(Self { http, with_ca: Default::default() })
     }
 
-    async fn api(&self, url: &str, path: &str, params: &[(&str, String)]) -> Result<QueryData, String> {
-        let mut response = self.http.get(format!("{url}{path}")).query(params).send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?;
+    /// The client for an endpoint: the shared one, or one that also trusts its CA file
+    /// (built once per file and kept until the file changes).
+    fn client_for(&self, access: &PrometheusAccess) -> Result<reqwest::Client, String> {
+        let Some(ca_file) = &access.ca_file else { return Ok(self.http.clone()) };
+        let pem = crate::config::files::read(ca_file, MAX_SECRET_BYTES).map_err(|e| format!("source.ca_file {}: {e}; fix: {}", ca_file.display(), e.fix()))?;
+        let mut clients = self.with_ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, client)) = clients.get(ca_file)
+            && *known == pem
+        {
+            return Ok(client.clone());
+        }
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("source.ca_file {} holds no PEM certificate Augur can read ({e}); fix: give the CA's certificate(s) in PEM", ca_file.display()))?;
+        if certificates.is_empty() {
+            return Err(format!("source.ca_file {} holds no PEM certificate; fix: give the CA's certificate(s) in PEM", ca_file.display()));
+        }
+        let mut builder = client_builder();
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder.build().map_err(|e| format!("source.ca_file {}: {e}", ca_file.display()))?;
+        clients.insert(ca_file.clone(), (pem, client.clone()));
+        Ok(client)
+    }
+
+    async fn api(&self, at: &Endpoint<'_>, path: &str, params: &[(&str, String)]) -> Result<QueryData, String> {
+        let url = at.url;
+        let mut request = self.client_for(at.access)?.get(format!("{url}{path}")).query(params);
+        // Read afresh each time: a mounted token is rotated in place.
+        if let Some(file) = &at.access.bearer_token_file {
+            let token = crate::config::files::read_text(file, MAX_SECRET_BYTES).map_err(|e| format!("source.bearer_token_file {}: {e}; fix: {}", file.display(), e.fix()))?;
+            request = request.bearer_auth(token.trim());
+        }
+        for (name, value) in &at.access.headers {
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {}", chain(&e)))?;
         let status = response.status();
         // Read at most MAX_BODY: a store that streams without end is an error, not a hang.
         let mut bytes = Vec::new();
@@ -64,6 +143,7 @@ impl PrometheusSource {
             // Prometheus' own refusal (a bad query is a 400 with its error).
             Ok(body) if body.status != "success" => Err(format!("Prometheus rejected the query ({}): {} (HTTP {status})", shown(body.error_type), shown(body.error))),
             // A non-2xx status is an error whatever the body says.
+            _ if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN => Err(format!("Prometheus at {url} answered HTTP {status}; fix: give the credentials it expects (source.bearer_token_file, or source.headers for a tenant)")),
             _ if !status.is_success() => Err(format!("Prometheus at {url} answered HTTP {status}")),
             Err(e) => Err(format!("Prometheus at {url} answered {status} with a body that is not its API's JSON: {e}")),
             Ok(body) => body.data.ok_or_else(|| "Prometheus answered success without data".to_string()),
@@ -72,15 +152,15 @@ impl PrometheusSource {
 
     /// Evaluates one PromQL expression now. `Ok(None)`: no series. Several series are summed
     /// when each is a pod's (a `pod` label); otherwise they are an error.
-    pub async fn instant(&self, url: &str, query: &str) -> Result<Option<f64>, String> {
-        Ok(self.instant_per_pod(url, query).await?.map(|(value, _)| value))
+    pub async fn instant<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str) -> Result<Option<f64>, String> {
+        Ok(self.instant_per_pod(at, query).await?.map(|(value, _)| value))
     }
 
     /// Like [`instant`](Self::instant), with each pod's value when the series are per pod
     /// (every series has a `pod` label, e.g. `sum by (pod) (...)`).
-    pub async fn instant_per_pod(&self, url: &str, query: &str) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
-        let at = unix(SystemTime::now());
-        let data = self.api(url, "/api/v1/query", &[("query", query.to_string()), ("time", format!("{at:.3}"))]).await?;
+    pub async fn instant_per_pod<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
+        let now = unix(SystemTime::now());
+        let data = self.api(&at.into(), "/api/v1/query", &[("query", query.to_string()), ("time", format!("{now:.3}"))]).await?;
         let (values, per_pod): (Vec<f64>, BTreeMap<String, f64>) = match data {
             QueryData::Scalar { result } => (vec![parse(&result.1)?], BTreeMap::new()),
             QueryData::Vector { result } => {
@@ -99,9 +179,9 @@ impl PrometheusSource {
 
     /// How many series (or 1 for a scalar) an instant query yields now: for checking that a
     /// dashboard's or an alert's expression has data.
-    pub async fn series_count(&self, url: &str, query: &str) -> Result<usize, String> {
-        let at = unix(SystemTime::now());
-        match self.api(url, "/api/v1/query", &[("query", query.to_string()), ("time", format!("{at:.3}"))]).await? {
+    pub async fn series_count<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str) -> Result<usize, String> {
+        let now = unix(SystemTime::now());
+        match self.api(&at.into(), "/api/v1/query", &[("query", query.to_string()), ("time", format!("{now:.3}"))]).await? {
             QueryData::Scalar { .. } => Ok(1),
             QueryData::Vector { result } => Ok(result.len()),
             QueryData::Matrix { result } => Ok(result.len()),
@@ -111,9 +191,9 @@ impl PrometheusSource {
 
     /// Evaluates one expression over `[start, end]` every `step`: the (unix time, value) points
     /// of its single series (or the per-pod sums).
-    pub async fn range(&self, url: &str, query: &str, start: SystemTime, end: SystemTime, step: Duration) -> Result<Vec<(f64, f64)>, String> {
+    pub async fn range<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str, start: SystemTime, end: SystemTime, step: Duration) -> Result<Vec<(f64, f64)>, String> {
         let params = [("query", query.to_string()), ("start", format!("{:.3}", unix(start))), ("end", format!("{:.3}", unix(end))), ("step", format!("{}s", step.as_secs().max(1)))];
-        let data = self.api(url, "/api/v1/query_range", &params).await?;
+        let data = self.api(&at.into(), "/api/v1/query_range", &params).await?;
         let QueryData::Matrix { result } = data else { return Err("a range query did not yield a matrix".into()) };
         if result.len() > 1 && !result.iter().all(|s| s.metric.contains_key("pod")) {
             return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
@@ -130,14 +210,15 @@ impl PrometheusSource {
     }
 
     /// Reads one metric: its query, else its fallback query; then the age of its data.
-    pub async fn read(&self, url: &str, metric: &Metric) -> Result<Reading, String> {
+    pub async fn read<'a>(&self, at: impl Into<Endpoint<'a>>, metric: &Metric) -> Result<Reading, String> {
+        let at: Endpoint<'a> = at.into();
         let mut used = &metric.query;
-        let mut value = self.instant_per_pod(url, &metric.query).await?;
+        let mut value = self.instant_per_pod(at, &metric.query).await?;
         if value.is_none()
             && let Some(fallback) = &metric.fallback_query
         {
             used = fallback;
-            value = self.instant_per_pod(url, fallback).await?;
+            value = self.instant_per_pod(at, fallback).await?;
         }
         let Some((value, per_pod)) = value else {
             return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
@@ -147,7 +228,7 @@ impl PrometheusSource {
         }
         let mut age_seconds: f64 = 0.0;
         for selector in promql::selectors(used)? {
-            match self.instant(url, &promql::age_query(&selector)).await? {
+            match self.instant(at, &promql::age_query(&selector)).await? {
                 // Not finite, or from the future: no age can be trusted, so it is stale.
                 Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Reading { value, per_pod, age_seconds: age }),
                 Some(age) => age_seconds = age_seconds.max(age),
@@ -166,9 +247,9 @@ fn parse(text: &str) -> Result<f64, String> {
     text.parse().map_err(|_| format!("Prometheus returned `{text}`, not a number"))
 }
 
-fn url(policy: &Policy) -> Result<&str, SourceError> {
+fn endpoint(policy: &Policy) -> Result<Endpoint<'_>, SourceError> {
     match &policy.metric_source {
-        MetricSourceSpec::Prometheus { url } => Ok(url),
+        MetricSourceSpec::Prometheus { url, access } => Ok(Endpoint { url, access }),
         _ => Err(SourceError::Failed { source_name: SOURCE, reason: format!("policy {} does not read Prometheus", policy.name) }),
     }
 }
@@ -176,7 +257,7 @@ fn url(policy: &Policy) -> Result<&str, SourceError> {
 #[async_trait]
 impl MetricSource for PrometheusSource {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError> {
-        let url = url(policy)?;
+        let url = endpoint(policy)?;
         let limit = 2.0 * policy.interval.as_secs_f64();
         let mut observation = Observation::default();
         let (mut failures, mut stale) = (Vec::new(), Vec::new());
@@ -212,7 +293,7 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
-        let url = url(policy)?;
+        let url = endpoint(policy)?;
         // The histories hold one point per forecast step.
         let step = policy.forecast.step;
         let start = end - step * (points.saturating_sub(1) as u32);

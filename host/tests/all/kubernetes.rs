@@ -440,34 +440,47 @@ fn without_a_reachable_cluster_host_run_refuses_to_start() {
 /// run, after the Namespace exists): the kinds, fields and references are valid.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_deploy_manifests_are_accepted_by_the_api_server() {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let client = control_plane().client().await;
     namespace(&client, "augur").await;
     let mut checked = Vec::new();
     for file in ["deploy/crd.yaml", "deploy/rbac.yaml", "deploy/augur.yaml"] {
         let text = std::fs::read_to_string(common::root().join(file)).unwrap();
-        for doc in text.split("\n---\n") {
-            let object: DynamicObject = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
-            let types = object.types.clone().unwrap_or_else(|| panic!("{file}: a document without apiVersion/kind"));
-            let gvk = GroupVersionKind::try_from(&types).unwrap();
-            let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap_or_else(|e| panic!("{file}: {} is not served: {e}", types.kind));
-            let api: Api<DynamicObject> = match caps.scope {
-                kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or("default"), &resource),
-                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
-            };
-            let _: &ApiResource = &resource;
-            let params = PostParams { dry_run: true, field_manager: None };
-            match api.create(&params, &object).await {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("AlreadyExists") => {}
-                Err(e) => panic!("{file}: {} {}: {e}", types.kind, object.metadata.name.unwrap_or_default()),
-            }
-            checked.push(types.kind);
-        }
+        checked.extend(dry_run_create(&client, file, &text).await);
     }
     for kind in ["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
         assert!(checked.iter().any(|k| k == kind), "deploy/ has no {kind}: {checked:?}");
     }
+}
+
+/// Creates every object of a YAML stream with a server-side dry run (an object that exists
+/// already counts as accepted), panicking with `file`, the kind and the API server's answer
+/// on the first it refuses; returns the kinds.
+pub(crate) async fn dry_run_create(client: &Client, file: &str, text: &str) -> Vec<String> {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    let mut kinds = Vec::new();
+    for doc in text.split("\n---") {
+        let doc = doc.trim_start_matches('\n');
+        let value: serde_json::Value = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(value).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let types = object.types.clone().unwrap_or_else(|| panic!("{file}: a document without apiVersion/kind"));
+        let gvk = GroupVersionKind::try_from(&types).unwrap();
+        let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap_or_else(|e| panic!("{file}: {} is not served: {e}", types.kind));
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or("default"), &resource),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let params = PostParams { dry_run: true, field_manager: None };
+        match api.create(&params, &object).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("AlreadyExists") => {}
+            Err(e) => panic!("{file}: {} {}: {e}", types.kind, object.metadata.name.unwrap_or_default()),
+        }
+        kinds.push(types.kind);
+    }
+    kinds
 }
 
 /// metrics-server reads pods' usage from kubelets, which this test cluster has none of, so

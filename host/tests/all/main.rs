@@ -6,6 +6,7 @@ mod common;
 
 mod api_faults;
 mod augur_policies;
+mod helm;
 mod kubernetes;
 mod models;
 mod plugins;

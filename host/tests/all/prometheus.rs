@@ -564,3 +564,115 @@ async fn data_that_is_not_fresh_is_never_acted_on() {
     }
     assert!(audit(&dir.path().join("fresh.jsonl")).iter().any(|r| r["verdict"] == "executed"));
 }
+
+/// Runs openssl (from the machine; the control plane's setup uses it too).
+fn openssl(args: &[&str], dir: &Path) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, and a serving certificate for localhost it signed: (ca.pem, server.pem, server.key).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=augur test CA"], dir);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"], dir);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"], dir);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// `source.ca_file`: a real Prometheus serving HTTPS (its own `tls_server_config`) with a
+/// certificate from a private CA. With the CA file the policy's metrics are read; without it
+/// the error names the certificate, and a CA file that is no PEM says so with the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prometheus_behind_tls_is_read_with_the_policys_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let prometheus = Prometheus::tls(&cert, &key);
+    let metrics = "  - { name: cpu, query: \"vector(7)\", unit: cores }";
+    let trusting = policy(dir.path(), &prometheus.url, metrics, "1s");
+    let with_ca = |policy: &Policy, file: &Path| {
+        let mut p = policy.clone();
+        let config::MetricSourceSpec::Prometheus { access, .. } = &mut p.metric_source else { unreachable!() };
+        access.ca_file = Some(file.to_path_buf());
+        p
+    };
+    let source = PrometheusSource::new().unwrap();
+    let observation = source.collect(&with_ca(&trusting, &ca)).await.unwrap();
+    assert_eq!(observation.values["cpu"], 7.0);
+    let untrusted = source.collect(&trusting).await.unwrap_err().to_string();
+    assert!(untrusted.contains("cannot reach Prometheus at https://localhost") && untrusted.to_lowercase().contains("certificate"), "{untrusted}");
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    let junk = source.collect(&with_ca(&trusting, &dir.path().join("junk.pem"))).await.unwrap_err().to_string();
+    assert!(junk.contains("source.ca_file") && junk.contains("PEM"), "{junk}");
+    // And as a policy file writes it, relative to the file.
+    let text = format!("source: {{ kind: prometheus, url: \"{}\", ca_file: ca.pem }}", prometheus.url);
+    let file = dir.path().join("tls.yaml");
+    let template = std::fs::read_to_string(common::root().join("policies/nginx.yaml")).unwrap();
+    std::fs::write(&file, template.replace("interval: 15s", &format!("interval: 15s\n{text}")).replace("../", &format!("{}/", common::root().display()))).unwrap();
+    let parsed = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let config::MetricSourceSpec::Prometheus { access, .. } = &parsed.metric_source else { unreachable!() };
+    assert_eq!(access.ca_file.as_deref(), Some(ca.as_path()));
+}
+
+/// A stand-in for the gateway that Mimir or Thanos puts in front of a store: it answers 401
+/// unless the request carries `Authorization: Bearer <the token file's content>` and the
+/// tenant header, and otherwise forwards to the real Prometheus. Prometheus itself checks no
+/// bearer token (its web config has basic auth and TLS only), so a real one cannot refuse.
+async fn gateway(upstream: String, token_file: std::path::PathBuf, tenant: &'static str) -> String {
+    use http_body_util::Full;
+    use hyper::{Request, Response, body::Incoming};
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (upstream, token_file) = (upstream.clone(), token_file.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let (upstream, token_file) = (upstream.clone(), token_file.clone());
+                    async move {
+                        let want = format!("Bearer {}", std::fs::read_to_string(&token_file).unwrap().trim());
+                        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                        if header("authorization").as_deref() != Some(want.as_str()) || header("x-scope-orgid").as_deref() != Some(tenant) {
+                            return Ok::<_, std::convert::Infallible>(Response::builder().status(401).body(Full::new(bytes::Bytes::from_static(b"no org id or bad token"))).unwrap());
+                        }
+                        let path = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+                        let body = reqwest::get(format!("{upstream}{path}")).await.unwrap().bytes().await.unwrap();
+                        Ok(Response::new(Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `source.bearer_token_file` and `source.headers` (a Mimir tenant): sent with every query,
+/// the token read afresh each time (a rotated token is used at once); without them the store's
+/// 401 comes back with the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_token_file_and_tenant_header_reach_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let url = gateway(prometheus().url.clone(), token.clone(), "team-a").await;
+    let metrics = "  - { name: cpu, query: \"vector(5)\", unit: cores }";
+    let bare = policy(dir.path(), &url, metrics, "1s");
+    let mut with_access = bare.clone();
+    let config::MetricSourceSpec::Prometheus { access, .. } = &mut with_access.metric_source else { unreachable!() };
+    access.bearer_token_file = Some(token.clone());
+    access.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+    let source = PrometheusSource::new().unwrap();
+    assert_eq!(source.collect(&with_access).await.unwrap().values["cpu"], 5.0);
+    // Rotated in place: the next query sends the new token.
+    std::fs::write(&token, "second-token").unwrap();
+    assert_eq!(source.collect(&with_access).await.unwrap().values["cpu"], 5.0);
+    let refused = source.collect(&bare).await.unwrap_err().to_string();
+    assert!(refused.contains("401") && refused.contains("source.bearer_token_file"), "{refused}");
+    // A missing token file is named, with the fix.
+    std::fs::remove_file(&token).unwrap();
+    let missing = source.collect(&with_access).await.unwrap_err().to_string();
+    assert!(missing.contains("source.bearer_token_file") && missing.contains(&token.display().to_string()), "{missing}");
+}

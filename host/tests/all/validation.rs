@@ -91,7 +91,7 @@ fn every_shipped_policy_validates() {
 fn the_kind_policy_is_valid_and_reads_prometheus() {
     let file = common::root().join("policies/kind-nginx.yaml");
     let policy = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into() });
+    assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into(), access: Default::default() });
     assert_eq!(policy.metrics[0].resource, Some(config::PodResource::Cpu));
     assert!(policy.guard.remediate && policy.guard.allowed_actions.contains(&augur::domain::ActionKind::Scale));
     let lines = augur::commands::validate(std::slice::from_ref(&file)).unwrap();
@@ -283,4 +283,25 @@ fn the_guards_mode_reads_as_its_booleans(#[case] guard: &str, #[case] expected: 
     let text = good().replace("  dry_run: false\n  remediate: true\n", guard);
     let policy = config::load(&write(dir.path(), &text)).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!((policy.guard.dry_run, policy.guard.remediate), expected);
+}
+
+/// A Prometheus source's access fields are checked where they are written: a header name
+/// that is no HTTP token, an Authorization header beside a token file, a CA file on plain
+/// http, and any of them on the metrics-server source.
+#[test]
+fn prometheus_access_fields_are_checked_with_their_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(common::root().join("policies/nginx.yaml")).unwrap().replace("../", &format!("{}/", common::root().display()));
+    let cases = [
+        ("source: { url: \"http://p:9090\", headers: { \"Bad Name\": x } }", "source.headers.Bad Name", "is not an HTTP header name"),
+        ("source: { url: \"http://p:9090\", bearer_token_file: t, headers: { Authorization: \"Bearer x\" } }", "source.headers.Authorization", "keep one of them"),
+        ("source: { url: \"http://p:9090\", ca_file: ca.pem }", "source.ca_file", "use an `https://` URL"),
+        ("source: { kind: metrics-server, bearer_token_file: t }", "source.bearer_token_file", "metrics-server is reached through the Kubernetes API"),
+    ];
+    for (source, field, expect) in cases {
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, template.replace("interval: 15s", &format!("interval: 15s\n{source}"))).unwrap();
+        let e = config::load(&file).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.path == field && p.to_string().contains(expect)), "{source}: {e}");
+    }
 }

@@ -14,6 +14,8 @@ pub struct Prometheus {
     pub url: String,
     pub dir: PathBuf,
     port: u16,
+    /// Its web config (TLS), when it has one.
+    web_config: Option<PathBuf>,
     /// The shared instance is never dropped: its watchdog removes its folder. A private one
     /// may stop and start again, so its folder goes when it is dropped.
     shared: bool,
@@ -39,6 +41,19 @@ impl Prometheus {
         Self::start(Some("# EOF\n"), targets).unwrap_or_else(|e| panic!("cannot start a scraping Prometheus: {e}"))
     }
 
+    /// A private Prometheus serving HTTPS with `cert` and `key` (PEM files), through its own
+    /// web config (`tls_server_config`).
+    pub fn tls(cert: &Path, key: &Path) -> Self {
+        let mut prometheus = Self::start(Some("# EOF\n"), &[]).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+        prometheus.stop();
+        let web = prometheus.dir.join("web.yml");
+        std::fs::write(&web, format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display())).unwrap();
+        prometheus.web_config = Some(web);
+        prometheus.url = format!("https://localhost:{}", prometheus.port);
+        prometheus.run().unwrap_or_else(|e| panic!("cannot start Prometheus with TLS: {e}"));
+        prometheus
+    }
+
     fn start(openmetrics: Option<&str>, targets: &[String]) -> Result<Self, String> {
         let dir = tempfile::Builder::new().prefix("augur-prometheus-").tempdir().map_err(|e| e.to_string())?.keep();
         let port = free_port();
@@ -56,7 +71,7 @@ impl Prometheus {
                 return Err(format!("promtool: {}", String::from_utf8_lossy(&out.stderr)));
             }
         }
-        let prometheus = Self { url: format!("http://127.0.0.1:{port}"), dir, port, shared: openmetrics.is_none() };
+        let prometheus = Self { url: format!("http://127.0.0.1:{port}"), dir, port, web_config: None, shared: openmetrics.is_none() };
         prometheus.run()?;
         Ok(prometheus)
     }
@@ -66,16 +81,20 @@ impl Prometheus {
         if !binary.is_file() {
             return Err("/usr/bin/prometheus is missing: run `make prometheus` (or `make test`) first".into());
         }
-        let args = [
+        let mut args = vec![
             format!("--config.file={}", self.dir.join("prometheus.yml").display()),
             format!("--storage.tsdb.path={}", self.dir.join("data").display()),
             format!("--web.listen-address=127.0.0.1:{}", self.port),
             "--web.enable-lifecycle".into(),
         ];
+        if let Some(web) = &self.web_config {
+            args.push(format!("--web.config.file={}", web.display()));
+        }
         spawn(binary, &args, &self.dir.join("prometheus.log"), self.shared.then_some(self.dir.as_path()))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let ok = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/-/ready", self.url)).output();
+            // -k: readiness only; what a client trusts is the test's business.
+            let ok = Command::new("curl").args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/-/ready", self.url)).output();
             if ok.is_ok_and(|o| o.stdout == b"200") {
                 return Ok(());
             }
