@@ -7,9 +7,10 @@ use crate::domain::{Action, Target};
 use crate::remediation::{ExecuteError, Executor, Order, Rejection};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{Api, Client, Resource};
@@ -63,6 +64,11 @@ impl KubeExecutor {
 
     async fn scale(&self, order: &Order<'_>, replicas: u32) -> Result<String, ExecuteError> {
         let target = order.target;
+        // Peace with an HPA: where one scales the target, Augur never writes spec.replicas
+        // (the two would fight); it moves the HPA's floor instead (`hpa-floor`).
+        if let Some(hpa) = self.hpa_of(target).await? {
+            return self.move_hpa_floor(order, &hpa, replicas).await;
+        }
         match target.kind.as_str() {
             "Deployment" => self.scale_api(Api::<Deployment>::namespaced(self.client.clone(), &target.namespace), order, replicas).await,
             "StatefulSet" => self.scale_api(Api::<StatefulSet>::namespaced(self.client.clone(), &target.namespace), order, replicas).await,
@@ -157,6 +163,53 @@ impl KubeExecutor {
             Err(e) if e.status() == Some(404) => Err(ExecuteError::Refused(format!("{what}: not found"))),
             Err(e) => Err(failed(e)),
         }
+    }
+
+    /// The HorizontalPodAutoscaler whose scaleTargetRef is the target, if any.
+    async fn hpa_of(&self, target: &Target) -> Result<Option<HorizontalPodAutoscaler>, ExecuteError> {
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &target.namespace);
+        let (api, params) = (&api, &ListParams::default());
+        let all = calls::call(&format!("list the HPAs of {}", target.namespace), &self.fence, |_| api.list(params)).await.map_err(failed)?;
+        Ok(all.items.into_iter().find(|h| h.spec.as_ref().is_some_and(|s| s.scale_target_ref.kind == target.kind && s.scale_target_ref.name == target.name)))
+    }
+
+    /// `hpa-floor`: the replicas a forecast asks for become the HPA's `minReplicas` (within its
+    /// `maxReplicas`, never below the floor it had before Augur touched it, which is kept in the
+    /// annotation [`HPA_FLOOR_BEFORE`]), so the HPA stays the reactive controller and scales the
+    /// workload up to the floor itself; a scale-down lowers the floor back towards that first
+    /// value. An optimistic update (the HPA's resourceVersion), retried on conflict.
+    async fn move_hpa_floor(&self, order: &Order<'_>, hpa: &HorizontalPodAutoscaler, replicas: u32) -> Result<String, ExecuteError> {
+        let (target, dry_run) = (order.target, order.dry_run);
+        let name = hpa.metadata.name.clone().unwrap_or_default();
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &target.namespace);
+        let params = PostParams { dry_run, field_manager: Some(MANAGER.into()) };
+        let wanted = i32::try_from(replicas).unwrap_or(i32::MAX);
+        let (api, params, name) = (&api, &params, name.as_str());
+        let moved = calls::call(&format!("move the floor of HPA {}/{name}", target.namespace), &self.fence, |_| async move {
+            let mut hpa = api.get(name).await?;
+            let spec = hpa.spec.get_or_insert_default();
+            let now = spec.min_replicas.unwrap_or(1);
+            let annotations = hpa.metadata.annotations.get_or_insert_default();
+            let before: i32 = annotations.get(HPA_FLOOR_BEFORE).and_then(|v| v.parse().ok()).unwrap_or(now);
+            let floor = wanted.clamp(before, spec.max_replicas.max(before));
+            if floor == now {
+                return Ok((now, now, spec.max_replicas));
+            }
+            annotations.insert(HPA_FLOOR_BEFORE.into(), before.to_string());
+            spec.min_replicas = Some(floor);
+            let max = spec.max_replicas;
+            api.replace(name, params, &hpa).await?;
+            Ok((now, floor, max))
+        })
+        .await
+        .map_err(failed)?;
+        let (before, after, max) = moved;
+        let verb = if dry_run { "would move" } else { "moved" };
+        Ok(match after.cmp(&before) {
+            std::cmp::Ordering::Equal if i64::from(after) < i64::from(wanted) && after == max => format!("hpa-floor: HPA {name} minReplicas stays {after}, its maxReplicas; {replicas} asked for"),
+            std::cmp::Ordering::Equal => format!("hpa-floor: HPA {name} minReplicas stays {after}"),
+            _ => format!("hpa-floor: {verb} HPA {name} minReplicas {before} -> {after}; the HPA scales the workload"),
+        })
     }
 
     /// `kubectl rollout restart`: stamps the pod template with the time, so the Deployment's
@@ -303,6 +356,10 @@ impl KubeExecutor {
         }
     }
 }
+
+/// On an HPA whose floor Augur moved: the `minReplicas` it had before, which Augur never
+/// goes below and lowers back to.
+pub const HPA_FLOOR_BEFORE: &str = "augur.io/min-replicas-before";
 
 /// The pod-template annotation `kubectl rollout restart` sets.
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";

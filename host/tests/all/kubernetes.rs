@@ -633,3 +633,52 @@ async fn an_annotated_target_is_paused() {
     augur::commands::run(options(&resumed)).await.unwrap();
     assert!(replicas(&client, "paused", "web").await > 2, "{:?}", std::fs::read_to_string(&resumed));
 }
+
+/// Peace with the HPA: with an HPA on the target, `host run` never writes the Deployment's
+/// replicas; its scale-up raises the HPA's `minReplicas` (`hpa-floor`, within the HPA's
+/// `maxReplicas`, the HPA's own floor kept in an annotation), and the real HPA controller of
+/// the test control plane scales the Deployment up to that floor. A scale-down lowers the floor
+/// back, never below the HPA's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_hpa_on_the_target_switches_augur_to_moving_its_floor() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let client = control_plane().client().await;
+    let prometheus = common::prometheus::prometheus();
+    namespace(&client, "hpa").await;
+    deployment(&client, "hpa", "web", 1).await;
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": { "name": "web", "namespace": "hpa" },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+            "minReplicas": 1, "maxReplicas": 8,
+            "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 50 } } }]
+        }
+    }))
+    .unwrap();
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "hpa");
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = cluster_policy(dir.path(), "hpa", &prometheus.url);
+    let audit = dir.path().join("hpa.jsonl");
+    let mut options = cluster_options(&policy, &audit, "augur-a", Duration::from_secs(4), "hpa");
+    options.leader_election = None;
+    augur::commands::run(options).await.unwrap();
+
+    let floor = |h: HorizontalPodAutoscaler| (h.spec.unwrap().min_replicas.unwrap_or(1), h.metadata.annotations.unwrap_or_default().get("augur.io/min-replicas-before").cloned());
+    let (min, before) = floor(hpas.get("web").await.unwrap());
+    assert!(min > 1, "the floor rose: {min}");
+    assert_eq!(before.as_deref(), Some("1"), "the HPA's own floor is kept");
+    let acts = executed(&audit);
+    assert!(!acts.is_empty() && acts.iter().all(|r| r["result"].as_str().unwrap().starts_with("hpa-floor: moved HPA web minReplicas") || r["result"].as_str().unwrap().starts_with("hpa-floor: HPA web minReplicas stays")), "{acts:?}");
+    // The HPA, not Augur, scales the Deployment: its controller raises it to the floor.
+    eventually("the HPA controller to scale the Deployment to the floor", || {
+        let client = client.clone();
+        async move { replicas(&client, "hpa", "web").await >= min }
+    })
+    .await;
+    // A scale-down lowers the floor, to the HPA's own at the lowest.
+    let executor = KubeExecutor::new(client.clone(), "augur-test");
+    let result = executor.execute(&Order::new(&target("hpa", "web"), &Action::Scale { replicas: 0 }, "the forecast's peak has passed")).await.unwrap();
+    assert_eq!(result, format!("hpa-floor: moved HPA web minReplicas {min} -> 1; the HPA scales the workload"));
+    assert_eq!(floor(hpas.get("web").await.unwrap()).0, 1);
+}

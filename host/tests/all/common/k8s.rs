@@ -108,7 +108,10 @@ fn start() -> Result<ControlPlane, String> {
         &bin.join("kube-controller-manager"),
         &[
             format!("--kubeconfig={}", kubeconfig.display()),
-            "--controllers=deployment-controller,replicaset-controller,serviceaccount-token-controller".into(),
+            // The HPA's own controller too, for the hpa-floor test (it enforces minReplicas
+            // even without a metrics API), on a short sync period.
+            "--controllers=deployment-controller,replicaset-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller".into(),
+            "--horizontal-pod-autoscaler-sync-period=2s".into(),
             format!("--service-account-private-key-file={}", dir.join("sa.key").display()),
             "--use-service-account-credentials=false".into(),
             "--leader-elect=false".into(),
