@@ -15,6 +15,7 @@ mod executor;
 mod leader;
 mod metrics_server;
 pub mod policies;
+mod state;
 mod stress;
 mod workloads;
 
@@ -23,6 +24,7 @@ pub use calls::{ATTEMPT_TIMEOUT, ATTEMPTS, CallError};
 pub use leader::{Fence, LeaderElector, Leadership};
 pub use metrics_server::{MetricsServerSource, Usage};
 pub use policies::{AugurPolicy, Placement, PolicyWatch};
+pub use state::ClusterState;
 pub use stress::{StressOptions, choose_pod, script as stress_script, stress};
 pub use workloads::KubeWorkloads;
 

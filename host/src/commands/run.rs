@@ -7,7 +7,7 @@
 
 use super::{invalid, load_policies};
 use crate::cluster::policies::{LastAction, Observed};
-use crate::cluster::{self, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource, Placement, PolicyWatch};
+use crate::cluster::{self, ClusterState, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource, Placement, PolicyWatch};
 use crate::config::{MetricSourceSpec, Policy};
 use crate::engine::{Engine, PolicyRuntime, Reports, Seams, TickCounts};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
@@ -159,6 +159,11 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     let seams = Seams { metrics, workloads: Arc::new(KubeWorkloads::new(client.clone()).ending(deadline.map(Into::into))), executor };
     let mut engine = Engine::new(plugins.clone(), seams, runtimes, options.dry_run)?;
     engine.set_echo(options.echo);
+    // With leader election, the guard's state is kept in the Lease's namespace too, so that
+    // the replica taking over keeps the cooldowns and the hourly count.
+    if let Some(lease) = &options.leader_election {
+        engine.set_state_store(Arc::new(ClusterState::new(client.clone(), &lease.namespace, fence.clone())));
+    }
     let documents = watch(&mut engine, plugins, &running, options, true)?;
     if let (Some(documents), Some(wanted)) = (documents, &options.cluster_policies) {
         let reports = engine.reports();
@@ -233,6 +238,7 @@ async fn drive_cluster(engine: &mut Engine, leadership: Option<&Leadership>, tel
         }
         // On start and on taking the Lease over: the histories from the source's past.
         if !warm {
+            engine.restore_states().await;
             engine.warm_start(SystemTime::now()).await;
             engine.announce_series();
             warm = true;

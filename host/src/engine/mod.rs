@@ -70,6 +70,10 @@ pub struct Engine {
     /// What each policy last did, for whoever shows it (an AugurPolicy's status); kept once
     /// asked for.
     reports: Option<Reports>,
+    /// Where guard state is also kept (the cluster), and the policies whose state changed
+    /// in this tick, saved there at its end.
+    state_store: Option<Arc<dyn crate::remediation::state::StateStore>>,
+    states_changed: Vec<String>,
 }
 
 /// One due policy's collected inputs, or why they could not be collected.
@@ -85,7 +89,7 @@ impl Engine {
                 audits.insert(p.audit_path.clone(), AuditLog::open(&p.audit_path)?);
             }
         }
-        let mut engine = Self { plugins, seams, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None, reports: None };
+        let mut engine = Self { plugins, seams, policies, audits, force_dry_run, echo: false, telemetry: None, forecaster_in_use: BTreeMap::new(), updates: None, reports: None, state_store: None, states_changed: Vec::new() };
         engine.set_echo(true);
         Ok(engine)
     }
@@ -95,6 +99,39 @@ impl Engine {
         self.echo = echo;
         for runtime in &mut self.policies {
             runtime.summarize = echo;
+        }
+    }
+
+    /// Keeps every policy's guard state in `store` too: saved at the end of each tick that
+    /// changed it, and read back by [`Engine::restore_states`].
+    pub fn set_state_store(&mut self, store: Arc<dyn crate::remediation::state::StateStore>) {
+        self.state_store = Some(store);
+    }
+
+    /// Takes each policy's guard state from the store, where it has one (on taking the
+    /// leader Lease: the cooldowns and hourly count of the replica that led before).
+    pub async fn restore_states(&mut self) {
+        let Some(store) = self.state_store.clone() else { return };
+        for runtime in &mut self.policies {
+            match store.load(&runtime.policy.name).await {
+                Ok(Some(state)) => {
+                    tracing::info!(policy = %runtime.policy.name, "guard state restored from the cluster (cooldowns and the hourly count of the replica before)");
+                    runtime.guard_state = state;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(policy = %runtime.policy.name, "cannot read the guard state kept in the cluster ({e}); the local one serves"),
+            }
+        }
+    }
+
+    async fn save_states(&mut self) {
+        let changed = std::mem::take(&mut self.states_changed);
+        let Some(store) = self.state_store.clone() else { return };
+        for name in changed {
+            let Some(runtime) = self.policies.iter().find(|p| p.policy.name == name) else { continue };
+            if let Err(e) = store.save(&runtime.policy.name, &runtime.guard_state).await {
+                tracing::warn!(policy = %runtime.policy.name, "cannot keep the guard state in the cluster ({e}); a replica taking over would not know this policy's cooldowns");
+            }
         }
     }
 
@@ -128,6 +165,7 @@ impl Engine {
         } else {
             self.decide_each_policy(&due, inputs, now, &mut counts).await;
         }
+        self.save_states().await;
         if let Some(t) = &self.telemetry {
             t.tick.observe(started.elapsed().as_secs_f64());
             for (plugin, lines) in self.plugins.dropped_log_lines() {

@@ -207,10 +207,13 @@ impl Engine {
     /// prints the readable lines and appends the records to its audit log.
     pub(super) fn finish(&mut self, runtime: &mut PolicyRuntime, decision: Decision, now: SystemTime, counts: &mut super::TickCounts) {
         runtime.next_due = Some(now + runtime.policy.interval);
-        if decision.state_changed
-            && let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state)
-        {
-            tracing::error!(policy = %runtime.policy.name, "{e:#}");
+        if decision.state_changed {
+            if let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state) {
+                tracing::error!(policy = %runtime.policy.name, "{e:#}");
+            }
+            if self.state_store.is_some() {
+                self.states_changed.push(runtime.policy.name.clone());
+            }
         }
         if self.echo {
             for line in &decision.summary {

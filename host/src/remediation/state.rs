@@ -140,3 +140,14 @@ mod tests {
         assert!(format!("{err:#}").contains("delete it to start afresh"));
     }
 }
+
+/// Where guard state is kept beyond this process, so that a replica taking over the leader
+/// Lease keeps the cooldowns and the hourly count of the one before it (on a cluster: a
+/// ConfigMap per policy, see `cluster::ClusterState`).
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// The state last saved for `policy`, if any.
+    async fn load(&self, policy: &str) -> Result<Option<GuardState>, String>;
+    /// Saves `state` as `policy`'s.
+    async fn save(&self, policy: &str, state: &GuardState) -> Result<(), String>;
+}

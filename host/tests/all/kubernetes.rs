@@ -243,6 +243,10 @@ async fn with_its_service_account_and_the_shipped_rbac_augur_can_do_its_work_and
         ("metrics.k8s.io", "pods", "", "list", "rbac", true),
         ("coordination.k8s.io", "leases", "", "update", "augur", true),
         ("coordination.k8s.io", "leases", "", "create", "augur", true),
+        ("", "configmaps", "", "update", "augur", true),
+        ("", "configmaps", "", "get", "rbac", false),
+        ("autoscaling", "horizontalpodautoscalers", "", "update", "rbac", true),
+        ("autoscaling", "horizontalpodautoscalers", "", "delete", "rbac", false),
         ("augur.io", "augurpolicies", "", "watch", "rbac", true),
         ("augur.io", "augurpolicies", "status", "patch", "rbac", true),
         ("augur.io", "augurpolicies", "", "update", "rbac", false),
@@ -681,4 +685,53 @@ async fn an_hpa_on_the_target_switches_augur_to_moving_its_floor() {
     let result = executor.execute(&Order::new(&target("hpa", "web"), &Action::Scale { replicas: 0 }, "the forecast's peak has passed")).await.unwrap();
     assert_eq!(result, format!("hpa-floor: moved HPA web minReplicas {min} -> 1; the HPA scales the workload"));
     assert_eq!(floor(hpas.get("web").await.unwrap()).0, 1);
+}
+
+/// State that survives failover: the leader (a `host` process) scales, then is killed
+/// (SIGKILL: no clean release of the Lease); the standby takes the Lease once it expires,
+/// reads the guard state the leader kept in the cluster (ConfigMap `augur-state-web`), and
+/// the 10-minute cooldown still holds: it proposes again and again, and the guard refuses each,
+/// so nothing is scaled a second time. (Its own audit is in another folder: no local state file
+/// is shared between the two.)
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_failover_the_cooldown_still_holds() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = control_plane().client().await;
+    let prometheus = common::prometheus::prometheus();
+    namespace(&client, "failover").await;
+    deployment(&client, "failover", "web", 2).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let policy = cluster_policy(dir_a.path(), "failover", &prometheus.url);
+    std::fs::write(&policy, std::fs::read_to_string(&policy).unwrap().replace("cooldown: 1s", "cooldown: 10m")).unwrap();
+    let mut leader = std::process::Command::new(common::host_binary())
+        .args(["run", "--quiet", "--no-watch", "--identity", "augur-a", "--lease-namespace", "failover", "--policy"])
+        .arg(&policy)
+        .arg("--audit-log")
+        .arg(dir_a.path().join("a.jsonl"))
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "failover");
+    eventually("the leader to scale and keep its guard state in the cluster", || {
+        let (client, configmaps) = (client.clone(), configmaps.clone());
+        async move { replicas(&client, "failover", "web").await == 5 && configmaps.get_opt("augur-state-web").await.unwrap().is_some() }
+    })
+    .await;
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+
+    let audit_b = dir_b.path().join("b.jsonl");
+    let report = augur::commands::run(cluster_options(&policy, &audit_b, "augur-b", Duration::from_secs(24), "failover")).await.unwrap();
+    let lease = Api::<Lease>::namespaced(client.clone(), "failover").get("augur").await.unwrap().spec.unwrap();
+    assert!(lease.lease_transitions.unwrap_or(0) >= 1, "the standby took the Lease over: {lease:?}");
+    let records = common::records(&audit_b);
+    let refused: Vec<_> = records.iter().filter(|r| r["verdict"] == "rejected").collect();
+    assert!(!refused.is_empty(), "the new leader decided after taking over: {records:?}");
+    assert!(refused.iter().all(|r| r["reason"].as_str().unwrap().contains("cooldown")), "{refused:?}");
+    assert_eq!(report.totals.executed, 0, "nothing executed inside the cooldown: {records:?}");
+    assert_eq!(replicas(&client, "failover", "web").await, 5);
 }
