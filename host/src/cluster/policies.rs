@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -285,6 +285,8 @@ struct Known {
     name: String,
     /// The status as last read or written.
     status: AugurPolicyStatus,
+    /// Whether a version of it runs (the reloader accepted one since it was last deleted).
+    running: bool,
 }
 
 impl PolicyWatch {
@@ -363,6 +365,7 @@ impl PolicyWatch {
         let generation = policy.metadata.generation;
         let old = policy.status.clone().unwrap_or_default();
         let source = self.placement.source(&namespace, &name);
+        let mut running = known.get(&source).is_some_and(|k| k.running);
         let verdict = match self.placement.document(&policy) {
             Err(e) => {
                 tracing::error!("AugurPolicy {namespace}/{name}: rejected, the previous version keeps running: {e}");
@@ -376,12 +379,17 @@ impl PolicyWatch {
                     Considered::Rejected { reason, .. } => Some(SpecVerdict::Refused(reason)),
                     // Already running as it is (a resync, or a status write): only a status
                     // that lags the generation is brought up to date.
-                    Considered::Unchanged => (old.observed_generation != generation).then_some(SpecVerdict::Accepted),
+                    Considered::Unchanged => {
+                        running = true;
+                        (old.observed_generation != generation).then_some(SpecVerdict::Accepted)
+                    }
+                    // Refused before, and said so then.
+                    Considered::StillRefused => None,
                 }
             }
         };
-        let running = self.running(documents, &source).await;
-        let mut entry = Known { namespace: namespace.clone(), name: name.clone(), status: old.clone() };
+        running |= verdict == Some(SpecVerdict::Accepted);
+        let mut entry = Known { namespace: namespace.clone(), name: name.clone(), status: old.clone(), running };
         if let Some(verdict) = verdict {
             let status = status_after_spec(&old, generation, &verdict, running, &now());
             if status != old && self.write(&namespace, &name, &status).await {
@@ -390,16 +398,6 @@ impl PolicyWatch {
         }
         known.insert(source.clone(), entry);
         Some(source)
-    }
-
-    /// Whether the reloader runs a policy for `source` (asked by applying nothing: a delete
-    /// of an unknown source is a no-op, so this asks through the reply of an empty change).
-    async fn running(&self, documents: &mpsc::UnboundedSender<DocumentChange>, source: &Path) -> bool {
-        let (reply, answer) = oneshot::channel();
-        if documents.send(DocumentChange::Runs { source: source.to_path_buf(), reply }).is_err() {
-            return false;
-        }
-        answer.await.unwrap_or(false)
     }
 
     /// Brings each status up to date with what the engine saw; writes only what changed.
@@ -411,7 +409,7 @@ impl PolicyWatch {
         for (source, entry) in known.iter_mut() {
             let Some(seen) = observed.get(source) else { continue };
             let status = status_after_ticks(&entry.status, seen, &now);
-            if !same_but_times(&status, &entry.status) && self.write(&entry.namespace, &entry.name, &status).await {
+            if status != entry.status && self.write(&entry.namespace, &entry.name, &status).await {
                 entry.status = status;
             }
         }
@@ -434,19 +432,6 @@ impl PolicyWatch {
     }
 }
 
-/// Statuses equal but for when things happened: a last action's time is news only with a
-/// new action, which changes more than its time.
-fn same_but_times(a: &AugurPolicyStatus, b: &AugurPolicyStatus) -> bool {
-    let strip = |s: &AugurPolicyStatus| {
-        let mut s = s.clone();
-        if let Some(l) = &mut s.last_action {
-            l.time.clear();
-        }
-        s
-    };
-    a == b && strip(a) == strip(b)
-}
-
 async fn delete(documents: &mpsc::UnboundedSender<DocumentChange>, source: PathBuf, why: &str) {
     let (reply, answer) = oneshot::channel();
     if documents.send(DocumentChange::Delete { source, why: why.into(), reply }).is_ok() {
@@ -454,9 +439,9 @@ async fn delete(documents: &mpsc::UnboundedSender<DocumentChange>, source: PathB
     }
 }
 
-/// Now in RFC 3339, as conditions write it.
+/// Now in RFC 3339, as conditions write it (and the audit).
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::try_from(SystemTime::now()).map(|t| t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t).to_string()).unwrap_or_default()
+    crate::remediation::audit::timestamp(SystemTime::now())
 }
 
 #[cfg(test)]
@@ -545,7 +530,7 @@ mod tests {
     #[test]
     fn the_shipped_crd_is_generated_from_the_types() {
         for file in ["deploy/crd.yaml", "deploy/helm/augur/crds/augurpolicies.yaml"] {
-            let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+            let shipped = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
             assert!(shipped == crd_yaml(), "{file} is stale; fix: `host crd > {file}`");
         }
     }

@@ -61,20 +61,6 @@ fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().timeout(crate::cluster::ATTEMPT_TIMEOUT).user_agent(concat!("augur/", env!("CARGO_PKG_VERSION")))
 }
 
-/// An error with its causes (a TLS failure says why only in its source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// One metric's reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +114,7 @@ impl PrometheusSource {
         for (name, value) in &at.access.headers {
             request = request.header(name, value);
         }
-        let mut response = request.send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {}", chain(&e)))?;
+        let mut response = request.send().await.map_err(|e| format!("cannot reach Prometheus at {url}: {:#}", anyhow::Error::new(e)))?;
         let status = response.status();
         // Read at most MAX_BODY: a store that streams without end is an error, not a hang.
         let mut bytes = Vec::new();

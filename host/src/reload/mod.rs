@@ -224,7 +224,7 @@ impl Reloader {
             Err(e) => return Some(self.reject(FileKind::Policy, &shown, format!("{e}; fix: {}", e.fix()))),
         };
         match self.consider_policy(file, &shown, &text, force) {
-            Considered::Unchanged => None,
+            Considered::Unchanged | Considered::StillRefused => None,
             Considered::Accepted { line } | Considered::Rejected { line, .. } => Some(line),
         }
     }
@@ -249,11 +249,6 @@ impl Reloader {
         true
     }
 
-    /// Whether a policy by this source runs.
-    pub fn runs(&self, source: &Path) -> bool {
-        self.policies.contains_key(&normal(source))
-    }
-
     fn stop_policy(&mut self, key: &Path, given: &Path, why: &str) -> String {
         self.policies.remove(key);
         self.digests.remove(key);
@@ -268,8 +263,11 @@ impl Reloader {
     /// path as the engine knows it.
     fn consider_policy(&mut self, file: &Path, shown: &Path, text: &str, force: bool) -> Considered {
         let new = digest(text.as_bytes());
-        if !force && (self.digests.get(file) == Some(&new) || self.rejected.get(file) == Some(&new)) {
+        if !force && self.digests.get(file) == Some(&new) {
             return Considered::Unchanged;
+        }
+        if !force && self.rejected.get(file) == Some(&new) {
+            return Considered::StillRefused;
         }
         // Remembered now; forgotten below if it is accepted.
         self.rejected.insert(file.to_path_buf(), new.clone());
@@ -308,8 +306,10 @@ impl Reloader {
 /// What became of a policy's new version, with the line logged about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Considered {
-    /// The same text as the running (or the last refused) version: nothing to do.
+    /// The same text as the running version: nothing to do.
     Unchanged,
+    /// The same text as the version last refused: refused again, and not reported again.
+    StillRefused,
     /// Checked and loaded: it serves from the next tick.
     Accepted { line: String },
     /// Refused, and why (every problem, with its field and fix): the previous version, if

@@ -19,8 +19,6 @@ pub enum DocumentChange {
     Apply { source: PathBuf, text: String, reply: oneshot::Sender<Considered> },
     /// It is gone: its policy stops; the reply says whether one ran.
     Delete { source: PathBuf, why: String, reply: oneshot::Sender<bool> },
-    /// Whether a policy by this source runs.
-    Runs { source: PathBuf, reply: oneshot::Sender<bool> },
 }
 
 /// What one pass of the loop has to do.
@@ -102,7 +100,6 @@ impl Reloader {
                                 // A caller that stopped waiting has nothing to hear.
                                 DocumentChange::Apply { source, text, reply } => drop(reply.send(current.apply_document(&source, &text))),
                                 DocumentChange::Delete { source, why, reply } => drop(reply.send(current.remove_document(&source, &why))),
-                                DocumentChange::Runs { source, reply } => drop(reply.send(current.runs(&source))),
                             }
                             current
                         })

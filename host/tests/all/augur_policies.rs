@@ -4,13 +4,12 @@
 //! while the previous version keeps acting; a policy reaching outside its namespace is refused.
 
 use crate::common;
-use crate::kubernetes::{cluster_policy, deployment, eventually, namespace, replicas};
+use crate::kubernetes::{cluster_policy, deployment, eventually, install_crd, namespace, replicas};
 
 use augur::cluster::policies::{AugurPolicy, AugurPolicyStatus};
 use augur::cluster::Placement;
 use augur::commands::{ClusterPolicies, RunOptions};
 use common::k8s::control_plane;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -18,19 +17,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Installs deploy/crd.yaml as shipped (server-side apply) and waits until it is served.
-async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition = yaml_serde::from_str(&std::fs::read_to_string(common::root().join("deploy/crd.yaml")).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch("augurpolicies.augur.io", &PatchParams::apply("augur-test").force(), &Patch::Apply(&crd)).await.unwrap();
-    eventually("the AugurPolicy CRD to be established", || {
-        let api = api.clone();
-        async move {
-            let crd = api.get("augurpolicies.augur.io").await.unwrap();
-            crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True")
-        }
-    })
-    .await;
+/// Installs deploy/crd.yaml as shipped and waits until it is served.
+async fn install(client: &Client) {
+    install_crd(client, &common::root().join("deploy/crd.yaml"), "augurpolicies.augur.io").await;
 }
 
 /// The test policy (as `cluster_policy` writes it for a file) as an AugurPolicy's spec.
@@ -77,7 +66,7 @@ fn options(dir: &Path, ns: &str, audit: &Path, run_for: Duration) -> RunOptions 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_augur_policy_is_picked_up_acts_and_an_invalid_edit_keeps_the_old_version() {
     let client = control_plane().client().await;
-    install_crd(&client).await;
+    install(&client).await;
     namespace(&client, "crd").await;
     deployment(&client, "crd", "web", 2).await;
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +129,7 @@ async fn an_augur_policy_is_picked_up_acts_and_an_invalid_edit_keeps_the_old_ver
 #[tokio::test(flavor = "multi_thread")]
 async fn an_augur_policy_reaching_outside_its_namespace_is_refused() {
     let client = control_plane().client().await;
-    install_crd(&client).await;
+    install(&client).await;
     namespace(&client, "crd-team").await;
     namespace(&client, "crd-other").await;
     deployment(&client, "crd-other", "web", 2).await;
@@ -165,7 +154,7 @@ async fn an_augur_policy_reaching_outside_its_namespace_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_augur_policy_is_the_kind_policy_and_the_api_server_takes_it() {
     let client = control_plane().client().await;
-    install_crd(&client).await;
+    install(&client).await;
     let text = std::fs::read_to_string(common::root().join("deploy/augurpolicy-nginx.yaml")).unwrap();
     let example: AugurPolicy = yaml_serde::from_str(&text).unwrap();
     let dry = PostParams { dry_run: true, field_manager: None };

@@ -6,12 +6,9 @@
 //! alerts and dashboard are held equal to them here.
 
 use crate::common;
-use crate::kubernetes::{dry_run_create, eventually, namespace};
+use crate::kubernetes::{dry_run_create, install_crd, namespace};
 
 use common::k8s::control_plane;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -114,26 +111,15 @@ fn the_defaults_rehearse_spread_and_keep_one_through_a_drain() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
 }
 
-async fn install(client: &Client, file: &std::path::Path, name: &str) {
-    let crd: CustomResourceDefinition = yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(name, &PatchParams::apply("augur-test").force(), &Patch::Apply(&crd)).await.unwrap();
-    eventually(&format!("{name} to be established"), || {
-        let api = api.clone();
-        async move { api.get(name).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True") }
-    })
-    .await;
-}
-
 /// Everything the chart renders with every toggle on is accepted by the real API server
 /// (server-side dry run; the CRDs for real), and its copies of deploy/'s RBAC rules, alerts
 /// and dashboard are the same as deploy/'s.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rendered_chart_is_accepted_by_the_api_server() {
     let client = control_plane().client().await;
-    install(&client, &chart().join("crds/augurpolicies.yaml"), "augurpolicies.augur.io").await;
-    install(&client, &cache().join("crds/servicemonitors.yaml"), "servicemonitors.monitoring.coreos.com").await;
-    install(&client, &cache().join("crds/prometheusrules.yaml"), "prometheusrules.monitoring.coreos.com").await;
+    install_crd(&client, &chart().join("crds/augurpolicies.yaml"), "augurpolicies.augur.io").await;
+    install_crd(&client, &cache().join("crds/servicemonitors.yaml"), "servicemonitors.monitoring.coreos.com").await;
+    install_crd(&client, &cache().join("crds/prometheusrules.yaml"), "prometheusrules.monitoring.coreos.com").await;
     namespace(&client, "augur-helm").await;
     let dir = tempfile::tempdir().unwrap();
     let values = full_values(dir.path(), "augur-helm");

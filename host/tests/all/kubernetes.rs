@@ -456,6 +456,20 @@ async fn the_deploy_manifests_are_accepted_by_the_api_server() {
     }
 }
 
+/// Installs the CRD in `file` (server-side apply) and waits until `name` is established.
+pub(crate) async fn install_crd(client: &Client, file: &Path, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crd: CustomResourceDefinition = yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(name, &PatchParams::apply("augur-test").force(), &Patch::Apply(&crd)).await.unwrap();
+    eventually(&format!("{name} to be established"), || {
+        let api = api.clone();
+        async move { api.get(name).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True") }
+    })
+    .await;
+}
+
 /// Creates every object of a YAML stream with a server-side dry run (an object that exists
 /// already counts as accepted), panicking with `file`, the kind and the API server's answer
 /// on the first it refuses; returns the kinds.
