@@ -70,7 +70,7 @@ audit: {{ path: audit.jsonl }}
         risk = plugin("risk-cpu").display(),
         scale = plugin("scale").display()
     );
-    config::parse(&text, &dir.join("bench.yaml")).expect("the bench policy is valid")
+    config::parse(&text, &dir.join("bench.yaml"), &augur::config::Catalog::shipped()).expect("the bench policy is valid")
 }
 
 fn workload(index: usize) -> Workload {

@@ -49,7 +49,7 @@ audit: {{ path: audit-{index}.jsonl }}
         risk = plugin("risk-cpu").display(),
         act = dir.join("act.wasm").display(),
     );
-    config::parse(&text, &dir.join(format!("web-{index}.yaml"))).unwrap()
+    config::parse(&text, &dir.join(format!("web-{index}.yaml")), &augur::config::Catalog::shipped()).unwrap()
 }
 
 struct Setup {

@@ -31,6 +31,25 @@ enum LogFormat {
     Json,
 }
 
+/// Where a policy's plugins and models given by name (`plugin: risk-cpu`, `model: lstm`) are
+/// looked up: these folders first, in order, then the shipped sets beside the binary.
+#[derive(Debug, clap::Args)]
+struct SearchPath {
+    /// A folder of plugins (`NAME.wasm`) searched before the shipped ones; repeat for several.
+    #[arg(long = "plugin-dir", env = "AUGUR_PLUGIN_DIR", value_delimiter = ':')]
+    plugin_dirs: Vec<PathBuf>,
+    /// A folder of models (`NAME/model.onnx` with its card) searched before the shipped ones;
+    /// repeat for several.
+    #[arg(long = "model-dir", env = "AUGUR_MODEL_DIR", value_delimiter = ':')]
+    model_dirs: Vec<PathBuf>,
+}
+
+impl SearchPath {
+    fn catalog(self) -> augur::config::Catalog {
+        augur::config::Catalog::with(self.plugin_dirs, self.model_dirs)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Report the world a component implements, its imports and exports, and whether it loads.
@@ -111,6 +130,8 @@ enum Command {
         /// Do not reload policy and plugin files when they change (SIGHUP then does nothing).
         #[arg(long)]
         no_watch: bool,
+        #[command(flatten)]
+        search: SearchPath,
     },
     /// Print the AugurPolicy CRD (generated from the policy's types) as YAML, for
     /// `kubectl apply -f -`.
@@ -145,6 +166,8 @@ enum Command {
     Validate {
         #[arg(long = "policy", required = true)]
         policies: Vec<PathBuf>,
+        #[command(flatten)]
+        search: SearchPath,
     },
     /// Rolling-origin evaluation of a model or baseline on a CSV series: per horizon step
     /// MAE, RMSE, MASE, pinball loss and p10-p90 coverage, over the held-out tail.
@@ -329,8 +352,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             print!("{}", commands::plugin_check(&file)?);
             Ok(())
         }
-        Command::Validate { policies } => {
-            for line in commands::validate(&commands::expand_policy_args(&policies)?)? {
+        Command::Validate { policies, search } => {
+            for line in commands::validate(&commands::expand_policy_args(&policies)?, &search.catalog())? {
                 println!("{line}");
             }
             Ok(())
@@ -408,7 +431,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             print!("{}", augur::cluster::policies::crd_yaml());
             Ok(())
         }
-        Command::Run { policies, cluster_policies, policy_namespace, policy_base, audit_dir, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch } => {
+        Command::Run { policies, cluster_policies, policy_namespace, policy_base, audit_dir, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch, search } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let placement = augur::cluster::Placement { base: std::path::absolute(&policy_base)?, audit_dir: std::path::absolute(&audit_dir)? };
             let options = RunOptions {
@@ -428,6 +451,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 metrics_addr,
                 expose_sim,
                 sim_via_prometheus,
+                catalog: search.catalog(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(commands::run(options)).map(|_| ())

@@ -14,7 +14,7 @@ pub use run::{ClusterPolicies, LeaseOptions, RunOptions, RunReport, run};
 pub use stress::{StressArgs, stress};
 pub use validate::validate;
 
-use crate::config::{self, Policy};
+use crate::config::{self, Catalog, Policy};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -29,11 +29,12 @@ pub fn invalid(message: String) -> anyhow::Error {
     anyhow::Error::new(InvalidInput(message))
 }
 
-/// Loads every policy file, reporting all problems of all files at once.
-pub fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<Policy>> {
+/// Loads every policy file, reporting all problems of all files at once; plugins and models
+/// by name are looked up in `catalog`.
+pub fn load_policies(files: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Vec<Policy>> {
     let (mut policies, mut errors) = (Vec::new(), Vec::new());
     for file in files {
-        match config::load(file) {
+        match config::load_in(file, catalog) {
             Ok(policy) => policies.push(policy),
             Err(e) => errors.push(e.to_string()),
         }

@@ -8,7 +8,7 @@
 use super::{invalid, load_policies};
 use crate::cluster::policies::{LastAction, Observed};
 use crate::cluster::{self, ClusterState, Fence, KubeExecutor, KubeWorkloads, LeaderElector, Leadership, MetricsServerSource, Placement, PolicyWatch};
-use crate::config::{MetricSourceSpec, Policy};
+use crate::config::{Catalog, MetricSourceSpec, Policy};
 use crate::engine::{Engine, PolicyRuntime, Reports, Seams, TickCounts};
 use crate::metrics::{MetricSource, Observation, PrometheusSource, SourceError};
 use crate::plugins::{Limits, Plugins};
@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub watch: Option<Vec<PathBuf>>,
     /// On a cluster: also run the AugurPolicy resources, hot-swapped as they change.
     pub cluster_policies: Option<ClusterPolicies>,
+    /// Where plugins and models named in a policy are looked up.
+    pub catalog: Catalog,
 }
 
 /// Which AugurPolicies `host run` runs, and where their paths and audit logs go.
@@ -89,6 +91,7 @@ impl Default for RunOptions {
             sim_via_prometheus: false,
             watch: None,
             cluster_policies: None,
+            catalog: Catalog::shipped(),
         }
     }
 }
@@ -126,7 +129,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         return Err(invalid("--cluster-policies reads AugurPolicies from a cluster, which --simulate has none of; fix: drop one of them".into()));
     }
     // AugurPolicies alone are enough to start with (there may be none yet).
-    let policies = if options.policies.is_empty() && options.cluster_policies.is_some() { Vec::new() } else { load_policies(&options.policies)? };
+    let policies = if options.policies.is_empty() && options.cluster_policies.is_some() { Vec::new() } else { load_policies(&options.policies, &options.catalog)? };
     if options.simulate { simulate(policies, &options).await } else { on_cluster(policies, &options).await }
 }
 
@@ -268,7 +271,7 @@ fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options
     }
     let args = options.watch.clone().unwrap_or_default();
     let (updates, received) = tokio::sync::mpsc::unbounded_channel();
-    let reload_options = ReloadOptions { audit_override: options.audit_log.clone(), resume, debounce: None };
+    let reload_options = ReloadOptions { audit_override: options.audit_log.clone(), resume, debounce: None, catalog: options.catalog.clone() };
     let reloader = Reloader::new(plugins, &args, running, reload_options, updates);
     let folders = reloader.folders();
     let (documents, changes) = options.cluster_policies.is_some().then(tokio::sync::mpsc::unbounded_channel).unzip();

@@ -2,14 +2,15 @@
 //! touching a cluster.
 
 use super::{invalid, load_policies};
+use crate::config::Catalog;
 use crate::engine::{check_plugins, forecaster_for};
 use crate::plugins::{Limits, Plugins};
 use std::path::PathBuf;
 
 /// `host validate`: the files, then each policy's plugins (compiled, checked against their
 /// world, settings checked by the plugin) and its forecaster. Returns one line per good file.
-pub fn validate(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    let policies = load_policies(files)?;
+pub fn validate(files: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Vec<String>> {
+    let policies = load_policies(files, catalog)?;
     let plugins = Plugins::new(Limits::default())?;
     let (mut good, mut errors) = (Vec::new(), Vec::new());
     for policy in &policies {

@@ -7,6 +7,7 @@
 //! quantities, the key of a file path) lives here, below them.
 
 mod card;
+pub mod catalog;
 pub mod document;
 pub mod files;
 mod limits;
@@ -19,6 +20,7 @@ mod reader;
 mod selector;
 
 pub use card::{ANY_INPUT, CARD_FORMAT, ModelCard};
+pub use catalog::Catalog;
 pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, MAX_REPLICAS};
 pub use parse::parse;
 pub use paths::normal;
@@ -47,13 +49,18 @@ impl fmt::Display for PolicyError {
     }
 }
 
-/// Reads and validates one policy file.
+/// Reads and validates one policy file, its plugins and models by name among the shipped ones.
 pub fn load(file: &Path) -> Result<Policy, PolicyError> {
+    load_in(file, &Catalog::shipped())
+}
+
+/// Reads and validates one policy file, its plugins and models by name in `catalog`.
+pub fn load_in(file: &Path, catalog: &Catalog) -> Result<Policy, PolicyError> {
     let text = files::read_text(file, files::MAX_TEXT_BYTES).map_err(|e| PolicyError {
         file: file.to_path_buf(),
         problems: vec![Problem { path: "(file)".into(), message: e.to_string(), fix: e.fix().into() }],
     })?;
-    parse(&text, file).map_err(|problems| PolicyError { file: file.to_path_buf(), problems })
+    parse(&text, file, catalog).map_err(|problems| PolicyError { file: file.to_path_buf(), problems })
 }
 
 /// Why `policy` cannot run beside `others`: two policies with one name would share an audit

@@ -7,6 +7,7 @@
 
 use super::policy::*;
 use super::reader::{Problem, Reader, join};
+use super::catalog::{self, Catalog, Kind};
 use super::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, MAX_REPLICAS, ModelCard};
 use crate::domain::{ActionKind, Level, Target};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,8 +48,9 @@ pub const SECTIONS: &[(&str, &[&[&str]])] = &[
 const DNS_LABEL: &str = "lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters";
 
 /// Parses and validates a policy from its text; `source` is used to resolve relative paths
-/// (plugins, models, audit log) against the file's folder.
-pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
+/// (plugins, models, audit log) against the file's folder, `catalog` to look up plugins and
+/// models given by name.
+pub fn parse(text: &str, source: &Path, catalog: &Catalog) -> Result<Policy, Vec<Problem>> {
     let mut r = Reader::default();
     let doc: Value = match yaml_serde::from_str(text) {
         Ok(doc) => doc,
@@ -58,6 +60,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
         }
     };
     let base = source.parent().unwrap_or(Path::new("."));
+    let files = Files { base, catalog };
     let Some(top) = r.mapping(&doc, "(document)") else { return Err(r.problems) };
     r.deny_unknown(top, "", TOP);
 
@@ -81,9 +84,9 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, Vec<Problem>> {
     if let Some(spec) = &metric_source {
         source_problems(&mut r, spec, &metrics);
     }
-    let forecast = section(&mut r, top, "forecast", |r, m| forecast(r, m, base));
-    let risks = list(&mut r, top, "risks", |r, m, p| risk_rule(r, m, p, base)).unwrap_or_default();
-    let remediations = list(&mut r, top, "remediations", |r, m, p| remediation_rule(r, m, p, base)).unwrap_or_default();
+    let forecast = section(&mut r, top, "forecast", |r, m| forecast(r, m, &files));
+    let risks = list(&mut r, top, "risks", |r, m, p| risk_rule(r, m, p, &files)).unwrap_or_default();
+    let remediations = list(&mut r, top, "remediations", |r, m, p| remediation_rule(r, m, p, &files)).unwrap_or_default();
     let guard = section(&mut r, top, "guard", guard);
     let audit_path = section(&mut r, top, "audit", |r, m| {
         r.deny_unknown(m, "audit", AUDIT);
@@ -337,11 +340,11 @@ fn source_problems(r: &mut Reader, spec: &MetricSourceSpec, metrics: &[Metric]) 
     }
 }
 
-fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
+fn forecast(r: &mut Reader, m: &Mapping, files: &Files<'_>) -> Option<ForecastSpec> {
     const P: &str = "forecast";
     r.deny_unknown(m, P, FORECAST);
     let baseline: Option<String> = r.optional(m, P, "baseline", "a baseline name");
-    let model: Option<String> = r.optional(m, P, "model", "a path to an .onnx file");
+    let model: Option<String> = r.optional(m, P, "model", "a model's name (e.g. `lstm`) or the path of an .onnx file");
     let parse_baseline = |r: &mut Reader, field: &str, name: &str| {
         let parsed = Baseline::parse(name);
         if parsed.is_none() {
@@ -356,16 +359,7 @@ fn forecast(r: &mut Reader, m: &Mapping, base: &Path) -> Option<ForecastSpec> {
         }
         (None, None) => Some(ForecastMethod::Baseline(Baseline::HoltDamped)),
         (Some(name), None) => parse_baseline(r, "forecast.baseline", &name).map(ForecastMethod::Baseline),
-        (None, Some(path)) => {
-            let path = base.join(path);
-            match super::files::readable(&path, super::files::MAX_MODEL_BYTES) {
-                Err(e) => {
-                    r.problem("forecast.model", format!("{} {e}", path.display()), e.fix_or("give the path of a model.onnx relative to the policy file (the shipped ones are in models/)"));
-                    None
-                }
-                Ok(()) => Some(ForecastMethod::Model(path)),
-            }
-        }
+        (None, Some(raw)) => files.find(r, "forecast.model", Kind::Model, &raw, "give a model's name (e.g. `transformer`) or the path of a model.onnx relative to the policy file").map(ForecastMethod::Model),
     };
     let fallback = match r.optional::<String>(m, P, "fallback", "a baseline name") {
         Some(name) => parse_baseline(r, "forecast.fallback", &name),
@@ -425,17 +419,17 @@ fn model_problems(r: &mut Reader, m: &Mapping, spec: &ForecastSpec, metrics: &[M
     }
 }
 
-fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RiskRule> {
+fn risk_rule(r: &mut Reader, m: &Mapping, path: &str, files: &Files<'_>) -> Option<RiskRule> {
     r.deny_unknown(m, path, RISK);
     let name = r.required(m, path, "name", "a short name such as `cpu`");
     let metric = r.required(m, path, "metric", "the name of an entry in `metrics`");
-    let plugin = plugin_path(r, m, path, base);
+    let plugin = plugin_path(r, m, path, files);
     let settings = settings(r, m, path);
     let limits = limits(r, m, path);
     Some(RiskRule { name: name?, metric: metric?, plugin: plugin?, settings, limits: limits? })
 }
 
-fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<RemediationRule> {
+fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, files: &Files<'_>) -> Option<RemediationRule> {
     r.deny_unknown(m, path, REMEDIATION);
     let name = r.required(m, path, "name", "a short name such as `scale-up`");
     let risk = r.required(m, path, "risk", "the name of an entry in `risks`");
@@ -445,7 +439,7 @@ fn remediation_rule(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Opt
         let names: Vec<_> = Level::ALL.iter().map(|l| l.as_str()).collect();
         r.problem(join(path, "trigger"), format!("`{trigger_name}` is not a risk level"), format!("use one of {}", names.join(", ")));
     }
-    let plugin = plugin_path(r, m, path, base);
+    let plugin = plugin_path(r, m, path, files);
     let settings = settings(r, m, path);
     let limits = limits(r, m, path);
     let capabilities = capabilities(r, m, path);
@@ -509,13 +503,43 @@ fn capabilities(r: &mut Reader, m: &Mapping, path: &str) -> Option<Capabilities>
     Some(Capabilities { actions, nodes })
 }
 
-fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, base: &Path) -> Option<PathBuf> {
-    let raw: String = r.required(m, path, "plugin", "the path of a .wasm component relative to the policy file")?;
-    let plugin = base.join(&raw);
-    if let Err(e) = super::files::readable(&plugin, super::files::MAX_PLUGIN_BYTES) {
-        r.problem(join(path, "plugin"), format!("{} {e}", plugin.display()), e.fix_or("run `make build` to build the plugins, or fix the path (relative to the policy file)"));
+fn plugin_path(r: &mut Reader, m: &Mapping, path: &str, files: &Files<'_>) -> Option<PathBuf> {
+    let raw: String = r.required(m, path, "plugin", "a plugin's name (e.g. `risk-cpu`) or the path of a .wasm component relative to the policy file")?;
+    files.find(r, &join(path, "plugin"), Kind::Plugin, &raw, "run `make build` to build the plugins, or fix the path (relative to the policy file)")
+}
+
+/// Where the files a policy names are: its paths relative to its folder, its names in the
+/// catalog.
+struct Files<'a> {
+    base: &'a Path,
+    catalog: &'a Catalog,
+}
+
+impl Files<'_> {
+    /// The file of a plugin or model given as `raw` (a name or a path), checked readable;
+    /// `missing` is the fix when a path names nothing. A problem at `field` when it is not.
+    fn find(&self, r: &mut Reader, field: &str, kind: Kind, raw: &str, missing: &str) -> Option<PathBuf> {
+        let file = if catalog::is_name(raw) {
+            match self.catalog.find(kind, raw) {
+                Ok(file) => file,
+                Err(e) => {
+                    r.problem(field, e.to_string(), e.fix());
+                    return None;
+                }
+            }
+        } else {
+            self.base.join(raw)
+        };
+        let max = match kind {
+            Kind::Plugin => super::files::MAX_PLUGIN_BYTES,
+            Kind::Model => super::files::MAX_MODEL_BYTES,
+        };
+        if let Err(e) = super::files::readable(&file, max) {
+            r.problem(field, format!("{} {e}", file.display()), e.fix_or(missing));
+            return (kind == Kind::Plugin).then_some(file);
+        }
+        Some(file)
     }
-    Some(plugin)
 }
 
 fn settings(r: &mut Reader, m: &Mapping, path: &str) -> BTreeMap<String, String> {

@@ -12,7 +12,7 @@
 //! apply. Anything that fails is rejected whole: the previous version keeps running, and the
 //! failure is logged, counted in /metrics and written to the audit by the engine.
 
-use crate::config::{self, Policy, files, normal};
+use crate::config::{self, Catalog, Policy, files, normal};
 use crate::engine::{PolicyRuntime, Update};
 use crate::plugins::{Plugins, RuleSettings, World, digest, plugin_name};
 use crate::remediation::audit::FileKind;
@@ -40,6 +40,8 @@ pub struct ReloadOptions {
     /// Load the guard state from the state file for a policy new to this run.
     pub resume: bool,
     pub debounce: Option<Duration>,
+    /// Where plugins and models named in a policy are looked up.
+    pub catalog: Catalog,
 }
 
 /// The reloader's view of the files: the `--policy` arguments, the accepted version of each
@@ -271,7 +273,7 @@ impl Reloader {
         }
         // Remembered now; forgotten below if it is accepted.
         self.rejected.insert(file.to_path_buf(), new.clone());
-        let policy = match config::parse(text, shown) {
+        let policy = match config::parse(text, shown, &self.options.catalog) {
             Ok(policy) => policy,
             Err(problems) => {
                 let list: Vec<String> = problems.iter().map(ToString::to_string).collect();

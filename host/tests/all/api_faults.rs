@@ -395,7 +395,7 @@ async fn a_node_under_pressure_is_not_healthy_however_long_it_has_been_ready() {
     let nodes: Api<Node> = Api::all(admin.clone());
     nodes.patch_status("pressure-node", &PatchParams::default(), &Patch::Merge(status("True", minute_ago))).await.unwrap();
     let text = "name: web\ntarget: { kind: Deployment, namespace: pressure, name: web }\nmetrics: [{ name: cpu, query: cpu }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
-    let policy = augur::config::parse(text, &common::root().join("policies/t.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    let policy = augur::config::parse(text, &common::root().join("policies/t.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
     let source = augur::cluster::KubeWorkloads::new(admin.clone());
     let seen = source.workload(&policy).await.unwrap();
     let n = seen.nodes.iter().find(|n| n.name == "pressure-node").unwrap();

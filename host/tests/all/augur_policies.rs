@@ -164,7 +164,7 @@ async fn the_shipped_augur_policy_is_the_kind_policy_and_the_api_server_takes_it
     let dir = tempfile::tempdir().unwrap();
     let placement = Placement { base: common::root().join("policies"), audit_dir: dir.path().to_path_buf() };
     let (source, document) = placement.document(&example).unwrap();
-    let from_resource = augur::config::parse(&document, &source).unwrap_or_else(|p| panic!("{p:?}"));
+    let from_resource = augur::config::parse(&document, &source, &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
     let from_file = augur::config::load(&common::root().join("policies/kind-nginx.yaml")).unwrap();
     assert_eq!(from_resource.name, "default-nginx");
     assert_eq!(from_resource.audit_path, dir.path().join("default.nginx.jsonl"));

@@ -54,6 +54,10 @@ fn full_values(dir: &std::path::Path, ns: &str) -> PathBuf {
         "prometheusRule": { "enabled": true },
         "dashboard": { "enabled": true },
         "policies": { "nginx": { "namespace": ns, "spec": example["spec"] } },
+        "pluginDirs": ["/opt/team/plugins"],
+        "modelDirs": ["/opt/team/models"],
+        "extraVolumes": [{ "name": "team", "configMap": { "name": "team-plugins" } }],
+        "extraVolumeMounts": [{ "name": "team", "mountPath": "/opt/team", "readOnly": true }],
     });
     let file = dir.join("values.yaml");
     std::fs::write(&file, yaml_serde::to_string(&values).unwrap()).unwrap();
@@ -132,6 +136,12 @@ async fn the_rendered_chart_is_accepted_by_the_api_server() {
     let docs = documents(&rendered);
     let image = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"];
     assert_eq!(image.as_str().unwrap(), format!("registry.example.com/augur@sha256:{}", "a".repeat(64)), "a digest pins the image");
+    // Plugins and models of one's own: the folders are searched first, and mounted.
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.iter().any(|a| a == "--plugin-dir=/opt/team/plugins") && args.iter().any(|a| a == "--model-dir=/opt/team/models"), "{args:?}");
+    assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["name"] == "team"), "{pod}");
+    assert!(pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/opt/team"), "{pod}");
     // The chart's copies are deploy/'s.
     let deploy = |file: &str| documents(&std::fs::read_to_string(common::root().join(file)).unwrap());
     let rbac = deploy("deploy/rbac.yaml");

@@ -160,7 +160,7 @@ async fn the_workload_source_reads_replicas_pods_and_nodes() {
     deployment(&client, "state", "shop", 3).await;
     node(&client, "state-node").await;
     let text = "name: shop\ntarget: { kind: Deployment, namespace: state, name: shop }\nmetrics: [{ name: cpu, query: cpu }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n".to_string();
-    let policy = config::parse(&text, &common::root().join("policies/t.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    let policy = config::parse(&text, &common::root().join("policies/t.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
     let source = KubeWorkloads::new(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "state");
     eventually("3 pods", || { let p = pods.clone(); async move { p.list(&ListParams::default().labels("app=shop")).await.unwrap().items.len() == 3 } }).await;
@@ -170,7 +170,7 @@ async fn the_workload_source_reads_replicas_pods_and_nodes() {
     assert!(w.pods.iter().all(|p| p.name.starts_with("shop-") && p.phase == "Pending" && !p.ready), "{:?}", w.pods);
     let n = w.nodes.iter().find(|n| n.name == "state-node").unwrap();
     assert!(n.schedulable && !n.cordoned_by_augur && !n.ready);
-    let missing = config::parse(&text.replace("name: shop }", "name: gone }"), &common::root().join("policies/t.yaml")).unwrap();
+    let missing = config::parse(&text.replace("name: shop }", "name: gone }"), &common::root().join("policies/t.yaml"), &augur::config::Catalog::shipped()).unwrap();
     assert!(source.workload(&missing).await.unwrap_err().to_string().contains("not known"));
 }
 
@@ -534,7 +534,7 @@ async fn the_metrics_server_source_sums_the_target_pods_usage() {
     augur::tls::install_provider();
     let source = augur::cluster::MetricsServerSource::new(Client::try_from(config).unwrap());
     let text = "name: shop\ntarget: { kind: Deployment, namespace: shop, name: shop }\nsource: { kind: metrics-server }\nmetrics: [{ name: cpu, resource: cpu }, { name: memory, resource: memory }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
-    let policy = config::parse(text, &common::root().join("policies/t.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    let policy = config::parse(text, &common::root().join("policies/t.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
     let observation = source.collect(&policy).await.unwrap();
     let request = server.await.unwrap();
     assert!(request.starts_with("GET /apis/metrics.k8s.io/v1beta1/namespaces/shop/pods?"), "{request}");

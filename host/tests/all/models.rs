@@ -109,7 +109,7 @@ audit: {{ path: audit.jsonl }}
 const CPU: &str = "{ name: cpu, query: cpu, unit: cores }";
 
 fn problems(forecast: &str, metrics: &str) -> Vec<String> {
-    match config::parse(&policy_text(forecast, metrics), &common::root().join("policies/test.yaml")) {
+    match config::parse(&policy_text(forecast, metrics), &common::root().join("policies/test.yaml"), &augur::config::Catalog::shipped()) {
         Ok(_) => Vec::new(),
         Err(problems) => problems.iter().map(|p| p.to_string()).collect(),
     }
@@ -153,7 +153,7 @@ fn workload() -> Workload {
 #[test]
 fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_finite() {
     // The skill gate off: the model serves whenever it can (the gate's own test is below).
-    let policy = config::parse(&policy_text(&format!("{{ model: {}, horizon: 5, gate: false }}", tiny().display()), CPU), &common::root().join("policies/test.yaml")).unwrap();
+    let policy = config::parse(&policy_text(&format!("{{ model: {}, horizon: 5, gate: false }}", tiny().display()), CPU), &common::root().join("policies/test.yaml"), &augur::config::Catalog::shipped()).unwrap();
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
     let mut tick = |value: f64, t: u64| {
@@ -182,7 +182,7 @@ fn the_fallback_serves_while_the_window_fills_and_when_the_model_output_is_not_f
 /// contender's skill against the best baseline.
 #[test]
 fn the_skill_gate_shadows_promotes_and_demotes_the_policys_forecaster() {
-    let policy = config::parse(&policy_text("{ baseline: linear-trend, window: 20, horizon: 5, season: 10m }", CPU), &common::root().join("policies/test.yaml")).unwrap();
+    let policy = config::parse(&policy_text("{ baseline: linear-trend, window: 20, horizon: 5, season: 10m }", CPU), &common::root().join("policies/test.yaml"), &augur::config::Catalog::shipped()).unwrap();
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];
     let (mut walk, mut seed) = (0.0f64, 7u64);
@@ -229,7 +229,7 @@ fn the_prototypes_seven_metric_layout_forecasts_its_metrics_together() {
     const SEVEN: [&str; 7] = ["cpu_allocation_efficiency", "memory_allocation_efficiency", "disk_io", "network_latency", "node_cpu_usage", "node_memory_usage", "node_temperature"];
     let metrics = SEVEN.iter().map(|m| format!("{{ name: {m}, query: {m} }}")).collect::<Vec<_>>().join(", ");
     let text = policy_text(&format!("{{ model: {}, horizon: 5, gate: false }}", model("prototype").display()), &metrics).replace("metric: cpu,", "metric: node_cpu_usage,");
-    let policy = config::parse(&text, &common::root().join("policies/test.yaml")).unwrap_or_else(|p| panic!("{p:?}"));
+    let policy = config::parse(&text, &common::root().join("policies/test.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
     assert_eq!(policy.forecast.window, 20, "the card's window");
     let plugins = Plugins::new(Limits::default()).unwrap();
     let mut runtimes = vec![PolicyRuntime::new(policy, &plugins, None, false).unwrap()];

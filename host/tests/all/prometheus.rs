@@ -35,7 +35,7 @@ audit: {{ path: audit.jsonl }}
         risk = common::plugin("risk-cpu").display(),
         scale = common::plugin("scale").display(),
     );
-    config::parse(&text, &dir.join("web.yaml")).unwrap_or_else(|p| panic!("{p:#?}"))
+    config::parse(&text, &dir.join("web.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
 fn unix_now() -> f64 {
@@ -515,7 +515,7 @@ audit: {{ path: {name}.jsonl }}
         risk = common::plugin("risk-cpu").display(),
         scale = common::plugin("scale").display(),
     );
-    config::parse(&text, &dir.join(format!("{name}.yaml"))).unwrap_or_else(|p| panic!("{p:#?}"))
+    config::parse(&text, &dir.join(format!("{name}.yaml")), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
 /// A sample stamped in the future, an age that computes to NaN and an error status whose body

@@ -67,7 +67,7 @@ fn the_shipped_policy_is_valid_with_its_plugins() {
     assert_eq!(policy.metrics[0].query, r#"sum(rate(container_cpu_usage_seconds_total{namespace="default",pod=~"nginx-.*",image!=""}[5m]))"#);
     // The model's card sets the window.
     assert_eq!((policy.forecast.window, policy.forecast.horizon), (60, 10));
-    let lines = augur::commands::validate(&[file]).unwrap();
+    let lines = augur::commands::validate(&[file], &augur::config::Catalog::shipped()).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
 }
 
@@ -78,10 +78,10 @@ fn every_shipped_policy_validates() {
     assert!(files.len() >= 3, "{files:?}");
     // Each alone: they are alternatives for one workload, and together they are refused.
     for file in &files {
-        let lines = augur::commands::validate(std::slice::from_ref(file)).unwrap_or_else(|e| panic!("{e:#}"));
+        let lines = augur::commands::validate(std::slice::from_ref(file), &augur::config::Catalog::shipped()).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(lines.len(), 1, "{lines:?}");
     }
-    let together = augur::commands::validate(&files).unwrap_err().to_string();
+    let together = augur::commands::validate(&files, &augur::config::Catalog::shipped()).unwrap_err().to_string();
     assert!(together.contains("is already the name of the policy in") || together.contains("is already the target of policy"), "{together}");
 }
 
@@ -94,12 +94,12 @@ fn the_kind_policy_is_valid_and_reads_prometheus() {
     assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into(), access: Default::default() });
     assert_eq!(policy.metrics[0].resource, Some(config::PodResource::Cpu));
     assert!(policy.guard.remediate && policy.guard.allowed_actions.contains(&augur::domain::ActionKind::Scale));
-    let lines = augur::commands::validate(std::slice::from_ref(&file)).unwrap();
+    let lines = augur::commands::validate(std::slice::from_ref(&file), &augur::config::Catalog::shipped()).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");
     // One line switches it to metrics-server, minus the metric metrics-server cannot serve.
     let text = std::fs::read_to_string(common::root().join("policies/kind-nginx.yaml")).unwrap();
     let switched = text.replace("  kind: prometheus\n  url: http://kube-prometheus-stack-prometheus.monitoring:9090\n", "  kind: metrics-server\n");
-    let found: Vec<String> = config::parse(&switched, &file).unwrap_err().iter().map(|p| p.to_string()).collect();
+    let found: Vec<String> = config::parse(&switched, &file, &augur::config::Catalog::shipped()).unwrap_err().iter().map(|p| p.to_string()).collect();
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].starts_with("metrics[2].resource: is missing for `replicas`"), "{found:#?}");
 }
@@ -137,6 +137,10 @@ fn the_good_fixture_is_valid() {
 #[case::metrics_server_needs_resource("interval: 30s", "interval: 30s\nsource: { kind: metrics-server }", "metrics[0].resource: is missing for `cpu` (the source is metrics-server, which serves only the pods' cpu and memory); fix: add `resource: cpu` or `resource: memory`")]
 #[case::prometheus_needs_query("query: 'sum(rate(container_cpu_usage_seconds_total[5m]))'", "resource: cpu", "metrics[0].query: is missing (the source is Prometheus); fix: add `query:` with the PromQL expression")]
 #[case::bad_promql("[5m]))'", "[5m])'", "metrics[0].query: is not valid PromQL")]
+#[case::unknown_plugin_name("{dist}/risk-cpu.wasm", "risk-cpx", "risks[0].plugin: `risk-cpx` is no plugin in the search path (")]
+#[case::unknown_plugin_name_fix("{dist}/risk-cpu.wasm", "risk-cpx", "fix: did you mean `risk-cpu`? the names there: cordon, restart, risk-cpu, risk-memory, risk-node, scale; add a folder with --plugin-dir, or give a path ending in `.wasm`")]
+#[case::unknown_model_name("baseline: holt-damped", "model: transformr", "forecast.model: `transformr` is no model in the search path (")]
+#[case::unknown_model_name_fix("baseline: holt-damped", "model: transformr", "fix: did you mean `transformer`?")]
 #[case::unknown_preset("{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[5m]))', unit: cores }", "{ preset: legacy }", "metrics[0].preset: `legacy` is not a preset; fix: use `prototype`")]
 #[case::unknown_resource("unit: cores", "unit: cores, resource: gpu", "metrics[0].resource: `gpu` is not a resource metrics-server serves")]
 #[case::risk_on_unknown_metric("metric: cpu,", "metric: memory,", "risks[0].metric: `memory` is not a metric of this policy; fix: use one of: cpu")]
@@ -150,7 +154,7 @@ fn the_good_fixture_is_valid() {
 #[case::unknown_baseline("baseline: holt-damped", "baseline: prophet", "forecast.baseline: `prophet` is not a built-in forecaster; fix: use one of last-value, linear-trend, holt-damped")]
 #[case::seasonal_window_too_short("baseline: holt-damped", "baseline: holt-winters", "forecast.window: is 20, but holt-winters with a season of 1440 points needs 2881; fix: set `window` to at least 2881, or shorten `season`")]
 #[case::unknown_fallback("baseline: holt-damped,", "baseline: holt-damped, fallback: magic,", "forecast.fallback: `magic` is not a built-in forecaster")]
-#[case::missing_model("baseline: holt-damped", "model: ../models/none/model.onnx", "model.onnx does not exist; fix: give the path of a model.onnx relative to the policy file")]
+#[case::missing_model("baseline: holt-damped", "model: ../models/none/model.onnx", "model.onnx does not exist; fix: give a model's name (e.g. `transformer`) or the path of a model.onnx relative to the policy file")]
 #[case::window_too_large("window: 20", "window: 200000", "forecast.window: 200000 is out of range; fix: use 3 to 100000 points (the prototype used 20)")]
 #[case::missing_required_field("  max_replicas: 10\n", "", "guard.max_replicas: is missing; fix: add `max_replicas:` with a whole number, e.g. `10`")]
 #[case::nested_setting("settings: { ratio: 1.5 }", "settings: { ratio: [1, 2] }", "risks[0].settings.ratio: is not a plain value")]
@@ -176,9 +180,28 @@ fn the_good_fixture_is_valid() {
 #[case::zero_proposals("settings: { ratio: 1.5 }", "settings: { ratio: 1.5 }, limits: { max_proposals: 0 }", "risks[0].limits.max_proposals: 0 is out of range")]
 fn bad_policies_name_the_field_and_the_fix(#[case] from: &str, #[case] to: &str, #[case] expected: &str) {
     let text = good();
+    let from = &from.replace("{dist}", &common::root().join("plugins/dist").display().to_string());
     assert!(text.contains(from), "fixture does not contain {from:?}");
     let found = problems(&text.replacen(from, to, 1));
     assert!(found.iter().any(|p| p.contains(expected)), "expected a problem containing\n  {expected}\ngot\n  {found:#?}");
+}
+
+/// A plugin or model by name means the same wherever the policy lives: found among the shipped
+/// ones, or first in a folder of one's own (`--plugin-dir`).
+#[test]
+fn plugins_and_models_by_name_are_looked_up_in_the_search_path() {
+    let named = good().replace(&format!("{}/risk-cpu.wasm", common::root().join("plugins/dist").display()), "risk-cpu").replace("baseline: holt-damped, window: 20", "model: transformer");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &named);
+    let policy = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.risks[0].plugin, common::root().join("plugins/dist/risk-cpu.wasm"));
+    assert_eq!(policy.forecast.method, config::ForecastMethod::Model(common::root().join("models/transformer/model.onnx")));
+    let own = tempfile::tempdir().unwrap();
+    std::fs::copy(common::root().join("plugins/dist/risk-memory.wasm"), own.path().join("risk-cpu.wasm")).unwrap();
+    let catalog = config::Catalog::with(vec![own.path().into()], vec![]);
+    let policy = config::load_in(&file, &catalog).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.risks[0].plugin, own.path().join("risk-cpu.wasm"), "the given folder comes before the shipped set");
+    assert_eq!(policy.remediations[0].plugin, common::root().join("plugins/dist/scale.wasm"), "a path stays a path");
 }
 
 #[test]
@@ -192,7 +215,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
 fn plugin_settings_are_checked_by_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), &good().replace("ratio: 1.5", "ratio: 0.5"));
-    let err = augur::commands::validate(&[file]).unwrap_err();
+    let err = augur::commands::validate(&[file], &augur::config::Catalog::shipped()).unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("risks[0].settings: setting `ratio` is `0.5`; it must be a number above 1"), "{message}");
 }
@@ -218,7 +241,7 @@ fn every_plugin_that_does_not_load_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let swapped = good().replace("risk-cpu.wasm", "SWAP").replace("scale.wasm", "risk-cpu.wasm").replace("SWAP", "scale.wasm");
     let file = write(dir.path(), &swapped);
-    let message = format!("{:#}", augur::commands::validate(&[file]).unwrap_err());
+    let message = format!("{:#}", augur::commands::validate(&[file], &augur::config::Catalog::shipped()).unwrap_err());
     assert!(message.contains("risks[0].plugin: plugin scale: does not implement augur:plugin/risk-plugin@0.3.0"), "{message}");
     assert!(message.contains("remediations[0].plugin: plugin risk-cpu: does not implement augur:plugin/remediation-plugin@0.3.0"), "{message}");
 }
@@ -259,7 +282,7 @@ fn two_policies_on_one_workload_are_refused() {
     let b = dir.path().join("b.yaml");
     std::fs::write(&a, good()).unwrap();
     std::fs::write(&b, good().replacen("name: web\n", "name: web-too\n", 1)).unwrap();
-    let shown = format!("{:#}", augur::commands::validate(&[a.clone(), b.clone()]).unwrap_err());
+    let shown = format!("{:#}", augur::commands::validate(&[a.clone(), b.clone()], &augur::config::Catalog::shipped()).unwrap_err());
     assert!(shown.contains(&format!("{}: 1 problem", b.display())), "{shown}");
     assert!(shown.contains(&format!("target: Deployment shop/web is already the target of policy `web` in {}", a.display())), "{shown}");
     assert!(shown.contains("fix: merge the two policies into one file"), "{shown}");
@@ -267,7 +290,7 @@ fn two_policies_on_one_workload_are_refused() {
     assert_eq!(out.status.code(), Some(2), "run refuses them too");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already the target of policy `web`"));
     // Each alone is good.
-    assert!(augur::commands::validate(&[b]).is_ok());
+    assert!(augur::commands::validate(&[b], &augur::config::Catalog::shipped()).is_ok());
 }
 
 /// `guard.mode` reads as the pair of booleans it replaces; a mode that agrees with them may
