@@ -39,7 +39,7 @@ impl fmt::Display for Level {
 }
 
 /// The workload a policy watches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
     pub kind: String,
     pub namespace: String,
@@ -53,7 +53,7 @@ impl fmt::Display for Target {
 }
 
 /// A forecast of one metric, as the host computed it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Forecast {
     /// Name of the forecaster that produced it.
     pub forecaster: String,
@@ -70,7 +70,7 @@ pub struct Forecast {
 }
 
 /// What a risk plugin concluded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Risk {
     pub level: Level,
     pub score: f64,
@@ -80,7 +80,7 @@ pub struct Risk {
 }
 
 /// A pod of the target workload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pod {
     pub name: String,
     pub node: String,
@@ -94,24 +94,27 @@ pub struct Pod {
 }
 
 /// A node that runs (or could run) pods of the target.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     pub ready: bool,
     pub schedulable: bool,
     pub cordoned_by_augur: bool,
     pub temperature_celsius: Option<f64>,
+    #[serde(default)]
     pub pressure: Vec<String>,
     pub healthy_seconds: u64,
 }
 
 /// The state of the target workload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
     pub target: Target,
     pub replicas: u32,
     pub ready_replicas: u32,
+    #[serde(default)]
     pub pods: Vec<Pod>,
+    #[serde(default)]
     pub nodes: Vec<Node>,
     /// Why Augur must not act on the workload now, when an operator paused it (the
     /// annotation `augur.io/paused: "true"` on the target); `None` when it may.

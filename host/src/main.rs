@@ -57,6 +57,33 @@ enum PluginCommand {
         /// The plugin component, e.g. `plugins/dist/scale.wasm`.
         file: PathBuf,
     },
+    /// Scaffold a plugin crate that builds on its own, outside this repository (its own
+    /// Cargo.toml, this host's WIT under wit/, the SDK under sdk/, a sample input).
+    New {
+        /// The plugin's name: the crate's, the .wasm's and the one a policy gives.
+        name: String,
+        /// The world it implements.
+        #[arg(long, value_enum)]
+        world: WorldArg,
+        /// The folder to create (it must not exist or be empty; default: ./NAME).
+        dir: Option<PathBuf>,
+    },
+    /// Call a plugin once on a sample input (JSON: settings and a forecast, or settings, a
+    /// risk, a trigger and a workload) and print what it returns, as JSON.
+    Run {
+        /// The plugin component.
+        file: PathBuf,
+        /// The sample input, e.g. samples/forecast.json of a crate made by `host plugin new`.
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+/// `--world` of `host plugin new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WorldArg {
+    Risk,
+    Remediation,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +377,22 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugin { command: PluginCommand::Check { file } } => {
             print!("{}", commands::plugin_check(&file)?);
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::New { name, world, dir } } => {
+            let world = match world {
+                WorldArg::Risk => augur::plugins::World::Risk,
+                WorldArg::Remediation => augur::plugins::World::Remediation,
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let made = commands::plugin_new(&name, world, &dir)?;
+            println!("created {} ({} files): a plugin of the world {}", made.dir.display(), made.files.len(), world.wit_name());
+            println!("  cd {} && cargo build --target wasm32-wasip2 --release", made.dir.display());
+            println!("  host plugin run {} --input {}", made.component.display(), made.sample.display());
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::Run { file, input } } => {
+            println!("{}", serde_json::to_string_pretty(&commands::plugin_run(&file, &input)?)?);
             Ok(())
         }
         Command::Validate { policies, search } => {

@@ -1,15 +1,19 @@
 //! The commands' work, behind the thin binary: each command of `host` that reaches the
-//! cluster or the plugins has its room here (`run`, `validate`, `plugin check`, `stress`);
+//! cluster or the plugins has its room here (`run`, `validate`, `plugin check|new|run`, `stress`);
 //! the offline tools (backtest, replay, anomalies, nab) are in `offline`.
 //!
 //! Commands wire rooms together and report; they decide nothing a room below owns.
 
 mod plugin_check;
+mod plugin_new;
+mod plugin_run;
 pub mod run;
 mod stress;
 mod validate;
 
 pub use plugin_check::plugin_check;
+pub use plugin_new::{Scaffold, plugin_new};
+pub use plugin_run::{Outcome, Sample, SampleForecast, plugin_run};
 pub use run::{ClusterPolicies, LeaseOptions, RunOptions, RunReport, run};
 pub use stress::{StressArgs, stress};
 pub use validate::validate;
