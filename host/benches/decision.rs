@@ -78,7 +78,7 @@ fn workload(index: usize) -> Workload {
     let pods = (0..3)
         .map(|i| Pod { name: format!("web-{index}-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.3), memory_bytes: Some(1e8), age_seconds: 600 , startup_seconds: None})
         .collect();
-    Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![], paused: None }
+    Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![], paused: None, scaled_by: None }
 }
 
 /// A rising CPU series (the NASA morning ramp's shape) so that risks are high and the scale

@@ -110,7 +110,7 @@ fn reload_end_to_end(bencher: Bencher) {
 fn workload(index: usize) -> Workload {
     let target = Target { kind: "Deployment".into(), namespace: "bench".into(), name: format!("web-{index}") };
     let pods = (0..3).map(|p| Pod { name: format!("web-{index}-{p}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.5), memory_bytes: None, age_seconds: 600 , startup_seconds: None}).collect();
-    Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![], paused: None }
+    Workload { target, replicas: 3, ready_replicas: 3, pods, nodes: vec![], paused: None, scaled_by: None }
 }
 
 /// One tick of 100 workloads; `compiling`: while another thread compiles a plugin non-stop.

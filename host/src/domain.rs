@@ -106,6 +106,16 @@ pub struct Node {
     pub healthy_seconds: u64,
 }
 
+/// Who moves the target's replicas when Augur scales it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scaler {
+    /// No HPA scales the target: Augur writes its replicas.
+    Augur,
+    /// The HPA of this name scales it: Augur moves the HPA's floor (`hpa-floor`).
+    Hpa(String),
+}
+
 /// The state of the target workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
@@ -118,11 +128,23 @@ pub struct Workload {
     pub nodes: Vec<Node>,
     /// Why Augur must not act on the workload now, when an operator paused it (the
     /// annotation `augur.io/paused: "true"` on the target); `None` when it may.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// The HorizontalPodAutoscaler that scales the target, when one does: Augur then moves
+    /// its floor (`hpa-floor`) and never writes the workload's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_by: Option<String>,
 }
 
 impl Workload {
+    /// Who moves the replicas.
+    pub fn scaler(&self) -> Scaler {
+        match &self.scaled_by {
+            Some(hpa) => Scaler::Hpa(hpa.clone()),
+            None => Scaler::Augur,
+        }
+    }
+
     /// The pods' start-up time, creation to ready: the median of the pods that report one
     /// (the median, so that one pod stuck on an image pull or a slow node does not set the
     /// lead for all). `None` when no pod has been seen ready.
@@ -262,7 +284,7 @@ mod tests {
     #[test]
     fn the_start_up_is_the_median_of_the_pods_that_report_one() {
         let target = Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() };
-        let mut workload = Workload { target, replicas: 4, ready_replicas: 3, pods: vec![pod(Some(40)), pod(Some(45)), pod(Some(600)), pod(None)], nodes: vec![], paused: None };
+        let mut workload = Workload { target, replicas: 4, ready_replicas: 3, pods: vec![pod(Some(40)), pod(Some(45)), pod(Some(600)), pod(None)], nodes: vec![], paused: None, scaled_by: None };
         // One pod stuck on a slow image pull does not set the lead for all.
         assert_eq!(workload.startup_seconds(), Some(45));
         workload.pods = vec![pod(None)];

@@ -1,6 +1,7 @@
 //! Carries out guarded actions on a real cluster.
 
 use super::calls::{self, CallError};
+use super::events::{EventType, Events, Note};
 use super::leader::Fence;
 use super::{CORDONED_BY, MANAGER, status};
 use crate::domain::{Action, Target};
@@ -11,8 +12,6 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -27,8 +26,8 @@ pub type WriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + 
 /// The executor for a real cluster.
 pub struct KubeExecutor {
     client: Client,
-    /// This replica's name in the Events (`reportingInstance`).
-    instance: String,
+    /// The Events that explain each action, as this replica.
+    events: Events,
     before_write: Option<WriteHook>,
     fence: Fence,
     /// Per (workload, Event reason): when the last `Rejected<Action>` Event was published, and
@@ -39,7 +38,7 @@ pub struct KubeExecutor {
 impl KubeExecutor {
     /// `instance` names this Augur replica in the Events it publishes (its pod name in a cluster).
     pub fn new(client: Client, instance: &str) -> Self {
-        Self { instance: instance.to_string(), client, before_write: None, fence: Fence::always(), rejections: Default::default() }
+        Self { events: Events::new(client.clone(), instance), client, before_write: None, fence: Fence::always(), rejections: Default::default() }
     }
 
     /// Every attempt of every write passes `fence` first (leadership, the run's end).
@@ -170,7 +169,7 @@ impl KubeExecutor {
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &target.namespace);
         let (api, params) = (&api, &ListParams::default());
         let all = calls::call(&format!("list the HPAs of {}", target.namespace), &self.fence, |_| api.list(params)).await.map_err(failed)?;
-        Ok(all.items.into_iter().find(|h| h.spec.as_ref().is_some_and(|s| s.scale_target_ref.kind == target.kind && s.scale_target_ref.name == target.name)))
+        Ok(all.items.into_iter().find(|h| super::workloads::scales(h, target)))
     }
 
     /// `hpa-floor`: the replicas a forecast asks for become the HPA's `minReplicas` (within its
@@ -313,47 +312,11 @@ impl KubeExecutor {
         self.publish_event(order.target, order.action, type_, event_reason, &format!("{result}: {}", order.reason), &after_the_fact()).await;
     }
 
-    /// Publishes one Event. `fence` bounds its attempts.
+    /// Publishes one Event on the action's object. `fence` bounds its attempts.
     async fn publish_event(&self, target: &Target, action: &Action, type_: EventType, event_reason: String, note: &str, fence: &Fence) {
         let named = Named::of(action);
-        let object = named.object(target);
-        let mut note = note.to_string();
-        note.truncate(note.floor_char_boundary(1000));
-        // One Event per action, each with its own note. (kube's `Recorder` folds repeats of a
-        // reason on an object into a series that keeps the first note, which would lose the
-        // reasons of every later action.)
-        let now = Timestamp::now();
-        let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
-        let name = format!("{}.augur-{:x}", object.name.as_deref().unwrap_or("object"), now.as_nanosecond());
-        let event = Event {
-            metadata: kube::api::ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
-            event_time: Some(MicroTime(now)),
-            type_: Some(type_.as_str().into()),
-            reason: Some(event_reason),
-            action: Some(named.done.into()),
-            note: Some(note),
-            regarding: Some(object),
-            reporting_controller: Some(MANAGER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
-        };
-        // Retried like any write; its name is fixed before the first attempt, so a retry after
-        // a lost answer meets the first (409 AlreadyExists) and publishes no second Event. It
-        // records a change that has landed, so it is published even if the fence closed since
-        // (the Lease lost, the run over), within a short deadline of its own; a rejection is
-        // published only under the leader's fence.
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let (events, event) = (&events, &event);
-        let published = calls::call(&format!("publish the Event for {target}"), fence, |_| async move {
-            match events.create(&PostParams::default(), event).await {
-                Err(e) if status(&e) == Some(409) => Ok(()),
-                other => other.map(|_| ()),
-            }
-        })
-        .await;
-        if let Err(e) = published {
-            tracing::warn!("cannot publish the Event for {target}: {e}");
-        }
+        let said = Note { type_, reason: &event_reason, action: named.done, note };
+        self.events.publish(named.object(target), &target.to_string(), said, fence).await;
     }
 }
 
@@ -463,22 +426,7 @@ impl Executor for KubeExecutor {
     }
 }
 
-/// An Event's type.
-#[derive(Debug, Clone, Copy)]
-enum EventType {
-    Normal,
-    Warning,
-}
 use EventType::{Normal, Warning};
-
-impl EventType {
-    fn as_str(self) -> &'static str {
-        match self {
-            Normal => "Normal",
-            Warning => "Warning",
-        }
-    }
-}
 
 /// At most one `Rejected<Action>` Event per workload, action and this long.
 pub const REJECTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);

@@ -11,6 +11,7 @@
 //! what happened.
 
 mod calls;
+mod events;
 mod executor;
 mod leader;
 mod metrics_server;
@@ -19,6 +20,7 @@ mod state;
 mod stress;
 mod workloads;
 
+pub use events::{EventType, Events, Note};
 pub use executor::{KubeExecutor, WriteHook};
 pub use calls::{ATTEMPT_TIMEOUT, ATTEMPTS, CallError};
 pub use leader::{Fence, LeaderElector, Leadership};

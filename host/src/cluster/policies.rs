@@ -8,16 +8,23 @@
 //!   version to the reloader as a document, where it is checked and hot-swapped exactly as a
 //!   file is: a version that fails is reported in its status (`InvalidSpec`, with each
 //!   problem's field and fix) while the previous version keeps running.
-//! - The status holds the conditions (Ready, InvalidSpec, Forecasting, ScalingLimited), the
-//!   serving forecaster, the risk, the last action and `observedGeneration`, written by the
-//!   replica that leads (every write passes its fence) when they change.
+//! - The status holds the conditions (Ready, InvalidSpec, Forecasting, ScalingLimited,
+//!   TargetManagedByHPA, Paused), the serving forecaster, the risk, the last action and
+//!   `observedGeneration`, written by the replica that leads (every write passes its fence)
+//!   when they change; Events on the AugurPolicy say when a spec is accepted or refused and
+//!   which scaling mode applies (`kubectl describe augurpolicy`).
+//! - The annotation `augur.io/paused: "true"` on an AugurPolicy runs it in `observe` mode
+//!   (it assesses and records, acts on nothing) until it is removed.
 //!
 //! An AugurPolicy acts only in its own namespace: a `target.namespace` elsewhere is refused.
-//! Its relative paths (plugins, models) resolve against the host's `--policy-base` folder, so
-//! a policy means the same wherever it was written.
+//! Its plugins and models are best given by name (the host's search path); relative paths
+//! resolve against the host's `--policy-base` folder.
 
 use super::calls;
+use super::events::{EventType, Events, Note};
 use super::leader::Fence;
+use crate::domain::Scaler;
+use k8s_openapi::api::core::v1::ObjectReference;
 use crate::config::document::{AuditDoc, PolicySpec};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -121,6 +128,8 @@ pub struct Observed {
     pub last_action: Option<LastAction>,
     /// Why the guard last held an action back, if it still does.
     pub limited: Option<String>,
+    /// Who moves the target's replicas, as last read.
+    pub scaler: Option<Scaler>,
 }
 
 /// The CRD, generated from the types.
@@ -163,6 +172,11 @@ impl Placement {
         let namespace = policy.namespace().unwrap_or_else(|| "default".into());
         let name = policy.name_any();
         let mut spec = policy.spec.policy.clone();
+        if is_paused(policy) {
+            spec.guard.mode = Some("observe".into());
+            spec.guard.dry_run = None;
+            spec.guard.remediate = None;
+        }
         match &spec.target.namespace {
             Some(ns) if *ns != namespace => {
                 return Err(DocumentError {
@@ -182,6 +196,31 @@ impl Placement {
         }
         let text = yaml_serde::to_string(&document).map_err(|e| DocumentError { field: "spec".into(), message: e.to_string(), fix: "report this as a bug".into() })?;
         Ok((self.source(&namespace, &name), text))
+    }
+}
+
+/// Whether the AugurPolicy has the annotation `augur.io/paused: "true"`.
+pub fn is_paused(policy: &AugurPolicy) -> bool {
+    policy.annotations().get(super::PAUSED).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The condition `Paused` after a version was handed over: True while the annotation holds
+/// (the policy runs in `observe` mode), False once it is removed (absent if it never was).
+pub fn mark_paused(status: &mut AugurPolicyStatus, paused: bool, generation: Option<i64>, now: &str) {
+    let c = &mut status.conditions;
+    if paused {
+        let message = format!("the annotation {}: \"true\" runs this policy in observe mode: it assesses and records, and acts on nothing (remove the annotation to resume)", super::PAUSED);
+        set_condition(c, "Paused", true, "PausedByAnnotation", &message, generation, now);
+    } else if c.iter().any(|c| c.type_ == "Paused") {
+        set_condition(c, "Paused", false, "Resumed", "not paused: the policy acts as its guard.mode says", generation, now);
+    }
+}
+
+/// The condition of who scales the target, as its status and Events say it.
+fn scaling_condition(scaler: &Scaler) -> (bool, &'static str, String) {
+    match scaler {
+        Scaler::Hpa(hpa) => (true, "HpaFloor", format!("HPA {hpa} scales the target: Augur raises its minReplicas ahead of a predicted peak and lowers it back after (mode hpa-floor), and never writes the target's replicas")),
+        Scaler::Augur => (false, "ScalesDirectly", "no HPA scales the target: Augur writes its replicas".into()),
     }
 }
 
@@ -252,6 +291,10 @@ pub fn status_after_ticks(old: &AugurPolicyStatus, observed: &Observed, now: &st
     if observed.last_action.is_some() {
         status.last_action = observed.last_action.clone();
     }
+    if let Some(scaler) = &observed.scaler {
+        let (managed, reason, message) = scaling_condition(scaler);
+        set_condition(&mut status.conditions, "TargetManagedByHPA", managed, reason, &message, generation, now);
+    }
     match &observed.limited {
         Some(reason) => set_condition(&mut status.conditions, "ScalingLimited", true, "GuardHeldBack", reason, generation, now),
         None if status.conditions.iter().any(|c| c.type_ == "ScalingLimited") => set_condition(&mut status.conditions, "ScalingLimited", false, "WithinLimits", "the guard let the last action through whole", generation, now),
@@ -275,18 +318,35 @@ pub struct PolicyWatch {
     pub client: Client,
     pub namespace: Option<String>,
     pub placement: Placement,
-    /// Status writes pass it: only the leader writes.
+    /// Status writes and Events pass it: only the leader writes.
     pub fence: Fence,
+    /// The Events on AugurPolicies, as this replica.
+    pub events: Events,
 }
 
 /// One AugurPolicy as the watch knows it.
 struct Known {
     namespace: String,
     name: String,
+    uid: Option<String>,
     /// The status as last read or written.
     status: AugurPolicyStatus,
     /// Whether a version of it runs (the reloader accepted one since it was last deleted).
     running: bool,
+}
+
+impl Known {
+    /// The AugurPolicy, as an Event's `regarding`.
+    fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("augur.io/v1alpha1".into()),
+            kind: Some("AugurPolicy".into()),
+            namespace: Some(self.namespace.clone()),
+            name: Some(self.name.clone()),
+            uid: self.uid.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 impl PolicyWatch {
@@ -389,11 +449,18 @@ impl PolicyWatch {
             }
         };
         running |= verdict == Some(SpecVerdict::Accepted);
-        let mut entry = Known { namespace: namespace.clone(), name: name.clone(), status: old.clone(), running };
+        let mut entry = Known { namespace: namespace.clone(), name: name.clone(), uid: policy.metadata.uid.clone(), status: old.clone(), running };
         if let Some(verdict) = verdict {
-            let status = status_after_spec(&old, generation, &verdict, running, &now());
+            let now = now();
+            let mut status = status_after_spec(&old, generation, &verdict, running, &now);
+            mark_paused(&mut status, is_paused(&policy), generation, &now);
             if status != old && self.write(&namespace, &name, &status).await {
                 entry.status = status;
+                let said = match &verdict {
+                    SpecVerdict::Accepted => Note { type_: EventType::Normal, reason: "Accepted", action: "LoadedSpec", note: "checked and loaded: this version runs from the next tick" },
+                    SpecVerdict::Refused(why) => Note { type_: EventType::Warning, reason: "InvalidSpec", action: "RefusedSpec", note: why },
+                };
+                self.events.publish(entry.reference(), &format!("AugurPolicy {namespace}/{name}"), said, &self.fence).await;
             }
         }
         known.insert(source.clone(), entry);
@@ -410,7 +477,13 @@ impl PolicyWatch {
             let Some(seen) = observed.get(source) else { continue };
             let status = status_after_ticks(&entry.status, seen, &now);
             if status != entry.status && self.write(&entry.namespace, &entry.name, &status).await {
+                let mode = |s: &AugurPolicyStatus| s.conditions.iter().find(|c| c.type_ == "TargetManagedByHPA").map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+                let changed = mode(&status).filter(|now| mode(&entry.status).as_ref() != Some(now));
                 entry.status = status;
+                if let Some((_, reason, message)) = changed {
+                    let said = Note { type_: EventType::Normal, reason: &reason, action: "ChoseScalingMode", note: &message };
+                    self.events.publish(entry.reference(), &format!("AugurPolicy {}/{}", entry.namespace, entry.name), said, &self.fence).await;
+                }
             }
         }
     }

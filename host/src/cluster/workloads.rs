@@ -1,5 +1,6 @@
-//! Reads a policy's target from the API: replicas, its pods (by the policy's selector) with
-//! their node and phase, and the nodes with their conditions and schedulability. Per-pod CPU
+//! Reads a policy's target from the API: replicas, the HPA that scales it (if one does), its
+//! pods (by the policy's selector) with their node and phase, and the nodes with their
+//! conditions and schedulability. Per-pod CPU
 //! and memory come from metrics-server when the cluster serves metrics.k8s.io.
 
 use super::leader::Fence;
@@ -10,6 +11,7 @@ use crate::domain::{Node, Pod, Workload};
 use crate::metrics::{SourceError, WorkloadSource};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node as K8sNode, NodeCondition, Pod as K8sPod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
@@ -95,6 +97,8 @@ impl KubeWorkloads {
             }
             _ => return Err(unknown()),
         };
+        let hpas = Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), &t.namespace).list(&ListParams::default()).await.map_err(failed)?;
+        let scaled_by = hpas.items.iter().find(|h| scales(h, t)).map(|h| h.metadata.name.clone().unwrap_or_default());
         let usage = self.usage(policy).await;
         let now = Timestamp::now();
         let pods = Api::<K8sPod>::namespaced(self.client.clone(), &t.namespace).list(&ListParams::default().labels(&policy.selector)).await.map_err(failed)?;
@@ -147,7 +151,7 @@ impl KubeWorkloads {
                 }
             })
             .collect();
-        Ok(Workload { target: t.clone(), replicas: replicas.max(0) as u32, ready_replicas: ready_replicas.max(0) as u32, pods, nodes, paused })
+        Ok(Workload { target: t.clone(), replicas: replicas.max(0) as u32, ready_replicas: ready_replicas.max(0) as u32, pods, nodes, paused, scaled_by })
     }
 }
 
@@ -194,6 +198,11 @@ mod tests {
         assert_eq!(healthy_seconds(&[ready_long, condition("DiskPressure", "False", 90, now)], now), 3600);
         assert_eq!(healthy_seconds(&[], now), 0, "no conditions: nothing says it is healthy");
     }
+}
+
+/// Whether `hpa` scales `target` (its scaleTargetRef names it).
+pub(super) fn scales(hpa: &HorizontalPodAutoscaler, target: &crate::domain::Target) -> bool {
+    hpa.spec.as_ref().is_some_and(|s| s.scale_target_ref.kind == target.kind && s.scale_target_ref.name == target.name)
 }
 
 /// Why the target is paused, when its annotation `augur.io/paused` is `"true"`.

@@ -107,7 +107,7 @@ impl Sample {
                     settings: BTreeMap::from([("min-age-seconds".into(), serde_json::json!(300))]),
                     risk: Some(Risk { level: Level::High, score: 0.9, seconds_to_breach: Some(180), required_replicas: None, reason: "memory predicted up to 250 MiB (limit 256 MiB)".into() }),
                     trigger: Some(Level::High),
-                    workload: Some(Workload { target, replicas: 2, ready_replicas: 2, pods: vec![pod("web-1", 120.0, 3600), pod("web-2", 240.0, 3600)], nodes: Vec::new(), paused: None }),
+                    workload: Some(Workload { target, replicas: 2, ready_replicas: 2, pods: vec![pod("web-1", 120.0, 3600), pod("web-2", 240.0, 3600)], nodes: Vec::new(), paused: None, scaled_by: None }),
                     ..Sample::default()
                 }
             }

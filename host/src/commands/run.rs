@@ -170,7 +170,8 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
     let documents = watch(&mut engine, plugins, &running, options, true)?;
     if let (Some(documents), Some(wanted)) = (documents, &options.cluster_policies) {
         let reports = engine.reports();
-        let watch = PolicyWatch { client: client.clone(), namespace: wanted.namespace.clone(), placement: wanted.placement.clone(), fence: fence.clone() };
+        let events = cluster::Events::new(client.clone(), &identity);
+        let watch = PolicyWatch { client: client.clone(), namespace: wanted.namespace.clone(), placement: wanted.placement.clone(), fence: fence.clone(), events };
         watch.check().await.map_err(invalid)?;
         watch.spawn(documents, move || observed(&reports));
         tracing::info!("running the AugurPolicies of {}", wanted.namespace.as_deref().map_or("every namespace".to_string(), |ns| format!("namespace {ns}")));
@@ -200,7 +201,7 @@ fn observed(reports: &Reports) -> BTreeMap<PathBuf, Observed> {
                 LastAction { summary: format!("{} ({})", a.action, a.verdict.as_str()), time, action: a.action, verdict: a.verdict.as_str().into(), reason: a.reason }
             });
             let risk = r.risk.map(|(rule, level, reason)| (format!("{} ({rule})", level.as_str()), reason));
-            (source, Observed { forecasters: r.forecasters, risk, last_action, limited: r.limited.map(|(_, why)| why) })
+            (source, Observed { forecasters: r.forecasters, risk, last_action, limited: r.limited.map(|(_, why)| why), scaler: r.scaler })
         })
         .collect()
 }

@@ -265,7 +265,7 @@ impl PolicyRuntime {
     /// Assesses, plans and guards one tick from the tick's forecasts (see `forecast_all`).
     /// Records come back in order; those with an action to run carry it in `Decision::pending`.
     pub fn decide(&mut self, session: &mut Session<'_>, tick: &Tick<'_>, forecasts: Forecasts) -> Decision {
-        let mut decision = Decision::default();
+        let mut decision = Decision { scaler: Some(tick.workload.scaler()), ..Decision::default() };
         self.serve(&forecasts);
         let head = LazyHead::new(&self.policy, tick.observation, tick.now);
         if self.policy.startup.is_none()
@@ -396,6 +396,9 @@ pub struct Decision {
     pub risks: Vec<RiskRecord>,
     /// Each plugin call: the plugin, `assess` or `plan`, and how long it took.
     pub plugin_calls: Vec<(PluginCall, Duration)>,
+    /// Who moves the target's replicas, as this tick read the workload (none when it could
+    /// not be read).
+    pub scaler: Option<crate::domain::Scaler>,
     pub(super) state_changed: bool,
 }
 

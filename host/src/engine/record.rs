@@ -381,6 +381,8 @@ pub struct PolicyReport {
     /// Why the guard last held an action back (refused or clamped it), and when; cleared by an
     /// action it let through whole.
     pub limited: Option<(SystemTime, String)>,
+    /// Who moves the target's replicas, as last read.
+    pub scaler: Option<crate::domain::Scaler>,
 }
 
 /// An action and what became of it.
@@ -407,6 +409,9 @@ impl Reports {
     pub(super) fn update(&self, runtime: &PolicyRuntime, decision: &Decision, now: SystemTime) {
         let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let report = all.entry(runtime.policy.source.clone()).or_default();
+        if decision.scaler.is_some() {
+            report.scaler.clone_from(&decision.scaler);
+        }
         for record in &decision.forecasts {
             report.forecasters.insert(record.metric.clone(), record.forecast.forecaster.clone());
         }

@@ -264,6 +264,7 @@ mod tests {
             pods,
             nodes: vec![node("a", true, false), node("b", true, false), node("c", false, true), node("d", false, false)],
             paused: None,
+            scaled_by: None,
         }
     }
 

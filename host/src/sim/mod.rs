@@ -447,7 +447,7 @@ impl WorkloadSource for SimCluster {
             })
             .collect();
         let ready_replicas = pods.iter().filter(|p| p.ready).count() as u32;
-        Ok(domain::Workload { target: d.target.clone(), replicas: d.replicas, ready_replicas, pods, nodes, paused: None })
+        Ok(domain::Workload { target: d.target.clone(), replicas: d.replicas, ready_replicas, pods, nodes, paused: None, scaled_by: None })
     }
 }
 

@@ -42,6 +42,15 @@ async fn status(client: &Client, ns: &str, name: &str) -> AugurPolicyStatus {
     Api::<AugurPolicy>::namespaced(client.clone(), ns).get(name).await.unwrap().status.unwrap_or_default()
 }
 
+/// The Events on an AugurPolicy: (type, reason, note), oldest first.
+async fn events_on(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap().items;
+    events.retain(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("AugurPolicy") && r.name.as_deref() == Some(name)));
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events.into_iter().map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default())).collect()
+}
+
 fn condition<'s>(status: &'s AugurPolicyStatus, type_: &str) -> Option<&'s augur::cluster::policies::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -95,6 +104,8 @@ async fn an_augur_policy_is_picked_up_acts_and_an_invalid_edit_keeps_the_old_ver
     let last = first.last_action.clone().unwrap();
     assert!(last.action.starts_with("scale") && last.verdict == "executed", "{last:?}");
     assert!(replicas(&client, "crd", "web").await > 2);
+    let mode = condition(&first, "TargetManagedByHPA").expect("the scaling mode in status");
+    assert_eq!((mode.status.as_str(), mode.reason.as_str()), ("False", "ScalesDirectly"), "no HPA: {mode:?}");
 
     // An edit the API server accepts (it fits the schema) but the parser refuses.
     let policies: Api<AugurPolicy> = Api::namespaced(client.clone(), "crd");
@@ -111,6 +122,11 @@ async fn an_augur_policy_is_picked_up_acts_and_an_invalid_edit_keeps_the_old_ver
     assert!(invalid.message.contains("forecast.baseline") && invalid.message.contains("crystal-ball") && invalid.message.contains("use one of"), "{invalid:?}");
     let ready = condition(&refused, "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "PreviousVersionRuns"), "{ready:?}");
+    // Where `kubectl describe augurpolicy` looks: accepted, the mode, then the refusal as a Warning.
+    let events = events_on(&client, "crd", "web").await;
+    assert!(events.iter().any(|(t, r, _)| t == "Normal" && r == "Accepted"), "{events:?}");
+    assert!(events.iter().any(|(t, r, n)| t == "Normal" && r == "ScalesDirectly" && n.contains("Augur writes its replicas")), "{events:?}");
+    assert!(events.iter().any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains("crystal-ball")), "{events:?}");
 
     let report = run.await.unwrap().unwrap();
     assert!(report.totals.executed >= 2, "{:?}", report.totals);
@@ -170,4 +186,61 @@ async fn the_shipped_augur_policy_is_the_kind_policy_and_the_api_server_takes_it
     assert_eq!(from_resource.audit_path, dir.path().join("default.nginx.jsonl"));
     let same = augur::config::Policy { name: from_file.name.clone(), source: from_file.source.clone(), audit_path: from_file.audit_path.clone(), ..from_resource };
     assert_eq!(same, from_file);
+}
+
+/// An HPA on an AugurPolicy's target: the status says so (TargetManagedByHPA, True, HpaFloor)
+/// and an Event on the AugurPolicy names the mode. Paused by its annotation, the policy acts on
+/// nothing (the HPA's floor stays) and says so (Paused); unpaused, Augur raises the HPA's
+/// minReplicas ahead of the surge the test metrics show, and never writes the Deployment's
+/// replicas itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_augur_policy_on_an_hpa_target_moves_the_floor_and_pauses_by_annotation() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let client = control_plane().client().await;
+    install(&client).await;
+    namespace(&client, "crd-hpa").await;
+    deployment(&client, "crd-hpa", "web", 2).await;
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": { "name": "web-hpa", "namespace": "crd-hpa" },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+            "minReplicas": 2, "maxReplicas": 8,
+            "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 50 } } }]
+        }
+    }))
+    .unwrap();
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "crd-hpa");
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    let floor = || async { hpas.get("web-hpa").await.unwrap().spec.unwrap().min_replicas.unwrap_or(1) };
+    let dir = tempfile::tempdir().unwrap();
+    let policy: AugurPolicy = serde_json::from_value(json!({
+        "apiVersion": "augur.io/v1alpha1", "kind": "AugurPolicy",
+        "metadata": { "name": "web", "namespace": "crd-hpa", "annotations": { "augur.io/paused": "true" } },
+        "spec": spec(dir.path(), "crd-hpa"),
+    }))
+    .unwrap();
+    let policies: Api<AugurPolicy> = Api::namespaced(client.clone(), "crd-hpa");
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+
+    let audit = dir.path().join("audit.jsonl");
+    augur::commands::run(options(dir.path(), "crd-hpa", &audit, Duration::from_secs(6))).await.unwrap();
+    let paused = status(&client, "crd-hpa", "web").await;
+    assert_eq!(condition(&paused, "Paused").map(|c| c.status.as_str()), Some("True"), "{paused:?}");
+    let mode = condition(&paused, "TargetManagedByHPA").expect("the scaling mode in status");
+    assert_eq!((mode.status.as_str(), mode.reason.as_str()), ("True", "HpaFloor"), "{mode:?}");
+    assert!(mode.message.contains("HPA web-hpa scales the target"), "{mode:?}");
+    assert_eq!(floor().await, 2, "paused: the floor stays");
+    assert_eq!(replicas(&client, "crd-hpa", "web").await, 2);
+    assert!(common::records(&audit).iter().all(|r| r["verdict"] != "executed"), "paused: nothing executed");
+    let events = events_on(&client, "crd-hpa", "web").await;
+    assert!(events.iter().any(|(t, r, n)| t == "Normal" && r == "HpaFloor" && n.contains("raises its minReplicas")), "{events:?}");
+
+    // Unpaused: the floor rises; the HPA scales the Deployment.
+    policies.patch("web", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "annotations": { "augur.io/paused": null } } }))).await.unwrap();
+    augur::commands::run(options(dir.path(), "crd-hpa", &audit, Duration::from_secs(6))).await.unwrap();
+    assert!(floor().await > 2, "the floor rose");
+    let resumed = status(&client, "crd-hpa", "web").await;
+    assert_eq!(condition(&resumed, "Paused").map(|c| c.status.as_str()), Some("False"), "{resumed:?}");
+    let executed: Vec<_> = common::records(&audit).into_iter().filter(|r| r["verdict"] == "executed").collect();
+    assert!(!executed.is_empty() && executed.iter().all(|r| r["result"].as_str().unwrap().starts_with("hpa-floor:")), "{executed:?}");
 }

@@ -147,7 +147,7 @@ fn a_graph_that_does_not_match_its_card_is_refused() {
 
 fn workload() -> Workload {
     let pods = (0..2).map(|i| Pod { name: format!("web-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.2), memory_bytes: Some(1e8), age_seconds: 600 , startup_seconds: None}).collect();
-    Workload { target: Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() }, replicas: 2, ready_replicas: 2, pods, nodes: vec![], paused: None }
+    Workload { target: Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() }, replicas: 2, ready_replicas: 2, pods, nodes: vec![], paused: None, scaled_by: None }
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn workload(replicas: u32) -> Workload {
         .map(|i| Pod { name: format!("nginx-{i}"), node: "n1".into(), phase: "Running".into(), ready: true, cpu_cores: Some(0.4), memory_bytes: Some(100e6 + i as f64 * 50e6), age_seconds: 3600 , startup_seconds: None})
         .collect();
     let node = |name: &str, t: f64| Node { name: name.into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: Some(t), pressure: vec![], healthy_seconds: 0 };
-    Workload { target: target(), replicas, ready_replicas: replicas, pods, nodes: vec![node("n1", 60.0), node("n2", 92.0)], paused: None }
+    Workload { target: target(), replicas, ready_replicas: replicas, pods, nodes: vec![node("n1", 60.0), node("n2", 92.0)], paused: None, scaled_by: None }
 }
 
 fn high(required: Option<u32>) -> Risk {

@@ -458,7 +458,7 @@ async fn per_pod_series_give_the_total_and_each_pods_usage() {
     assert_eq!(observation.values["memory"], 400.0);
     assert_eq!(observation.per_pod["memory"], std::collections::BTreeMap::from([("web-a".to_string(), 100.0), ("web-b".to_string(), 300.0)]));
     let pod = |name: &str| augur::domain::Pod { name: name.into(), node: "n".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 900 , startup_seconds: None};
-    let mut workload = augur::domain::Workload { target: policy.target.clone(), replicas: 3, ready_replicas: 3, pods: vec![pod("web-a"), pod("web-b"), pod("web-c")], nodes: vec![], paused: None };
+    let mut workload = augur::domain::Workload { target: policy.target.clone(), replicas: 3, ready_replicas: 3, pods: vec![pod("web-a"), pod("web-b"), pod("web-c")], nodes: vec![], paused: None, scaled_by: None };
     observation.fill_pod_usage(&policy, &mut workload);
     let memory: Vec<Option<f64>> = workload.pods.iter().map(|p| p.memory_bytes).collect();
     assert_eq!(memory, [Some(100.0), Some(300.0), None]);

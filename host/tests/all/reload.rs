@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 fn workload() -> Workload {
     let target = Target { kind: "Deployment".into(), namespace: "default".into(), name: "web".into() };
-    Workload { target, replicas: 2, ready_replicas: 2, pods: vec![], nodes: vec![], paused: None }
+    Workload { target, replicas: 2, ready_replicas: 2, pods: vec![], nodes: vec![], paused: None, scaled_by: None }
 }
 
 fn risk() -> Risk {

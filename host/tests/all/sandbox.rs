@@ -54,6 +54,7 @@ fn workload() -> Workload {
         pods: vec![pod],
         nodes: vec![node],
         paused: None,
+        scaled_by: None,
     }
 }
 

@@ -296,7 +296,7 @@ fn workload(target: &Target, replicas: u32, cpu: f64) -> domain::Workload {
         })
         .collect();
     let node = domain::Node { name: "node-a".into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: None, pressure: Vec::new(), healthy_seconds: 3600 };
-    domain::Workload { target: target.clone(), replicas, ready_replicas: replicas, pods, nodes: vec![node], paused: None }
+    domain::Workload { target: target.clone(), replicas, ready_replicas: replicas, pods, nodes: vec![node], paused: None, scaled_by: None }
 }
 
 fn describe(decision: &Decision, replicas: u32) -> (String, Vec<String>) {
