@@ -588,15 +588,42 @@ mod tests {
             risk: Some(("high (cpu)".into(), "breach".into())),
             last_action: Some(LastAction { time: "t".into(), action: "scale to 4".into(), verdict: "rejected".into(), reason: "max".into(), summary: "scale to 4 (rejected)".into() }),
             limited: Some("replicas held at guard.max_replicas (3)".into()),
+            scaler: Some(Scaler::Hpa("web-hpa".into())),
         };
         let s = status_after_ticks(&AugurPolicyStatus::default(), &observed, "t1");
+        let mode = s.conditions.iter().find(|c| c.type_ == "TargetManagedByHPA").unwrap();
+        assert_eq!((mode.status.as_str(), mode.reason.as_str()), ("True", "HpaFloor"));
+        assert!(mode.message.starts_with("HPA web-hpa scales the target"), "{mode:?}");
         assert_eq!(s.forecaster.as_deref(), Some("transformer"));
         assert_eq!(s.risk.as_deref(), Some("high (cpu)"));
         assert_eq!(s.last_action.as_ref().unwrap().summary, "scale to 4 (rejected)");
         let limited = s.conditions.iter().find(|c| c.type_ == "ScalingLimited").unwrap();
         assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "GuardHeldBack"));
-        let clear = status_after_ticks(&s, &Observed { limited: None, ..observed }, "t2");
+        let clear = status_after_ticks(&s, &Observed { limited: None, scaler: Some(Scaler::Augur), ..observed }, "t2");
         assert_eq!(clear.conditions.iter().find(|c| c.type_ == "ScalingLimited").unwrap().status, "False");
+        let mode = clear.conditions.iter().find(|c| c.type_ == "TargetManagedByHPA").unwrap();
+        assert_eq!((mode.status.as_str(), mode.reason.as_str(), mode.last_transition_time.as_str()), ("False", "ScalesDirectly", "t2"));
+    }
+
+    #[test]
+    fn the_paused_condition_follows_the_annotation_and_is_absent_if_never_paused() {
+        let mut s = AugurPolicyStatus::default();
+        mark_paused(&mut s, false, Some(1), "t0");
+        assert!(s.conditions.is_empty());
+        mark_paused(&mut s, true, Some(1), "t1");
+        assert_eq!(s.conditions[0].status, "True");
+        mark_paused(&mut s, false, Some(1), "t2");
+        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("False", "Resumed"));
+    }
+
+    #[test]
+    fn a_paused_augur_policy_runs_in_observe_mode() {
+        let mut policy = policy("shop", None);
+        policy.spec.policy.guard.mode = Some("act".into());
+        policy.metadata.annotations = Some([(super::super::PAUSED.to_string(), "true".to_string())].into());
+        let (_, text) = placement().document(&policy).unwrap();
+        let doc: Value = yaml_serde::from_str(&text).unwrap();
+        assert_eq!(doc["guard"]["mode"], "observe", "{text}");
     }
 
     /// The shipped CRDs (deploy/ and the Helm chart's) are the one the types generate.
