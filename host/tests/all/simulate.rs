@@ -241,7 +241,7 @@ async fn warm_started(dir: &Path, name: &str, points: usize, period: f64, hours:
 async fn a_warm_start_fetches_the_day_a_seasonal_model_reads() {
     let dir = tempfile::tempdir().unwrap();
     // Two days of minutes: a daily wave, 40 hours in.
-    let (mut engine, sim, filled) = warm_started(dir.path(), "seasonal", 2880, 1440.0, 40, |t| t.replace("transformer/model.onnx", "transformer-seasonal/model.onnx")).await;
+    let (mut engine, sim, filled) = warm_started(dir.path(), "seasonal", 2880, 1440.0, 40, |t| t.replace("  model: transformer\n", "  model: transformer-seasonal\n")).await;
     // The day back at minutes (1,440 points) plus its 75-point segment, less the model's
     // 15-point horizon that the segment reaches beyond the lag: 1,500 points kept.
     assert_eq!(filled[0].1["cpu"], 1440 + 75 - 15, "{filled:?}");
