@@ -123,13 +123,16 @@ pub fn plugin_run(file: &Path, input: &Path) -> anyhow::Result<Outcome> {
     })?;
     let plugins = Plugins::new(Limits::default())?;
     let bytes = files::read(file, files::MAX_PLUGIN_BYTES).map_err(|e| anyhow::anyhow!("{} {e}; fix: {}", file.display(), e.fix()))?;
-    let world = [World::Risk, World::Remediation]
+    // Compiled once: the world it implements is the one it compiles for; that build answers
+    // check-settings and the call.
+    let (world, loaded) = [World::Risk, World::Remediation]
         .into_iter()
-        .find(|world| plugins.compile_bytes(file, &bytes, *world).is_ok())
+        .find_map(|world| plugins.compile_bytes(file, &bytes, world).ok().map(|loaded| (world, std::sync::Arc::new(loaded))))
         .with_context(|| format!("{} is not an Augur plugin of either world; fix: see what `host plugin check {}` says", file.display(), file.display()))?;
     let values = sample.settings.iter().map(|(k, v)| Ok((k.clone(), plain(v)?))).collect::<anyhow::Result<_>>().with_context(|| format!("{}: settings", input.display()))?;
     let settings = RuleSettings::new(values);
-    let settings_problems = plugins.check_settings(file, world, &settings).map_err(called(file))?.into_iter().map(|p| p.message).collect();
+    let settings_problems = plugins.check_settings_of(&loaded, &settings).map_err(called(file))?.into_iter().map(|p| p.message).collect();
+    plugins.publish([loaded]);
     let mut session = plugins.session();
     let missing = |field: &str| super::invalid(format!("{}: `{field}` is missing: {} is called with it; fix: add it (see `host plugin new`'s samples/)", input.display(), world.wit_name()));
     let mut outcome = Outcome { world: world.wit_name(), settings_problems, risk: None, proposals: None };

@@ -4,7 +4,7 @@
 //! while the previous version keeps acting; a policy reaching outside its namespace is refused.
 
 use crate::common;
-use crate::kubernetes::{cluster_policy, deployment, eventually, install_crd, namespace, replicas};
+use crate::kubernetes::{cluster_policy, deployment, eventually, hpa, install_crd, namespace, replicas};
 
 use augur::cluster::policies::{AugurPolicy, AugurPolicyStatus};
 use augur::cluster::Placement;
@@ -195,22 +195,11 @@ async fn the_shipped_augur_policy_is_the_kind_policy_and_the_api_server_takes_it
 /// replicas itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_augur_policy_on_an_hpa_target_moves_the_floor_and_pauses_by_annotation() {
-    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     let client = control_plane().client().await;
     install(&client).await;
     namespace(&client, "crd-hpa").await;
     deployment(&client, "crd-hpa", "web", 2).await;
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "metadata": { "name": "web-hpa", "namespace": "crd-hpa" },
-        "spec": {
-            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
-            "minReplicas": 2, "maxReplicas": 8,
-            "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 50 } } }]
-        }
-    }))
-    .unwrap();
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "crd-hpa");
-    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    let hpas = hpa(&client, "crd-hpa", "web-hpa", "web", 2, 8).await;
     let floor = || async { hpas.get("web-hpa").await.unwrap().spec.unwrap().min_replicas.unwrap_or(1) };
     let dir = tempfile::tempdir().unwrap();
     let policy: AugurPolicy = serde_json::from_value(json!({

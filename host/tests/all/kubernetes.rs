@@ -46,6 +46,22 @@ pub(crate) fn target(ns: &str, name: &str) -> Target {
     Target { kind: "Deployment".into(), namespace: ns.into(), name: name.into() }
 }
 
+/// An HPA named `name` on Deployment `target` (CPU at 50%), between `min` and `max`; its Api.
+pub(crate) async fn hpa(client: &Client, ns: &str, name: &str, target: &str, min: i32, max: i32) -> Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> {
+    let hpa = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": target },
+            "minReplicas": min, "maxReplicas": max,
+            "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 50 } } }]
+        }
+    }))
+    .unwrap();
+    let hpas = Api::namespaced(client.clone(), ns);
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    hpas
+}
+
 pub(crate) async fn replicas(client: &Client, ns: &str, name: &str) -> i32 {
     Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap().spec.unwrap().replicas.unwrap()
 }
@@ -664,17 +680,7 @@ async fn an_hpa_on_the_target_switches_augur_to_moving_its_floor() {
     let prometheus = common::prometheus::prometheus();
     namespace(&client, "hpa").await;
     deployment(&client, "hpa", "web", 1).await;
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "metadata": { "name": "web", "namespace": "hpa" },
-        "spec": {
-            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
-            "minReplicas": 1, "maxReplicas": 8,
-            "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 50 } } }]
-        }
-    }))
-    .unwrap();
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "hpa");
-    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    let hpas = hpa(&client, "hpa", "web", "web", 1, 8).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = cluster_policy(dir.path(), "hpa", &prometheus.url);
     let audit = dir.path().join("hpa.jsonl");
