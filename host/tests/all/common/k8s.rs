@@ -110,6 +110,8 @@ pub fn start(controllers: &str) -> Result<ControlPlane, String> {
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
+            // The test node (common::node) is reached at its InternalIP for exec and logs.
+            "--kubelet-preferred-address-types=InternalIP".into(),
         ],
         &dir.join("kube-apiserver.log"),
         None,

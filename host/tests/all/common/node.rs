@@ -3,7 +3,7 @@
 //! containerd and runc, with the two local images (scripts/build-node.sh). Started once per
 //! test binary; torn down when it exits, even after a failure: every process by its
 //! watchdog, then the containers, their mounts and cgroups, and the sysctls the kubelet set
-//! restored to what they were.
+//! restored to what they were. The last run's logs stay in /tmp/augur-node-logs.
 //!
 //! What this node cannot do (the README says so too): pod networking (pods run with
 //! `hostNetwork: true`; the CNI config has only the loopback plugin), image pulls (the images
@@ -41,8 +41,10 @@ fn start_node() -> Result<NodeCluster, String> {
     let root = super::root();
     let cache = PathBuf::from(run(Command::new("bash").arg(root.join("scripts/build-node.sh")))?.lines().last().unwrap_or_default());
     let (bin, images) = (cache.join("bin"), cache.join("images"));
-    let plane = start("deployment-controller,replicaset-controller,serviceaccount-token-controller,garbage-collector-controller")?;
-    let dir = plane.dir.join("node");
+    let plane = start("deployment-controller,replicaset-controller,serviceaccount-token-controller,garbage-collector-controller,node-lifecycle-controller")?;
+    // Apart from the control plane's folder, which its own watchdog removes: this one holds
+    // the containers' mounts, which the teardown below unmounts first.
+    let dir = tempfile::Builder::new().prefix("augur-node-").tempdir().map_err(|e| e.to_string())?.keep();
     std::fs::create_dir_all(dir.join("cni")).map_err(|e| e.to_string())?;
     let socket = dir.join("containerd.sock");
 
@@ -55,7 +57,7 @@ fn start_node() -> Result<NodeCluster, String> {
          pkill -9 -f \"containerd-shim-runc-v2 .*-address $d/containerd.sock\"; sleep 1; \
          grep -E \" ($d|/run/containerd/io.containerd.runtime.v2.task/k8s.io|/run/containerd/io.containerd.grpc.v1.cri)\" /proc/mounts | cut -d' ' -f2 | sort -r | while read m; do umount -l \"$m\"; done; \
          for c in /sys/fs/cgroup/*/kubepods; do find \"$c\" -depth -type d -exec rmdir {{}} \\; 2>/dev/null; done; \
-         {restore}; rm -rf /run/containerd/io.containerd.runtime.v2.task/k8s.io \"$d\"",
+         {restore}; rm -rf /tmp/augur-node-logs; mkdir -p /tmp/augur-node-logs; cp \"$d\"/*.log /tmp/augur-node-logs/ 2>/dev/null; rm -rf /run/containerd/io.containerd.runtime.v2.task/k8s.io \"$d\"",
         d = dir.display(),
         restore = restore.join("; ")
     );
@@ -97,11 +99,15 @@ state = "{d}/containerd-state"
         None,
     )?;
 
+    // The kubelet refuses a loopback node IP, and the API server dials the node's InternalIP
+    // for exec: the kubelet listens on this machine's own address (the one its default route
+    // leaves from; no traffic leaves the machine).
+    let ip = run(Command::new("hostname").arg("-I"))?.split_whitespace().find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|a| !a.is_loopback())).map(str::to_string).ok_or("the test node needs a non-loopback IPv4 address on this machine (hostname -I lists none)")?;
     let (port, read_only, healthz) = (free_port(), free_port(), free_port());
     let kubelet_config = format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: {ip}
 port: {port}
 readOnlyPort: {read_only}
 healthzBindAddress: 127.0.0.1
@@ -137,12 +143,17 @@ maxPods: 30
             format!("--root-dir={}", dir.join("kubelet").display()),
             format!("--cert-dir={}", dir.join("kubelet-pki").display()),
             format!("--hostname-override={NODE}"),
-            "--node-ip=127.0.0.1".into(),
+            format!("--node-ip={ip}"),
+            // cAdvisor (inside the kubelet) labels containers by asking containerd itself, at
+            // /run/containerd/containerd.sock unless told: this flag is deprecated but is the
+            // only way to point it at a private socket.
+            format!("--containerd={}", socket.display()),
+            "--housekeeping-interval=5s".into(),
         ],
         &dir.join("kubelet.log"),
         None,
     )?;
-    let node = NodeCluster { plane, kubelet_metrics: format!("http://127.0.0.1:{read_only}"), dir };
+    let node = NodeCluster { plane, kubelet_metrics: format!("http://{ip}:{read_only}"), dir };
     wait_for("the node to be Ready", Duration::from_secs(120), || node_ready(&node.plane), &node.dir.join("kubelet.log"))?;
     Ok(node)
 }
