@@ -2,7 +2,8 @@
 # The real node for the tests: kubelet and kube-scheduler built from the control plane's Go
 # module set (scripts/build-k8s.sh), containerd and runc from Debian, and the node's two images
 # made locally (no registry): augur.local/busybox:1 (the workload) and augur.local/pause:1 (the
-# pod sandbox, a static pause binary). Cached beside the control plane in
+# pod sandbox, a static pause binary); kube-state-metrics and metrics-server, each from its own
+# module at a pinned release. Cached beside the control plane in
 # ~/.cache/augur/k8s-<version>/{bin,images}; prints the cache folder.
 set -euo pipefail
 
@@ -40,6 +41,23 @@ GO
   go build -o "$BIN/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler
   CGO_ENABLED=0 go build -o "$BIN/kubelet" k8s.io/kubernetes/cmd/kubelet
 fi
+
+# The monitoring the prototype read: kube-state-metrics (replicas) and metrics-server, each
+# built from its own Go module at a pinned release.
+KSM_VERSION="${KSM_VERSION:-v2.19.1}"
+METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
+if [[ ! -x "$BIN/kube-state-metrics-$KSM_VERSION" ]]; then
+  GOBIN="$OUT/ksm" go install "k8s.io/kube-state-metrics/v2@$KSM_VERSION"
+  mv "$OUT/ksm/kube-state-metrics" "$BIN/kube-state-metrics-$KSM_VERSION"
+  rmdir "$OUT/ksm"
+fi
+ln -sf "kube-state-metrics-$KSM_VERSION" "$BIN/kube-state-metrics"
+if [[ ! -x "$BIN/metrics-server-$METRICS_SERVER_VERSION" ]]; then
+  GOBIN="$OUT/ms" go install "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  mv "$OUT/ms/metrics-server" "$BIN/metrics-server-$METRICS_SERVER_VERSION"
+  rmdir "$OUT/ms"
+fi
+ln -sf "metrics-server-$METRICS_SERVER_VERSION" "$BIN/metrics-server"
 
 if [[ ! -f "$IMAGES/busybox.tar" || ! -f "$IMAGES/pause.tar" ]]; then
   mkdir -p "$IMAGES"

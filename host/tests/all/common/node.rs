@@ -24,6 +24,8 @@ pub struct NodeCluster {
     pub plane: ControlPlane,
     /// The kubelet's read-only port: /metrics/cadvisor, /metrics/resource, /stats/summary.
     pub kubelet_metrics: String,
+    /// kube-state-metrics' /metrics (`host:port`).
+    pub kube_state_metrics: String,
     pub dir: PathBuf,
 }
 
@@ -153,9 +155,35 @@ maxPods: 30
         &dir.join("kubelet.log"),
         None,
     )?;
-    let node = NodeCluster { plane, kubelet_metrics: format!("http://{ip}:{read_only}"), dir };
-    wait_for("the node to be Ready", Duration::from_secs(120), || node_ready(&node.plane), &node.dir.join("kubelet.log"))?;
-    Ok(node)
+    wait_for("the node to be Ready", Duration::from_secs(120), || node_ready(&plane), &dir.join("kubelet.log"))?;
+
+    let (ksm, ksm_telemetry) = (free_port(), free_port());
+    spawn(
+        &bin.join("kube-state-metrics"),
+        &[
+            format!("--kubeconfig={}", plane.kubeconfig.display()),
+            "--host=127.0.0.1".into(),
+            format!("--port={ksm}"),
+            "--telemetry-host=127.0.0.1".into(),
+            format!("--telemetry-port={ksm_telemetry}"),
+            "--resources=deployments,replicasets,pods,nodes".into(),
+        ],
+        &dir.join("kube-state-metrics.log"),
+        None,
+    )?;
+    let kube_state_metrics = format!("127.0.0.1:{ksm}");
+    wait_for("kube-state-metrics", Duration::from_secs(60), || std::net::TcpStream::connect(&kube_state_metrics).is_ok(), &dir.join("kube-state-metrics.log"))?;
+    Ok(NodeCluster { plane, kubelet_metrics: format!("http://{ip}:{read_only}"), kube_state_metrics, dir })
+}
+
+impl NodeCluster {
+    /// Prometheus scrape jobs for what the prototype read (as kube-prometheus-stack scrapes
+    /// them): the kubelet's cAdvisor and resource metrics, and kube-state-metrics; every 2 s.
+    pub fn scrape_jobs(&self) -> String {
+        let kubelet = self.kubelet_metrics.trim_start_matches("http://");
+        let job = |name: &str, path: &str, target: &str| format!("  - job_name: {name}\n    scrape_interval: 2s\n    metrics_path: {path}\n    static_configs:\n      - targets: ['{target}']\n");
+        [job("kubelet-cadvisor", "/metrics/cadvisor", kubelet), job("kubelet-resource", "/metrics/resource", kubelet), job("kube-state-metrics", "/metrics", &self.kube_state_metrics)].concat()
+    }
 }
 
 fn node_ready(plane: &ControlPlane) -> bool {
