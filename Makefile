@@ -20,7 +20,7 @@ export ORT_DYLIB_PATH := $(ORT_LIB)
 TRAIN_VENV   := $(HOME)/.cache/augur/train-venv-$(shell sha256sum models/requirements.txt | cut -c1-12)
 TRAIN_PY     := $(TRAIN_VENV)/bin/python
 
-.PHONY: test-plugins python-plugin all setup onnxruntime train-env models tiny-model k8s helm prometheus grafana-schema demo-prometheus build plugins host demo test bench clean results
+.PHONY: test-plugins python-plugin all setup onnxruntime train-env models tiny-model k8s node helm prometheus grafana-schema demo-prometheus build plugins host demo demo-node test bench clean results
 
 all: build
 
@@ -56,6 +56,12 @@ models: train-env host
 # etcd built from Go modules (~15 min the first time), cached in ~/.cache/augur/k8s-<version>.
 k8s:
 	bash scripts/build-k8s.sh
+
+# The real node for the node tests: kubelet and kube-scheduler from the same Go modules,
+# containerd and runc from Debian, the busybox and pause images made locally (no registry),
+# kube-state-metrics and metrics-server from their modules; cached beside the control plane.
+node: k8s
+	bash scripts/build-node.sh
 
 # helm for the chart's tests (lint, template, the rendered objects against the API server),
 # built from Go modules (a few minutes the first time) with the Prometheus Operator's
@@ -123,10 +129,17 @@ demo: build
 demo-prometheus: build prometheus
 	bash scripts/demo-prometheus.sh
 
+# The prototype's demo for real, to watch (about 4 minutes once the node is built): a real
+# node (kubelet, containerd, runc), nginx's stand-in under `host stress`, a real Prometheus
+# reading the kubelet's cAdvisor and kube-state-metrics, `host run` restarting the leaking pod
+# and scaling ahead of the CPU breach, the new pods Ready. It is the node demo test, narrated.
+demo-node: plugins onnxruntime prometheus node
+	$(CARGO) test --release -p host --test all -- node::the_prototypes_demo_runs_for_real_on_the_node --exact --nocapture
+
 # Every test: plugin logic natively, the host's unit tests, the real .wasm plugins, the
 # validation table, and end-to-end runs on the simulator. cargo builds the host binary the
 # tests run itself (with the test build's features, so nothing is compiled twice).
-test: plugins test-plugins python-plugin onnxruntime tiny-model k8s helm prometheus grafana-schema
+test: plugins test-plugins python-plugin onnxruntime tiny-model k8s node helm prometheus grafana-schema
 	$(CARGO) test --release --workspace
 
 # Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of

@@ -243,7 +243,7 @@ impl Engine {
             let collected = tokio::join!(self.seams.metrics.collect(policy), self.seams.workloads.workload(policy));
             self.export_collection(policy, &collected);
             inputs.push(match collected {
-                (Ok(observation), Ok(mut workload)) => {
+                (Ok(mut observation), Ok(mut workload)) => {
                     observation.fill_pod_usage(policy, &mut workload);
                     Ok((observation, workload))
                 }

@@ -29,17 +29,26 @@ pub struct Observation {
 
 impl Observation {
     /// Gives the workload's pods the per-pod values of the metrics that are a pod `resource`
-    /// (`cpu` cores, `memory` bytes): the restart plugin finds the heaviest pod by them.
-    pub fn fill_pod_usage(&self, policy: &Policy, workload: &mut crate::domain::Workload) {
+    /// (`cpu` cores, `memory` bytes): the restart plugin finds the heaviest pod by them. The
+    /// metric's value becomes the sum over the workload's own pods: series of pods that are
+    /// gone (cAdvisor reports a deleted pod's cgroup for a while after it is removed) must not
+    /// count, or a risk raised by a pod already restarted would restart its healthy
+    /// successors. Where none of the pods has a value yet, the source's total stands.
+    pub fn fill_pod_usage(&mut self, policy: &Policy, workload: &mut crate::domain::Workload) {
         for metric in &policy.metrics {
             let (Some(resource), Some(values)) = (metric.resource, self.per_pod.get(&metric.name)) else { continue };
+            let mut own = None;
             for pod in &mut workload.pods {
                 if let Some(value) = values.get(&pod.name) {
+                    *own.get_or_insert(0.0) += value;
                     match resource {
                         crate::config::PodResource::Cpu => pod.cpu_cores = Some(*value),
                         crate::config::PodResource::Memory => pod.memory_bytes = Some(*value),
                     }
                 }
+            }
+            if let Some(own) = own {
+                self.values.insert(metric.name.clone(), own);
             }
         }
     }
@@ -73,4 +82,31 @@ pub trait MetricSource: Send + Sync {
 #[async_trait]
 pub trait WorkloadSource: Send + Sync {
     async fn workload(&self, policy: &Policy) -> Result<Workload, SourceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Pod, Target, Workload};
+
+    fn pod(name: &str) -> Pod {
+        Pod { name: name.into(), node: "n".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 60, startup_seconds: Some(1) }
+    }
+
+    #[test]
+    fn a_gone_pods_series_leaves_the_total_and_the_pods() {
+        let text = "name: p\ntarget: { kind: Deployment, namespace: d, name: w }\nmetrics: [{ name: memory, query: 'sum by (pod) (m)', resource: memory, unit: bytes }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
+        let policy = crate::config::parse(text, std::path::Path::new("p.yaml"), &crate::config::Catalog::default()).unwrap();
+        let per_pod = BTreeMap::from([("w-gone".to_string(), 48.0), ("w-a".to_string(), 1.0), ("w-b".to_string(), 2.0)]);
+        let mut observation = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), per_pod: BTreeMap::from([("memory".to_string(), per_pod)]), ..Observation::default() };
+        let mut workload = Workload { target: Target { kind: "Deployment".into(), namespace: "d".into(), name: "w".into() }, replicas: 2, ready_replicas: 2, pods: vec![pod("w-a"), pod("w-b")], nodes: Vec::new(), paused: None, scaled_by: None };
+        observation.fill_pod_usage(&policy, &mut workload);
+        assert_eq!(observation.values["memory"], 3.0, "only the live pods count");
+        assert_eq!(workload.pods[1].memory_bytes, Some(2.0));
+
+        // Before any live pod has a series, the source's total stands.
+        let mut fresh = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), per_pod: BTreeMap::from([("memory".to_string(), BTreeMap::from([("w-gone".to_string(), 51.0)]))]), ..Observation::default() };
+        fresh.fill_pod_usage(&policy, &mut workload);
+        assert_eq!(fresh.values["memory"], 51.0);
+    }
 }

@@ -9,6 +9,7 @@ mod augur_policies;
 mod helm;
 mod kubernetes;
 mod models;
+mod node;
 mod plugin_authoring;
 mod plugins;
 mod prometheus;

@@ -348,7 +348,7 @@ fn dashboard() -> serde_json::Value {
 /// Every PromQL expression of the dashboard (panels' targets, annotations, and the template
 /// variables' `label_values(metric, label)` as the PromQL it stands for), with its variables
 /// replaced by `vars`.
-fn dashboard_queries(vars: &[(&str, &str)]) -> Vec<String> {
+pub(crate) fn dashboard_queries(vars: &[(&str, &str)]) -> Vec<String> {
     let d = dashboard();
     let mut out: Vec<String> = Vec::new();
     for panel in d["panels"].as_array().unwrap() {
@@ -454,7 +454,7 @@ async fn per_pod_series_give_the_total_and_each_pods_usage() {
     let metrics = "  - { name: cpu, query: 'vector(0.5)', unit: cores }\n  - { name: memory, query: 'sum by (pod) (augur_test_pod_memory_bytes)', resource: memory, unit: bytes }";
     let policy = policy(dir.path(), &prometheus.url, metrics, "60s");
     let source = PrometheusSource::new().unwrap();
-    let observation = source.collect(&policy).await.unwrap();
+    let mut observation = source.collect(&policy).await.unwrap();
     assert_eq!(observation.values["memory"], 400.0);
     assert_eq!(observation.per_pod["memory"], std::collections::BTreeMap::from([("web-a".to_string(), 100.0), ("web-b".to_string(), 300.0)]));
     let pod = |name: &str| augur::domain::Pod { name: name.into(), node: "n".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 900 , startup_seconds: None};
@@ -462,6 +462,7 @@ async fn per_pod_series_give_the_total_and_each_pods_usage() {
     observation.fill_pod_usage(&policy, &mut workload);
     let memory: Vec<Option<f64>> = workload.pods.iter().map(|p| p.memory_bytes).collect();
     assert_eq!(memory, [Some(100.0), Some(300.0), None]);
+    assert_eq!(observation.values["memory"], 400.0, "the total over the workload's own pods");
     assert!(workload.pods.iter().all(|p| p.cpu_cores.is_none()), "cpu has no per-pod series and no resource");
 }
 

@@ -23,14 +23,19 @@ static PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 /// The shared control plane, started on first use.
 pub fn control_plane() -> &'static ControlPlane {
-    PLANE.get_or_init(|| start().unwrap_or_else(|e| panic!("cannot start the test control plane: {e}")))
+    PLANE.get_or_init(|| {
+        // The HPA's own controller too, for the hpa-floor test (it enforces minReplicas even
+        // without a metrics API), on a short sync period.
+        let controllers = "deployment-controller,replicaset-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller";
+        start(controllers).unwrap_or_else(|e| panic!("cannot start the test control plane: {e}"))
+    })
 }
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
+pub fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)));
@@ -55,7 +60,17 @@ pub fn spawn(program: &Path, args: &[String], log: &Path, cleanup: Option<&Path>
     Ok(())
 }
 
-fn start() -> Result<ControlPlane, String> {
+/// Runs `script` (shell) once this test process has exited, after the watchdogs of `spawn`
+/// have stopped their processes: a teardown that must happen even when a test fails.
+pub fn after_exit(script: &str) -> Result<(), String> {
+    let watch = format!("parent={}; while kill -0 $parent 2>/dev/null; do sleep 0.5; done; sleep 3; {script}", std::process::id());
+    Command::new("bash").arg("-c").arg(watch).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A control plane (etcd, kube-apiserver, kube-controller-manager running `controllers`) on
+/// free loopback ports, its files in a temporary folder.
+pub fn start(controllers: &str) -> Result<ControlPlane, String> {
     let root = super::root();
     let bin = PathBuf::from(run(Command::new("bash").arg(root.join("scripts/build-k8s.sh")))?.lines().last().unwrap_or_default());
     let dir = tempfile::Builder::new().prefix("augur-k8s-").tempdir().map_err(|e| e.to_string())?.keep();
@@ -95,6 +110,8 @@ fn start() -> Result<ControlPlane, String> {
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
+            // The test node (common::node) is reached at its InternalIP for exec and logs.
+            "--kubelet-preferred-address-types=InternalIP".into(),
         ],
         &dir.join("kube-apiserver.log"),
         None,
@@ -108,9 +125,7 @@ fn start() -> Result<ControlPlane, String> {
         &bin.join("kube-controller-manager"),
         &[
             format!("--kubeconfig={}", kubeconfig.display()),
-            // The HPA's own controller too, for the hpa-floor test (it enforces minReplicas
-            // even without a metrics API), on a short sync period.
-            "--controllers=deployment-controller,replicaset-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller".into(),
+            format!("--controllers={controllers}"),
             "--horizontal-pod-autoscaler-sync-period=2s".into(),
             format!("--service-account-private-key-file={}", dir.join("sa.key").display()),
             "--use-service-account-credentials=false".into(),

@@ -37,4 +37,5 @@ pub fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 pub mod faults;
 pub mod k8s;
+pub mod node;
 pub mod prometheus;

@@ -25,26 +25,33 @@ static PROMETHEUS: OnceLock<Prometheus> = OnceLock::new();
 
 /// The shared Prometheus, started on first use.
 pub fn prometheus() -> &'static Prometheus {
-    PROMETHEUS.get_or_init(|| Prometheus::start(None, &[]).unwrap_or_else(|e| panic!("cannot start the test Prometheus: {e}")))
+    PROMETHEUS.get_or_init(|| Prometheus::start(None, "").unwrap_or_else(|e| panic!("cannot start the test Prometheus: {e}")))
 }
 
 impl Prometheus {
     /// A private Prometheus whose storage holds `openmetrics` (OpenMetrics text ending in
     /// `# EOF`, timestamps in seconds) before it starts.
     pub fn backfilled(openmetrics: &str) -> Self {
-        Self::start(Some(openmetrics), &[]).unwrap_or_else(|e| panic!("cannot start a backfilled Prometheus: {e}"))
+        Self::start(Some(openmetrics), "").unwrap_or_else(|e| panic!("cannot start a backfilled Prometheus: {e}"))
     }
 
     /// A private Prometheus that also scrapes `targets` (`host:port`, path /metrics) every
     /// second, as the job `augur`.
     pub fn scraping(targets: &[String]) -> Self {
-        Self::start(Some("# EOF\n"), targets).unwrap_or_else(|e| panic!("cannot start a scraping Prometheus: {e}"))
+        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        Self::scraping_jobs(&format!("  - job_name: augur\n    static_configs:\n      - targets: [{list}]\n"))
+    }
+
+    /// A private Prometheus that also runs `jobs`: entries of `scrape_configs` (YAML, indented
+    /// as list items under it).
+    pub fn scraping_jobs(jobs: &str) -> Self {
+        Self::start(Some("# EOF\n"), jobs).unwrap_or_else(|e| panic!("cannot start a scraping Prometheus: {e}"))
     }
 
     /// A private Prometheus serving HTTPS with `cert` and `key` (PEM files), through its own
     /// web config (`tls_server_config`).
     pub fn tls(cert: &Path, key: &Path) -> Self {
-        let mut prometheus = Self::start(Some("# EOF\n"), &[]).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+        let mut prometheus = Self::start(Some("# EOF\n"), "").unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
         prometheus.stop();
         let web = prometheus.dir.join("web.yml");
         std::fs::write(&web, format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display())).unwrap();
@@ -54,14 +61,11 @@ impl Prometheus {
         prometheus
     }
 
-    fn start(openmetrics: Option<&str>, targets: &[String]) -> Result<Self, String> {
+    fn start(openmetrics: Option<&str>, jobs: &str) -> Result<Self, String> {
         let dir = tempfile::Builder::new().prefix("augur-prometheus-").tempdir().map_err(|e| e.to_string())?.keep();
         let port = free_port();
         let mut config = format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n");
-        if !targets.is_empty() {
-            let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-            config.push_str(&format!("  - job_name: augur\n    static_configs:\n      - targets: [{list}]\n"));
-        }
+        config.push_str(jobs);
         std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| e.to_string())?;
         if let Some(text) = openmetrics.filter(|t| t.trim() != "# EOF") {
             let file = dir.join("backfill.om");
