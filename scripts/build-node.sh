@@ -75,6 +75,10 @@ int main(void) {
   for (;;) pause();
 }
 C
+  if [[ ! -f /usr/lib/x86_64-linux-gnu/libc.a ]] || ! command -v gcc >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
+  fi
   gcc -static -O2 -o "$IMAGES/pause" "$IMAGES/pause.c"
   python3 "$HERE/node-images.py" "$IMAGES" "$IMAGES/pause" >/dev/null
 fi

@@ -33,7 +33,8 @@ impl Observation {
     /// metric's value becomes the sum over the workload's own pods: series of pods that are
     /// gone (cAdvisor reports a deleted pod's cgroup for a while after it is removed) must not
     /// count, or a risk raised by a pod already restarted would restart its healthy
-    /// successors. Where none of the pods has a value yet, the source's total stands.
+    /// successors. Where none of the pods has a value yet (or the source gave no total), the source's
+    /// word stands.
     pub fn fill_pod_usage(&mut self, policy: &Policy, workload: &mut crate::domain::Workload) {
         for metric in &policy.metrics {
             let (Some(resource), Some(values)) = (metric.resource, self.per_pod.get(&metric.name)) else { continue };
@@ -47,8 +48,8 @@ impl Observation {
                     }
                 }
             }
-            if let Some(own) = own {
-                self.values.insert(metric.name.clone(), own);
+            if let (Some(own), Some(total)) = (own, self.values.get_mut(&metric.name)) {
+                *total = own;
             }
         }
     }

@@ -49,7 +49,7 @@ pub async fn ready_on_node(client: &Client, ns: &str, selector: &str, count: usi
     let deadline = std::time::Instant::now() + limit;
     loop {
         let list = pods.list(&ListParams::default().labels(selector)).await.unwrap().items;
-        let ready = list.iter().filter(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).count();
+        let ready = list.iter().filter(|p| is_ready(p)).count();
         if ready >= count {
             return;
         }
@@ -68,8 +68,7 @@ async fn pods_run_on_the_real_node_and_host_stress_loads_one() {
     let client = cluster.plane.client().await;
     namespace(&client, "real").await;
     busybox_deployment(&client, "real", "web", 2).await;
-    let policy_text = "name: web\ntarget: { kind: Deployment, namespace: real, name: web }\nmetrics: [{ name: cpu, query: cpu }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
-    let policy = augur::config::parse(policy_text, &crate::common::root().join("policies/t.yaml"), &augur::config::Catalog::shipped()).unwrap();
+    let policy = watching("real", "web", "{ name: cpu, query: cpu }");
     let source = augur::cluster::KubeWorkloads::new(client.clone());
     ready_on_node(&client, "real", "app=web", 2, Duration::from_secs(60)).await;
     let workload = source.workload(&policy).await.unwrap();
@@ -164,7 +163,7 @@ async fn the_prototypes_demo_runs_for_real_on_the_node() {
     say(format!("Prometheus at {} scrapes the kubelet's cAdvisor and resource metrics, kube-state-metrics and Augur", prometheus.url));
 
     // The prototype's own queries (the preset) read this node's data.
-    let preset = augur::config::parse("name: p\ntarget: { kind: Deployment, namespace: default, name: nginx }\nmetrics: [{ preset: prototype }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n", &common::root().join("policies/p.yaml"), &augur::config::Catalog::shipped()).unwrap();
+    let preset = watching("default", "nginx", "{ preset: prototype }");
     for name in ["cpu", "memory", "replicas"] {
         let metric = preset.metrics.iter().find(|m| m.name == name).unwrap();
         let mut value = None;
@@ -237,7 +236,7 @@ async fn the_prototypes_demo_runs_for_real_on_the_node() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let startup = KubeWorkloadsProbe::startup(&client, "default", "app=nginx").await;
+    let startup = augur::cluster::KubeWorkloads::new(client.clone()).workload(&watching("default", "nginx", "{ name: cpu, query: cpu }")).await.unwrap().startup_seconds().expect("Ready pods have a start-up time");
     say(format!("the kubelet reports the pods Ready {startup} s after they were created: the start-up Augur looks ahead by"));
 
     // The CPU: one pod busy-loops at its 500m limit; two pods serve 0.45 cores at 90% of 0.25.
@@ -254,7 +253,7 @@ async fn the_prototypes_demo_runs_for_real_on_the_node() {
     assert!(reason.contains("predicted breach in"), "the forecast saw the breach coming: {reason}");
     assert!(observed < 0.45, "scaled ahead: when it acted the usage ({observed:.3} cores) was still below what 2 pods serve (0.45): {scale}");
     assert!(reason.contains(&format!("(start-up {startup}s + interval 5s)")), "the look-ahead is the measured start-up ({startup} s): {reason}");
-    let wanted = replicas_of(&client).await;
+    let wanted = crate::kubernetes::replicas(&client, "default", "nginx").await;
     assert!(wanted > 2, "{scale}");
     ready_on_node(&client, "default", "app=nginx", wanted as usize, Duration::from_secs(60)).await;
     say(format!("{wanted} pods Ready on {NODE}"));
@@ -290,17 +289,9 @@ fn is_ready(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-async fn replicas_of(client: &Client) -> i32 {
-    Api::<Deployment>::namespaced(client.clone(), "default").get("nginx").await.unwrap().spec.unwrap().replicas.unwrap()
-}
-
-/// The start-up time Augur's workload source measures (creation to Ready, from the kubelet).
-struct KubeWorkloadsProbe;
-
-impl KubeWorkloadsProbe {
-    async fn startup(client: &Client, ns: &str, selector: &str) -> u64 {
-        let text = format!("name: probe\ntarget: {{ kind: Deployment, namespace: {ns}, name: nginx, selector: '{selector}' }}\nmetrics: [{{ name: cpu, query: cpu }}]\nforecast: {{ baseline: last-value }}\nrisks: []\nremediations: []\nguard: {{ min_replicas: 1, max_replicas: 5 }}\naudit: {{ path: a.jsonl }}\n");
-        let policy = augur::config::parse(&text, &crate::common::root().join("policies/probe.yaml"), &augur::config::Catalog::shipped()).unwrap();
-        augur::cluster::KubeWorkloads::new(client.clone()).workload(&policy).await.unwrap().startup_seconds().expect("Ready pods have a start-up time")
-    }
+/// A policy that only watches Deployment `ns/name` (selector `app=name`) with `metric`: what
+/// the tests read through Augur's own sources.
+fn watching(ns: &str, name: &str, metric: &str) -> augur::config::Policy {
+    let text = format!("name: {name}\ntarget: {{ kind: Deployment, namespace: {ns}, name: {name} }}\nmetrics: [{metric}]\nforecast: {{ baseline: last-value }}\nrisks: []\nremediations: []\nguard: {{ min_replicas: 1, max_replicas: 5 }}\naudit: {{ path: a.jsonl }}\n");
+    augur::config::parse(&text, &crate::common::root().join("policies/watching.yaml"), &augur::config::Catalog::shipped()).unwrap()
 }
