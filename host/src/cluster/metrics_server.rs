@@ -3,7 +3,7 @@
 //! policy reads with `source: { kind: metrics-server }` and `resource: cpu|memory` per metric
 //! (summed over the target's pods), and which the workload source uses for per-pod usage.
 
-use crate::config::{PodResource, Policy, parse_quantity};
+use crate::config::{Resource, Policy, parse_quantity};
 use crate::metrics::{MetricSource, Observation, SourceError};
 use async_trait::async_trait;
 use kube::api::{ApiResource, DynamicObject, ListParams};
@@ -72,9 +72,9 @@ impl MetricSource for MetricsServerSource {
         }
         for metric in &policy.metrics {
             let value = match metric.resource {
-                Some(PodResource::Cpu) => pods.values().map(|u| u.cpu_cores).sum(),
-                Some(PodResource::Memory) => pods.values().map(|u| u.memory_bytes).sum(),
-                None => continue,
+                Some(Resource::Cpu) => pods.values().map(|u| u.cpu_cores).sum(),
+                Some(Resource::Memory) => pods.values().map(|u| u.memory_bytes).sum(),
+                Some(Resource::NodeTemperature) | None => continue,
             };
             observation.values.insert(metric.name.clone(), value);
         }

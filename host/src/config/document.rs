@@ -91,7 +91,8 @@ pub struct MetricDoc {
     /// PromQL tried when `query` yields no series.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_query: Option<String>,
-    /// `cpu` or `memory` (the metrics-server source).
+    /// `cpu` or `memory` (per pod: the metrics-server source, or PromQL by pod) or
+    /// `node-temperature` (per node: PromQL by node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

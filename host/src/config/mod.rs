@@ -24,7 +24,7 @@ pub use catalog::Catalog;
 pub use limits::{Limits, MAX_DEADLINE, MAX_MEMORY_BYTES, MAX_REPLICAS};
 pub use parse::parse;
 pub use paths::normal;
-pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, PodResource, Policy, PrometheusAccess, RemediationRule, RiskRule, wildcard};
+pub use policy::{Baseline, Capabilities, ForecastMethod, ForecastSpec, GuardSpec, Metric, MetricSourceSpec, Policy, PrometheusAccess, RemediationRule, Resource, RiskRule, wildcard};
 pub use quantity::parse_quantity;
 pub use reader::Problem;
 

@@ -282,10 +282,10 @@ fn metric_entry(r: &mut Reader, m: &Mapping, path: &str, target: Option<&Target>
 pub fn prototype_metrics(target: &Target) -> Vec<Metric> {
     let (ns, name) = (&target.namespace, &target.name);
     let pods = format!("namespace=\"{ns}\",pod=~\"{name}-.*\",image!=\"\"");
-    let metric = |name: &str, query: String, fallback_query: Option<String>, resource: Option<PodResource>, unit: &str| Metric { name: name.into(), query, fallback_query, resource, unit: unit.into() };
+    let metric = |name: &str, query: String, fallback_query: Option<String>, resource: Option<Resource>, unit: &str| Metric { name: name.into(), query, fallback_query, resource, unit: unit.into() };
     vec![
-        metric("cpu", format!("sum(rate(container_cpu_usage_seconds_total{{{pods}}}[5m]))"), Some(format!("sum(rate(container_cpu_cfs_periods_total{{{pods}}}[5m]))")), Some(PodResource::Cpu), "cores"),
-        metric("memory", format!("sum(container_memory_working_set_bytes{{{pods}}})"), None, Some(PodResource::Memory), "bytes"),
+        metric("cpu", format!("sum(rate(container_cpu_usage_seconds_total{{{pods}}}[5m]))"), Some(format!("sum(rate(container_cpu_cfs_periods_total{{{pods}}}[5m]))")), Some(Resource::Cpu), "cores"),
+        metric("memory", format!("sum(container_memory_working_set_bytes{{{pods}}})"), None, Some(Resource::Memory), "bytes"),
         metric("replicas", format!("kube_deployment_status_replicas{{namespace=\"{ns}\",deployment=\"{name}\"}}"), None, None, "pods"),
         metric("disk_io", "sum(rate(node_disk_read_bytes_total[5m]) + rate(node_disk_written_bytes_total[5m]))".into(), None, None, "bytes/s"),
         metric("latency_p95", "histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket[5m])) by (le))".into(), None, None, "seconds"),
@@ -308,12 +308,17 @@ fn metric(r: &mut Reader, m: &Mapping, path: &str) -> Option<Metric> {
             r.problem(join(path, field), format!("is not valid PromQL: {}", e.lines().next().unwrap_or_default()), "fix the expression (try it in Prometheus' expression browser)");
         }
     }
-    let resource = match r.optional::<String>(m, path, "resource", "`cpu` or `memory`").as_deref() {
+    let resource = match r.optional::<String>(m, path, "resource", "`cpu`, `memory` or `node-temperature`").as_deref() {
         None => None,
-        Some("cpu") => Some(PodResource::Cpu),
-        Some("memory") => Some(PodResource::Memory),
+        Some("cpu") => Some(Resource::Cpu),
+        Some("memory") => Some(Resource::Memory),
+        Some("node-temperature") => Some(Resource::NodeTemperature),
         Some(other) => {
-            r.problem(join(path, "resource"), format!("`{other}` is not a resource metrics-server serves"), "use `cpu` (cores) or `memory` (working-set bytes), summed over the target's pods");
+            r.problem(
+                join(path, "resource"),
+                format!("`{other}` is not a resource Augur knows"),
+                "use `cpu` (cores) or `memory` (working-set bytes), summed over the target's pods, or `node-temperature` (Celsius per node, the hottest counts)",
+            );
             None
         }
     };
@@ -329,6 +334,11 @@ fn source_problems(r: &mut Reader, spec: &MetricSourceSpec, metrics: &[Metric]) 
                 format!("metrics[{i}].query"),
                 "is missing (the source is Prometheus)",
                 "add `query:` with the PromQL expression, or set `source: { kind: metrics-server }` and `resource: cpu|memory`",
+            ),
+            MetricSourceSpec::MetricsServer if metric.resource == Some(Resource::NodeTemperature) => r.problem(
+                format!("metrics[{i}].resource"),
+                format!("is `node-temperature` for `{}`, which metrics-server does not serve (only the pods' cpu and memory)", metric.name),
+                "read node temperatures with `source: { kind: prometheus }` and a query with one series per node (a `node` label)",
             ),
             MetricSourceSpec::MetricsServer if metric.resource.is_none() => r.problem(
                 format!("metrics[{i}].resource"),

@@ -64,13 +64,28 @@ pub struct PrometheusAccess {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A resource metric of the target's pods, from metrics-server.
+/// What a metric measures per object, beyond its total: each pod's CPU or memory (from
+/// metrics-server, or PromQL with one series per pod), or each node's temperature (PromQL with
+/// one series per node). The host gives the workload's pods and nodes those values, which the
+/// restart and cordon plugins rank by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodResource {
+pub enum Resource {
     /// CPU cores in use, summed over the target's pods.
     Cpu,
     /// Working-set bytes, summed over the target's pods.
     Memory,
+    /// Degrees Celsius per node (a `node` label on each series); the metric is the hottest node's.
+    NodeTemperature,
+}
+
+impl Resource {
+    /// The label that names each series' object.
+    pub fn label(self) -> &'static str {
+        match self {
+            Resource::Cpu | Resource::Memory => "pod",
+            Resource::NodeTemperature => "node",
+        }
+    }
 }
 
 /// A metric to collect.
@@ -81,8 +96,8 @@ pub struct Metric {
     pub query: String,
     /// PromQL tried when `query` yields no series (the prototype's CPU fallback).
     pub fallback_query: Option<String>,
-    /// What metrics-server provides for this metric, if anything.
-    pub resource: Option<PodResource>,
+    /// What the metric measures per pod or node, if anything.
+    pub resource: Option<Resource>,
     pub unit: String,
 }
 

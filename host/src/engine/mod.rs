@@ -244,7 +244,7 @@ impl Engine {
             self.export_collection(policy, &collected);
             inputs.push(match collected {
                 (Ok(mut observation), Ok(mut workload)) => {
-                    observation.fill_pod_usage(policy, &mut workload);
+                    observation.fill_workload(policy, &mut workload);
                     Ok((observation, workload))
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),

@@ -23,28 +23,43 @@ pub struct Observation {
     pub values: BTreeMap<String, f64>,
     /// How old each metric's data is, in seconds, where the source knows.
     pub ages: BTreeMap<String, f64>,
-    /// Each pod's value of a metric, where the source reads it per pod (by pod name).
-    pub per_pod: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Each pod's or node's value of a metric, where the source reads it per object (by the
+    /// pod's or node's name, as the metric's `resource` says).
+    pub parts: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl Observation {
-    /// Gives the workload's pods the per-pod values of the metrics that are a pod `resource`
-    /// (`cpu` cores, `memory` bytes): the restart plugin finds the heaviest pod by them. The
-    /// metric's value becomes the sum over the workload's own pods: series of pods that are
-    /// gone (cAdvisor reports a deleted pod's cgroup for a while after it is removed) must not
-    /// count, or a risk raised by a pod already restarted would restart its healthy
-    /// successors. Where none of the pods has a value yet (or the source gave no total), the source's
-    /// word stands.
-    pub fn fill_pod_usage(&mut self, policy: &Policy, workload: &mut crate::domain::Workload) {
+    /// Gives the workload's pods and nodes the values of the metrics that are a `resource`:
+    /// each pod's `cpu` cores or `memory` bytes (the restart plugin finds the heaviest pod by
+    /// them), each node's `node-temperature` (the cordon plugin finds the hottest node by it).
+    /// The metric's value becomes the sum over the workload's own pods, or the hottest of the
+    /// cluster's nodes: series of objects that are gone (cAdvisor reports a deleted pod's cgroup
+    /// for a while after it is removed) must not count, or a risk raised by a pod already
+    /// restarted would restart its healthy successors. Where none of the objects has a value
+    /// yet (or the source gave no total), the source's word stands.
+    pub fn fill_workload(&mut self, policy: &Policy, workload: &mut crate::domain::Workload) {
+        use crate::config::Resource;
         for metric in &policy.metrics {
-            let (Some(resource), Some(values)) = (metric.resource, self.per_pod.get(&metric.name)) else { continue };
-            let mut own = None;
-            for pod in &mut workload.pods {
-                if let Some(value) = values.get(&pod.name) {
-                    *own.get_or_insert(0.0) += value;
-                    match resource {
-                        crate::config::PodResource::Cpu => pod.cpu_cores = Some(*value),
-                        crate::config::PodResource::Memory => pod.memory_bytes = Some(*value),
+            let (Some(resource), Some(values)) = (metric.resource, self.parts.get(&metric.name)) else { continue };
+            let mut own: Option<f64> = None;
+            match resource {
+                Resource::Cpu | Resource::Memory => {
+                    for pod in &mut workload.pods {
+                        if let Some(value) = values.get(&pod.name) {
+                            *own.get_or_insert(0.0) += value;
+                            match resource {
+                                Resource::Cpu => pod.cpu_cores = Some(*value),
+                                _ => pod.memory_bytes = Some(*value),
+                            }
+                        }
+                    }
+                }
+                Resource::NodeTemperature => {
+                    for node in &mut workload.nodes {
+                        if let Some(value) = values.get(&node.name) {
+                            own = Some(own.map_or(*value, |o| o.max(*value)));
+                            node.temperature_celsius = Some(*value);
+                        }
                     }
                 }
             }
@@ -99,15 +114,30 @@ mod tests {
         let text = "name: p\ntarget: { kind: Deployment, namespace: d, name: w }\nmetrics: [{ name: memory, query: 'sum by (pod) (m)', resource: memory, unit: bytes }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
         let policy = crate::config::parse(text, std::path::Path::new("p.yaml"), &crate::config::Catalog::default()).unwrap();
         let per_pod = BTreeMap::from([("w-gone".to_string(), 48.0), ("w-a".to_string(), 1.0), ("w-b".to_string(), 2.0)]);
-        let mut observation = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), per_pod: BTreeMap::from([("memory".to_string(), per_pod)]), ..Observation::default() };
+        let mut observation = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), parts: BTreeMap::from([("memory".to_string(), per_pod)]), ..Observation::default() };
         let mut workload = Workload { target: Target { kind: "Deployment".into(), namespace: "d".into(), name: "w".into() }, replicas: 2, ready_replicas: 2, pods: vec![pod("w-a"), pod("w-b")], nodes: Vec::new(), paused: None, scaled_by: None };
-        observation.fill_pod_usage(&policy, &mut workload);
+        observation.fill_workload(&policy, &mut workload);
         assert_eq!(observation.values["memory"], 3.0, "only the live pods count");
         assert_eq!(workload.pods[1].memory_bytes, Some(2.0));
 
         // Before any live pod has a series, the source's total stands.
-        let mut fresh = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), per_pod: BTreeMap::from([("memory".to_string(), BTreeMap::from([("w-gone".to_string(), 51.0)]))]), ..Observation::default() };
-        fresh.fill_pod_usage(&policy, &mut workload);
+        let mut fresh = Observation { values: BTreeMap::from([("memory".to_string(), 51.0)]), parts: BTreeMap::from([("memory".to_string(), BTreeMap::from([("w-gone".to_string(), 51.0)]))]), ..Observation::default() };
+        fresh.fill_workload(&policy, &mut workload);
         assert_eq!(fresh.values["memory"], 51.0);
+    }
+
+    #[test]
+    fn node_temperatures_go_to_their_nodes_and_the_hottest_counts() {
+        let text = "name: p\ntarget: { kind: Deployment, namespace: d, name: w }\nmetrics: [{ name: heat, query: 'max by (node) (t)', resource: node-temperature, unit: celsius }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
+        let policy = crate::config::parse(text, std::path::Path::new("p.yaml"), &crate::config::Catalog::default()).unwrap();
+        let node = |name: &str| crate::domain::Node { name: name.into(), ready: true, schedulable: true, cordoned_by_augur: false, temperature_celsius: None, pressure: Vec::new(), healthy_seconds: 0 };
+        let by_node = BTreeMap::from([("gone".to_string(), 99.0), ("a".to_string(), 70.0), ("b".to_string(), 88.0)]);
+        let mut observation = Observation { values: BTreeMap::from([("heat".to_string(), 99.0)]), parts: BTreeMap::from([("heat".to_string(), by_node)]), ..Observation::default() };
+        let mut workload = Workload { target: Target { kind: "Deployment".into(), namespace: "d".into(), name: "w".into() }, replicas: 2, ready_replicas: 2, pods: vec![pod("w-a")], nodes: vec![node("a"), node("b"), node("c")], paused: None, scaled_by: None };
+        observation.fill_workload(&policy, &mut workload);
+        assert_eq!(observation.values["heat"], 88.0, "the hottest of the cluster's own nodes");
+        let temperatures: Vec<Option<f64>> = workload.nodes.iter().map(|n| n.temperature_celsius).collect();
+        assert_eq!(temperatures, [Some(70.0), Some(88.0), None]);
+        assert_eq!(workload.pods[0].cpu_cores, None, "a node metric leaves the pods alone");
     }
 }

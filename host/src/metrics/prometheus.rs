@@ -11,7 +11,7 @@
 
 use super::{MetricSource, Observation, SourceError};
 use crate::config::promql;
-use crate::config::{Metric, MetricSourceSpec, Policy, PrometheusAccess};
+use crate::config::{Metric, MetricSourceSpec, Policy, PrometheusAccess, Resource};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -66,8 +66,8 @@ fn client_builder() -> reqwest::ClientBuilder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub value: f64,
-    /// Each pod's value, when the query yields one series per pod.
-    pub per_pod: BTreeMap<String, f64>,
+    /// Each pod's (or node's) value, when the query yields one series per pod (or node).
+    pub parts: BTreeMap<String, f64>,
     /// Seconds since the newest sample behind the query (0 for a query without selectors).
     pub age_seconds: f64,
 }
@@ -139,28 +139,35 @@ impl PrometheusSource {
     /// Evaluates one PromQL expression now. `Ok(None)`: no series. Several series are summed
     /// when each is a pod's (a `pod` label); otherwise they are an error.
     pub async fn instant<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str) -> Result<Option<f64>, String> {
-        Ok(self.instant_per_pod(at, query).await?.map(|(value, _)| value))
+        Ok(self.instant_parts(at, query, None).await?.map(|(value, _)| value))
     }
 
-    /// Like [`instant`](Self::instant), with each pod's value when the series are per pod
-    /// (every series has a `pod` label, e.g. `sum by (pod) (...)`).
-    pub async fn instant_per_pod<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
+    /// Like [`instant`](Self::instant), with each object's value when the series are per
+    /// object: per pod (every series has a `pod` label, e.g. `sum by (pod) (...)`; the value
+    /// is their sum) unless `resource` says per node (a `node` label; the value is the
+    /// hottest's).
+    pub async fn instant_parts<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str, resource: Option<Resource>) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
         let now = unix(SystemTime::now());
         let data = self.api(&at.into(), "/api/v1/query", &[("query", query.to_string()), ("time", format!("{now:.3}"))]).await?;
-        let (values, per_pod): (Vec<f64>, BTreeMap<String, f64>) = match data {
+        let label = resource.map_or("pod", Resource::label);
+        let (values, parts): (Vec<f64>, BTreeMap<String, f64>) = match data {
             QueryData::Scalar { result } => (vec![parse(&result.1)?], BTreeMap::new()),
             QueryData::Vector { result } => {
-                let by_pod = !result.is_empty() && result.iter().all(|s| s.metric.contains_key("pod"));
-                if result.len() > 1 && !by_pod {
-                    return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
+                let by_label = !result.is_empty() && result.iter().all(|s| s.metric.contains_key(label));
+                if result.len() > 1 && !by_label {
+                    return Err(format!("the query yields {} series, not one (nor one per {label}: a `{label}` label on each); fix: aggregate it, e.g. `sum({query})` or `sum by ({label}) (...)`", result.len()));
                 }
                 let values: Vec<f64> = result.iter().map(|s| parse(&s.value.1)).collect::<Result<_, _>>()?;
-                let per_pod = if by_pod { result.iter().zip(&values).map(|(s, v)| (s.metric["pod"].clone(), *v)).collect() } else { BTreeMap::new() };
-                (values, per_pod)
+                let parts = if by_label { result.iter().zip(&values).map(|(s, v)| (s.metric[label].clone(), *v)).collect() } else { BTreeMap::new() };
+                (values, parts)
             }
             QueryData::Matrix { .. } | QueryData::Other => return Err("the query yields a range or a string, not a number; fix: write an instant vector or scalar expression".into()),
         };
-        Ok((!values.is_empty()).then(|| (values.iter().sum(), per_pod)))
+        let value = match resource {
+            Some(Resource::NodeTemperature) => values.iter().copied().reduce(f64::max),
+            _ => (!values.is_empty()).then(|| values.iter().sum()),
+        };
+        Ok(value.map(|value| (value, parts)))
     }
 
     /// How many series (or 1 for a scalar) an instant query yields now: for checking that a
@@ -199,14 +206,14 @@ impl PrometheusSource {
     pub async fn read<'a>(&self, at: impl Into<Endpoint<'a>>, metric: &Metric) -> Result<Reading, String> {
         let at: Endpoint<'a> = at.into();
         let mut used = &metric.query;
-        let mut value = self.instant_per_pod(at, &metric.query).await?;
+        let mut value = self.instant_parts(at, &metric.query, metric.resource).await?;
         if value.is_none()
             && let Some(fallback) = &metric.fallback_query
         {
             used = fallback;
-            value = self.instant_per_pod(at, fallback).await?;
+            value = self.instant_parts(at, fallback, metric.resource).await?;
         }
-        let Some((value, per_pod)) = value else {
+        let Some((value, parts)) = value else {
             return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
         };
         if !value.is_finite() {
@@ -216,12 +223,12 @@ impl PrometheusSource {
         for selector in promql::selectors(used)? {
             match self.instant(at, &promql::age_query(&selector)).await? {
                 // Not finite, or from the future: no age can be trusted, so it is stale.
-                Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Reading { value, per_pod, age_seconds: age }),
+                Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Reading { value, parts, age_seconds: age }),
                 Some(age) => age_seconds = age_seconds.max(age),
                 None => return Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale")),
             }
         }
-        Ok(Reading { value, per_pod, age_seconds })
+        Ok(Reading { value, parts, age_seconds })
     }
 }
 
@@ -261,8 +268,8 @@ impl MetricSource for PrometheusSource {
                 }
                 Ok(reading) => {
                     observation.values.insert(metric.name.clone(), reading.value);
-                    if !reading.per_pod.is_empty() {
-                        observation.per_pod.insert(metric.name.clone(), reading.per_pod);
+                    if !reading.parts.is_empty() {
+                        observation.parts.insert(metric.name.clone(), reading.parts);
                     }
                     observation.ages.insert(metric.name.clone(), reading.age_seconds);
                 }

@@ -1,7 +1,7 @@
 //! On a real node (common::node: kubelet, containerd, runc): pods of the busybox image really
 //! run; Augur's workload source reads them Ready with the start-up time the real kubelet
 //! reports; `host stress` execs the prototype's script into a real container and its CPU shows
-//! in the kubelet's cAdvisor metrics.
+//! in the kubelet's cAdvisor metrics; metrics-server serves those pods' usage to Augur.
 
 use crate::common::node::{BUSYBOX, NODE, node_cluster};
 use crate::kubernetes::namespace;
@@ -64,7 +64,7 @@ pub async fn ready_on_node(client: &Client, ns: &str, selector: &str, count: usi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_run_on_the_real_node_and_host_stress_loads_one() {
-    let cluster = node_cluster();
+    let (cluster, _node) = node_cluster();
     let client = cluster.plane.client().await;
     namespace(&client, "real").await;
     busybox_deployment(&client, "real", "web", 2).await;
@@ -94,6 +94,53 @@ async fn pods_run_on_the_real_node_and_host_stress_loads_one() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     panic!("cAdvisor shows no container with over a CPU-second after the 4 s busy loop (one series per pod expected):\n{}", last.join("\n"));
+}
+
+/// metrics-server on the node, behind the API server's aggregation layer: Augur's
+/// metrics-server source (`source: { kind: metrics-server }`) reads the real pods' CPU and
+/// memory summed over the target, and its workload source gives each pod its own usage (what
+/// the restart plugin ranks pods by).
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_server_serves_the_real_pods_usage_to_augur() {
+    use augur::metrics::MetricSource;
+    let (cluster, _node) = node_cluster();
+    let client = cluster.plane.client().await;
+    namespace(&client, "top").await;
+    busybox_deployment(&client, "top", "top", 2).await;
+    ready_on_node(&client, "top", "app=top", 2, Duration::from_secs(60)).await;
+    let busy = augur::cluster::choose_pod(&client, "top", "app=top").await.unwrap();
+    let stress = augur::cluster::StressOptions { namespace: "top".into(), selector: "app=top".into(), duration: Duration::from_secs(60), memory_bytes: 24 << 20, container: None };
+    let stressing = {
+        let client = client.clone();
+        tokio::spawn(async move { augur::cluster::stress(&client, &stress).await })
+    };
+
+    let text = "name: top\ntarget: { kind: Deployment, namespace: top, name: top }\nsource: { kind: metrics-server }\nmetrics: [{ name: cpu, resource: cpu }, { name: memory, resource: memory }]\nforecast: { baseline: last-value }\nrisks: []\nremediations: []\nguard: { min_replicas: 1, max_replicas: 5 }\naudit: { path: a.jsonl }\n";
+    let policy = augur::config::parse(text, &crate::common::root().join("policies/top.yaml"), &augur::config::Catalog::shipped()).unwrap_or_else(|p| panic!("{p:?}"));
+    let source = augur::cluster::MetricsServerSource::new(client.clone());
+    // The busy loop runs at the pod's 500m limit; metrics-server's window needs two scrapes
+    // (10 s apart) of the kubelet after it began.
+    let mut last = None;
+    for _ in 0..50 {
+        let observation = source.collect(&policy).await.unwrap();
+        let (cpu, memory) = (observation.values.get("cpu").copied().unwrap_or(0.0), observation.values.get("memory").copied().unwrap_or(0.0));
+        last = Some(observation);
+        if cpu > 0.3 && memory > (24 << 20) as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let observation = last.unwrap();
+    assert!(observation.values["cpu"] > 0.3 && observation.values["cpu"] < 0.6, "two pods, one busy at its 500m limit: {observation:?}");
+    assert!(observation.values["memory"] > (24 << 20) as f64, "one pod holds 24 MiB in /dev/shm: {observation:?}");
+
+    let workload = augur::cluster::KubeWorkloads::new(client.clone()).workload(&watching("top", "top", "{ name: cpu, query: cpu }")).await.unwrap();
+    let (stressed, idle): (Vec<_>, Vec<_>) = workload.pods.iter().partition(|p| p.name == busy);
+    assert_eq!((stressed.len(), idle.len()), (1, 1), "{:?}", workload.pods);
+    let (stressed, idle) = (stressed[0], idle[0]);
+    assert!(stressed.cpu_cores.is_some_and(|c| c > 0.3) && stressed.memory_bytes.is_some_and(|m| m > (24 << 20) as f64), "the stressed pod's own usage: {stressed:?}");
+    assert!(idle.cpu_cores.is_some_and(|c| c < 0.1) && idle.memory_bytes.is_some_and(|m| m < (8 << 20) as f64), "the idle pod's own usage: {idle:?}");
+    stressing.abort();
 }
 
 /// Kills the `host run` child when the test ends, however it ends.
@@ -150,7 +197,7 @@ async fn the_prototypes_demo_runs_for_real_on_the_node() {
     use crate::common::{self, prometheus::Prometheus};
     use augur::metrics::PrometheusSource;
 
-    let cluster = node_cluster();
+    let (cluster, _node) = node_cluster();
     let client = cluster.plane.client().await;
     say("the node is Ready; nginx (busybox, 100m/500m CPU) gets 2 replicas");
     busybox_deployment(&client, "default", "nginx", 2).await;
@@ -294,4 +341,201 @@ fn is_ready(p: &Pod) -> bool {
 fn watching(ns: &str, name: &str, metric: &str) -> augur::config::Policy {
     let text = format!("name: {name}\ntarget: {{ kind: Deployment, namespace: {ns}, name: {name} }}\nmetrics: [{metric}]\nforecast: {{ baseline: last-value }}\nrisks: []\nremediations: []\nguard: {{ min_replicas: 1, max_replicas: 5 }}\naudit: {{ path: a.jsonl }}\n");
     augur::config::parse(&text, &crate::common::root().join("policies/watching.yaml"), &augur::config::Catalog::shipped()).unwrap()
+}
+
+/// A stand-in for node-exporter's thermal zones: this machine has none, and no test can heat
+/// a CPU on demand, so a loopback exporter serves `node_thermal_zone_temp` (Celsius, as
+/// node-exporter does) at the temperature the test sets, one path per node. Prometheus adds
+/// the `node` label, as a relabelling of node-exporter's targets does.
+struct Thermometer {
+    port: u16,
+    celsius: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Thermometer {
+    async fn start(celsius: f64) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(celsius.to_bits()));
+        let reading = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0u8; 2048];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let hot = String::from_utf8_lossy(&request[..n]).starts_with(&format!("GET /metrics/{NODE} "));
+                // The node under test reads what the test set; the other stays cool.
+                let value = if hot { f64::from_bits(reading.load(std::sync::atomic::Ordering::Relaxed)) } else { 40.0 };
+                let body = format!("# TYPE node_thermal_zone_temp gauge\nnode_thermal_zone_temp{{type=\"x86_pkg_temp\",zone=\"0\"}} {value}\n");
+                let response = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        Self { port, celsius: shared }
+    }
+
+    fn set(&self, celsius: f64) {
+        self.celsius.store(celsius.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One scrape job per node, each labelled with its node.
+    fn scrape_jobs(&self, nodes: &[&str]) -> String {
+        nodes.iter().map(|node| format!("  - job_name: thermal-{node}\n    metrics_path: /metrics/{node}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n        labels: {{ node: {node} }}\n", self.port)).collect()
+    }
+}
+
+/// A second Node object with no kubelet: the guard never cordons the last schedulable node,
+/// and this one node is all this machine runs. A taint keeps the scheduler off it. Removed,
+/// and the real node made schedulable again, when the test ends however it ends.
+struct FakeNode(String);
+
+const FAKE_NODE: &str = "augur-node-fake";
+
+impl FakeNode {
+    async fn create(client: &Client, server: &str) -> Self {
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": { "name": FAKE_NODE, "labels": { "kubernetes.io/hostname": FAKE_NODE } },
+            "spec": { "taints": [{ "key": "augur.test/no-kubelet", "effect": "NoSchedule" }] }
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        Self(server.to_string())
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        let curl = |args: &[&str]| std::process::Command::new("curl").args(["-sk", "-o", "/dev/null", "-H", "Authorization: Bearer admin-token"]).args(args).status();
+        let _ = curl(&["-X", "DELETE", &format!("{}/api/v1/nodes/{FAKE_NODE}", self.0)]);
+        let _ = curl(&["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "-d", r#"{"spec":{"unschedulable":null}}"#, &format!("{}/api/v1/nodes/{NODE}", self.0)]);
+    }
+}
+
+/// Cordon on the real node: the node's temperature (a stand-in thermometer, scraped by a real
+/// Prometheus) climbs towards its 85 C alarm; `host run` forecasts the breach and cordons the
+/// node before it is reached; the real kube-scheduler then keeps a new pod of the workload
+/// off it (Pending, Unschedulable) while the running pod keeps running. When the node cools,
+/// Augur uncordons it (its own cordon only) and the pending pod starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_node_is_cordoned_before_its_alarm_and_uncordoned_when_cool() {
+    use crate::common::{self, prometheus::Prometheus};
+    let (cluster, _alone) = crate::common::node::node_cluster_alone();
+    let client = cluster.plane.client().await;
+    namespace(&client, "heat").await;
+    busybox_deployment(&client, "heat", "warm", 1).await;
+    ready_on_node(&client, "heat", "app=warm", 1, Duration::from_secs(60)).await;
+    let _fake = FakeNode::create(&client, &cluster.plane.server).await;
+    let thermometer = Thermometer::start(60.0).await;
+    let prometheus = Prometheus::scraping_jobs(&thermometer.scrape_jobs(&[NODE, FAKE_NODE]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("heat.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"name: warm
+target: {{ kind: Deployment, namespace: heat, name: warm }}
+interval: 2s
+source: {{ kind: prometheus, url: "{url}" }}
+metrics:
+  - name: heat
+    query: max by (node) (node_thermal_zone_temp)
+    resource: node-temperature
+    unit: celsius
+forecast: {{ baseline: holt-damped, horizon: 10, step: 2s }}
+risks:
+  - {{ name: node-heat, metric: heat, plugin: risk-node, settings: {{ max-celsius: 85, act-on: upper }} }}
+remediations:
+  - name: cordon-hot-node
+    risk: node-heat
+    trigger: high
+    plugin: cordon
+    capabilities: {{ actions: [cordon-node, uncordon-node] }}
+    settings: {{ max-celsius: 85, healthy-for-seconds: 0 }}
+guard:
+  mode: act
+  min_replicas: 1
+  max_replicas: 3
+  cooldown: 2s
+  max_actions_per_hour: 12
+  min_history: 5
+  allowed_actions: [cordon-node, uncordon-node]
+audit: {{ path: audit.jsonl }}
+"#,
+            url = prometheus.url
+        ),
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let out = std::fs::File::create(dir.path().join("host.out")).unwrap();
+    let _host = Child(
+        std::process::Command::new(common::host_binary())
+            .args(["run", "--no-leader-election", "--policy"])
+            .arg(&policy)
+            .arg("--kubeconfig")
+            .arg(&cluster.plane.kubeconfig)
+            .arg("--audit-log")
+            .arg(&audit)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    say("the node idles at 60 C; host run watches its temperature every 2 s");
+    let said = dir.path().join("host.out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&said).unwrap_or_default().matches(" warm node-heat: now ").count() < 6 {
+        assert!(std::time::Instant::now() < deadline, "host run did not assess 6 ticks in 60 s:\n{}", std::fs::read_to_string(&said).unwrap_or_default());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // It heats by 1 C a second towards 95 C.
+    let heating = {
+        let celsius = thermometer.celsius.clone();
+        tokio::spawn(async move {
+            for t in 60..=95 {
+                celsius.store(f64::from(t).to_bits(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let cordon = audited(&audit, "executed cordon", Duration::from_secs(60), |r| r["verdict"] == "executed" && r["proposal"]["action"] == "cordon-node").await;
+    heating.abort();
+    let observed = cordon["observed"]["heat"].as_f64().unwrap();
+    say(format!("Augur cordoned {NODE} at {observed:.0} C: {}", cordon["proposal"]["reason"]));
+    assert!(cordon["proposal"].to_string().contains(NODE) && !cordon["proposal"].to_string().contains(FAKE_NODE), "the hot node, not the cool one: {cordon}");
+    assert!(observed < 85.0, "cordoned ahead of the alarm (85 C): {cordon}");
+    assert!(cordon["risk"].to_string().contains("predicted breach in"), "{cordon}");
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    let node = nodes.get(NODE).await.unwrap();
+    assert_eq!(node.spec.as_ref().and_then(|s| s.unschedulable), Some(true), "{NODE} is cordoned");
+
+    // The real scheduler honours it: a new pod stays Pending; the running one keeps running.
+    thermometer.set(95.0);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "heat");
+    deployments.patch("warm", &Default::default(), &kube::api::Patch::Merge(json!({ "spec": { "replicas": 2 } }))).await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), "heat");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = pods.list(&ListParams::default().labels("app=warm")).await.unwrap().items;
+        let unschedulable = list.iter().any(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))));
+        if unschedulable {
+            assert_eq!(list.iter().filter(|p| is_ready(p)).count(), 1, "the pod already running keeps running");
+            say("kube-scheduler keeps the second pod off the cordoned node: Pending, Unschedulable");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scheduler did not refuse the cordoned node: {:?}", list.iter().map(|p| &p.status).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Cool again: Augur undoes its own cordon, and the pending pod starts.
+    thermometer.set(50.0);
+    let uncordon = audited(&audit, "executed uncordon", Duration::from_secs(60), |r| r["verdict"] == "executed" && r["proposal"]["action"] == "uncordon-node").await;
+    say(format!("Augur uncordoned {NODE}: {}", uncordon["proposal"]["reason"]));
+    ready_on_node(&client, "heat", "app=warm", 2, Duration::from_secs(60)).await;
+    say("both pods Ready on the node");
+    let events = crate::kubernetes::events(&client, "heat").await;
+    let all_events = crate::kubernetes::events(&client, "default").await;
+    let reasons: Vec<&str> = events.iter().chain(&all_events).filter_map(|e| e.reason.as_deref()).collect();
+    assert!(reasons.contains(&"CordonedNode") && reasons.contains(&"UncordonedNode"), "{reasons:?}");
 }

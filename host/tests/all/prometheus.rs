@@ -63,7 +63,7 @@ async fn instant_queries_give_one_number_or_say_why_not() {
     assert_eq!(source.instant(url, "up{job=\"prometheus\"}").await, Ok(Some(1.0)));
     assert_eq!(source.instant(url, "augur_no_such_metric").await, Ok(None));
     let many = source.instant(url, "prometheus_http_requests_total").await.unwrap_err();
-    assert!(many.contains("series, not one; fix: aggregate it, e.g. `sum(prometheus_http_requests_total)`"), "{many}");
+    assert!(many.contains("series, not one") && many.contains("fix: aggregate it, e.g. `sum(prometheus_http_requests_total)`"), "{many}");
     let bad = source.instant(url, "sum(rate(x[5m])").await.unwrap_err();
     assert!(bad.starts_with("Prometheus rejected the query (bad_data)"), "{bad}");
     let down = source.instant("http://127.0.0.1:9", "up").await.unwrap_err();
@@ -456,10 +456,10 @@ async fn per_pod_series_give_the_total_and_each_pods_usage() {
     let source = PrometheusSource::new().unwrap();
     let mut observation = source.collect(&policy).await.unwrap();
     assert_eq!(observation.values["memory"], 400.0);
-    assert_eq!(observation.per_pod["memory"], std::collections::BTreeMap::from([("web-a".to_string(), 100.0), ("web-b".to_string(), 300.0)]));
+    assert_eq!(observation.parts["memory"], std::collections::BTreeMap::from([("web-a".to_string(), 100.0), ("web-b".to_string(), 300.0)]));
     let pod = |name: &str| augur::domain::Pod { name: name.into(), node: "n".into(), phase: "Running".into(), ready: true, cpu_cores: None, memory_bytes: None, age_seconds: 900 , startup_seconds: None};
     let mut workload = augur::domain::Workload { target: policy.target.clone(), replicas: 3, ready_replicas: 3, pods: vec![pod("web-a"), pod("web-b"), pod("web-c")], nodes: vec![], paused: None, scaled_by: None };
-    observation.fill_pod_usage(&policy, &mut workload);
+    observation.fill_workload(&policy, &mut workload);
     let memory: Vec<Option<f64>> = workload.pods.iter().map(|p| p.memory_bytes).collect();
     assert_eq!(memory, [Some(100.0), Some(300.0), None]);
     assert_eq!(observation.values["memory"], 400.0, "the total over the workload's own pods");

@@ -92,7 +92,7 @@ fn the_kind_policy_is_valid_and_reads_prometheus() {
     let file = common::root().join("policies/kind-nginx.yaml");
     let policy = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.metric_source, config::MetricSourceSpec::Prometheus { url: "http://kube-prometheus-stack-prometheus.monitoring:9090".into(), access: Default::default() });
-    assert_eq!(policy.metrics[0].resource, Some(config::PodResource::Cpu));
+    assert_eq!(policy.metrics[0].resource, Some(config::Resource::Cpu));
     assert!(policy.guard.remediate && policy.guard.allowed_actions.contains(&augur::domain::ActionKind::Scale));
     let lines = augur::commands::validate(std::slice::from_ref(&file), &augur::config::Catalog::shipped()).unwrap();
     assert!(lines[0].ends_with("plugins load)"), "{lines:?}");

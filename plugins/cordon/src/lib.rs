@@ -3,6 +3,11 @@
 //! cordoned once it has been healthy for `healthy-for-seconds` (at any risk level: that is
 //! restorative) and shows no trouble: never while a pressure condition or the heat persists.
 //! A node an operator cordoned is never uncordoned.
+//!
+//! Ahead of the alarm: the node risk is a forecast of the hottest node's temperature, so
+//! when it predicts a breach and no node is in trouble yet, the hottest node is the one
+//! heading for it: it is cordoned before it gets there, and stays cordoned while the breach
+//! is still predicted.
 
 wit_bindgen::generate!({ world: "remediation-plugin", path: "../../wit" });
 
@@ -36,6 +41,7 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
         // Never while the trouble it was cordoned for (or any other) persists, whatever the
         // host counts as healthy time.
         .filter(|node| !node.schedulable && node.cordoned_by_augur && node.healthy_seconds >= config.healthy_for_seconds && trouble(config, node).is_none())
+        .filter(|node| heading(risk, workload).is_none_or(|h| h.name != node.name))
         .map(|node| Proposal {
             action: Action::UncordonNode(node.name.clone()),
             reason: format!("uncordon {}: healthy for {}", node.name, human_seconds(node.healthy_seconds)),
@@ -49,18 +55,28 @@ pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -
 
 fn cordon(config: &Config, risk: &Risk, workload: &Workload) -> Option<Proposal> {
     let schedulable = workload.nodes.iter().filter(|node| node.schedulable).count();
-    let worst = workload
-        .nodes
-        .iter()
-        .filter(|node| node.schedulable && trouble(config, node).is_some())
-        .max_by(|a, b| heat(a).total_cmp(&heat(b)))?;
     if schedulable <= 1 {
         return None; // never the last schedulable node: its pods would have nowhere to go
     }
+    let worst = workload.nodes.iter().filter(|node| node.schedulable && trouble(config, node).is_some()).max_by(|a, b| heat(a).total_cmp(&heat(b)));
+    if let Some(worst) = worst {
+        return Some(Proposal {
+            action: Action::CordonNode(worst.name.clone()),
+            reason: format!("cordon {}: {}; {}", worst.name, trouble(config, worst)?, risk.reason),
+        });
+    }
+    let heading = heading(risk, workload).filter(|node| node.schedulable)?;
     Some(Proposal {
-        action: Action::CordonNode(worst.name.clone()),
-        reason: format!("cordon {}: {}; {}", worst.name, trouble(config, worst)?, risk.reason),
+        action: Action::CordonNode(heading.name.clone()),
+        reason: format!("cordon {} ahead of its alarm: the hottest node, at {:.1} C now; {}", heading.name, heading.temperature_celsius.unwrap_or_default(), risk.reason),
     })
+}
+
+/// The node a predicted temperature breach is about: the hottest node with a temperature
+/// (cordoned or not), when the risk predicts a breach.
+fn heading<'w>(risk: &Risk, workload: &'w Workload) -> Option<&'w Node> {
+    risk.seconds_to_breach?;
+    workload.nodes.iter().filter(|node| node.temperature_celsius.is_some_and(f64::is_finite)).max_by(|a, b| a.temperature_celsius.unwrap_or_default().total_cmp(&b.temperature_celsius.unwrap_or_default()))
 }
 
 fn heat(node: &Node) -> f64 {
@@ -117,6 +133,23 @@ mod tests {
         let proposals = plan(&config, &risk(Level::High), Level::High, &w);
         assert_eq!(proposals.len(), 1);
         assert!(matches!(&proposals[0].action, Action::CordonNode(n) if n == "b"));
+    }
+
+    /// A breach predicted for the hottest node: it is cordoned before it reaches the alarm,
+    /// and not uncordoned while the breach is still predicted; once it is not, it is.
+    #[test]
+    fn cordons_the_node_heading_for_the_alarm_and_keeps_it_while_predicted() {
+        let config = Config::read(|k| (k == "healthy-for-seconds").then(|| "0".to_string())).0;
+        let w = workload(vec![node("a", 70.0, true, false, 0), node("b", 80.0, true, false, 0)]);
+        let proposals = plan(&config, &risk(Level::High), Level::High, &w);
+        assert!(matches!(&proposals[..], [p] if matches!(&p.action, Action::CordonNode(n) if n == "b")), "{:?}", proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+        assert!(proposals[0].reason.contains("ahead of its alarm"), "{}", proposals[0].reason);
+
+        let cordoned = workload(vec![node("a", 70.0, true, false, 0), node("b", 82.0, false, true, 100)]);
+        assert!(plan(&config, &risk(Level::High), Level::High, &cordoned).is_empty(), "kept cordoned, and no second node cordoned");
+        let cooled = Risk { level: Level::None, seconds_to_breach: None, ..risk(Level::None) };
+        let proposals = plan(&config, &cooled, Level::High, &cordoned);
+        assert!(matches!(&proposals[..], [p] if matches!(&p.action, Action::UncordonNode(n) if n == "b")));
     }
 
     #[test]

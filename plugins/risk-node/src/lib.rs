@@ -3,6 +3,8 @@
 //!
 //! The forecast is of the hottest node's temperature. High when the forecast crosses
 //! `max-celsius`, critical when it is already above, medium within `margin-celsius` of it.
+//! With `act-on: upper` the forecast's upper bound (its p90) is what must stay below the
+//! alarm: it sees a climb coming while a cautious forecaster still serves a flat median.
 //!
 //! This plugin only assesses; it never proposes actions.
 
@@ -18,6 +20,8 @@ pub struct Config {
     pub max_celsius: f64,
     /// Degrees below the alarm at which the risk is medium.
     pub margin_celsius: f64,
+    /// Judge the forecast's upper bound, not its median.
+    pub act_on_upper: bool,
 }
 
 impl Config {
@@ -27,6 +31,7 @@ impl Config {
         let config = Self {
             max_celsius: s.number("max-celsius", 85.0, "a temperature in (0, 150)", |v| v > 0.0 && v < 150.0),
             margin_celsius: s.number("margin-celsius", 5.0, "a number of degrees at or above 0", |v| v >= 0.0),
+            act_on_upper: s.choice("act-on", "median", &["median", "upper"]) == "upper",
         };
         (config, s.finish())
     }
@@ -35,10 +40,14 @@ impl Config {
 /// Assesses one temperature forecast.
 pub fn assess(config: &Config, forecast: &Forecast) -> Risk {
     let current = forecast.history.last().copied().unwrap_or(0.0);
-    let Some((peak_index, peak)) = peak(&forecast.predicted) else {
+    let (judged, judged_name) = match (&forecast.upper, config.act_on_upper) {
+        (Some(upper), true) => (upper.as_slice(), "upper bound"),
+        _ => (forecast.predicted.as_slice(), "median"),
+    };
+    let Some((peak_index, peak)) = peak(judged) else {
         return Risk { level: Level::None, score: 0.0, seconds_to_breach: None, required_replicas: None, reason: "no forecast to assess".into() };
     };
-    let breach = forecast.predicted.iter().position(|v| *v > config.max_celsius);
+    let breach = judged.iter().position(|v| *v > config.max_celsius);
     let level = if current > config.max_celsius {
         Level::Critical
     } else if breach.is_some() {
@@ -50,7 +59,7 @@ pub fn assess(config: &Config, forecast: &Forecast) -> Risk {
     };
     let seconds_to_breach = breach.map(|i| (i as u32 + 1) * forecast.step_seconds);
     let mut reason = format!(
-        "hottest node predicted at {peak:.1} C in {}, now {current:.1} C; alarm at {:.1} C",
+        "hottest node predicted at {peak:.1} C ({judged_name}) in {}, now {current:.1} C; alarm at {:.1} C",
         human_seconds(u64::from((peak_index as u32 + 1) * forecast.step_seconds)),
         config.max_celsius
     );
@@ -94,5 +103,18 @@ mod tests {
         assert_eq!(high.level, Level::High);
         assert_eq!(high.seconds_to_breach, Some(120));
         assert_eq!(assess(&config, &forecast(&[90.0], &[91.0])).level, Level::Critical);
+    }
+
+    #[test]
+    fn act_on_upper_sees_the_climb_a_flat_median_hides() {
+        let mut f = forecast(&[75.0], &[75.0, 75.0, 75.0]);
+        f.upper = Some(vec![79.0, 83.0, 87.0]);
+        let median = Config::read(|_| None).0;
+        assert_eq!(assess(&median, &f).level, Level::None);
+        let upper = Config::read(|k| (k == "act-on").then(|| "upper".to_string())).0;
+        let risk = assess(&upper, &f);
+        assert_eq!(risk.level, Level::High);
+        assert_eq!(risk.seconds_to_breach, Some(180));
+        assert!(risk.reason.contains("87.0 C (upper bound)"), "{}", risk.reason);
     }
 }

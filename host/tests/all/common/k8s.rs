@@ -94,6 +94,9 @@ pub fn start(controllers: &str) -> Result<ControlPlane, String> {
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(dir.join("sa.key")).arg("2048"))?;
     run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(dir.join("sa.key")).arg("-out").arg(dir.join("sa.pub")))?;
     std::fs::write(dir.join("tokens.csv"), "admin-token,admin,admin,system:masters\n").map_err(|e| e.to_string())?;
+    // The aggregation layer, as on every real cluster: the API server proxies metrics.k8s.io
+    // to metrics-server (common::node) with a front-proxy client certificate.
+    front_proxy_certs(&dir)?;
     spawn(
         &bin.join("kube-apiserver"),
         &[
@@ -112,6 +115,16 @@ pub fn start(controllers: &str) -> Result<ControlPlane, String> {
             "--allow-privileged=true".into(),
             // The test node (common::node) is reached at its InternalIP for exec and logs.
             "--kubelet-preferred-address-types=InternalIP".into(),
+            format!("--requestheader-client-ca-file={}", dir.join("front-proxy-ca.crt").display()),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!("--proxy-client-cert-file={}", dir.join("front-proxy-client.crt").display()),
+            format!("--proxy-client-key-file={}", dir.join("front-proxy-client.key").display()),
+            // An aggregated API's Service has no cluster IP routing here (no kube-proxy): the
+            // API server dials its EndpointSlice's address.
+            "--enable-aggregator-routing=true".into(),
         ],
         &dir.join("kube-apiserver.log"),
         None,
@@ -136,6 +149,17 @@ pub fn start(controllers: &str) -> Result<ControlPlane, String> {
         None,
     )?;
     Ok(ControlPlane { dir, kubeconfig, server })
+}
+
+/// The front proxy's CA and its client certificate (CN front-proxy-client), for the
+/// aggregation layer.
+fn front_proxy_certs(dir: &Path) -> Result<(), String> {
+    let (ca, ca_key) = (dir.join("front-proxy-ca.crt"), dir.join("front-proxy-ca.key"));
+    let (cert, key, csr) = (dir.join("front-proxy-client.crt"), dir.join("front-proxy-client.key"), dir.join("front-proxy-client.csr"));
+    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=front-proxy-ca", "-keyout"]).arg(&ca_key).arg("-out").arg(&ca))?;
+    run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=front-proxy-client", "-keyout"]).arg(&key).arg("-out").arg(&csr))?;
+    run(Command::new("openssl").args(["x509", "-req", "-days", "2", "-in"]).arg(&csr).arg("-CA").arg(&ca).arg("-CAkey").arg(&ca_key).arg("-CAcreateserial").arg("-out").arg(&cert))?;
+    Ok(())
 }
 
 /// A kubeconfig for `token` (the serving certificate is self-signed: not verified).

@@ -5,6 +5,9 @@
 //! watchdog, then the containers, their mounts and cgroups, and the sysctls the kubelet set
 //! restored to what they were. The last run's logs stay in /tmp/augur-node-logs.
 //!
+//! metrics-server runs beside it and serves metrics.k8s.io through the API server's
+//! aggregation layer.
+//!
 //! What this node cannot do (the README says so too): pod networking (pods run with
 //! `hostNetwork: true`; the CNI config has only the loopback plugin), image pulls (the images
 //! are imported; pods use `imagePullPolicy: Never`), more than one node.
@@ -31,8 +34,23 @@ pub struct NodeCluster {
 
 static NODE_CLUSTER: OnceLock<NodeCluster> = OnceLock::new();
 
-/// The shared one-node cluster, started on first use.
-pub fn node_cluster() -> &'static NodeCluster {
+/// The node tests share the node; one that cordons it holds it alone.
+static IN_USE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The shared one-node cluster, started on first use, for a test that leaves the node
+/// schedulable: the guard keeps a test that cordons it from running meanwhile.
+pub fn node_cluster() -> (&'static NodeCluster, std::sync::RwLockReadGuard<'static, ()>) {
+    let guard = IN_USE.read().unwrap_or_else(|e| e.into_inner());
+    (started(), guard)
+}
+
+/// The node cluster for a test that cordons the node: no other node test runs meanwhile.
+pub fn node_cluster_alone() -> (&'static NodeCluster, std::sync::RwLockWriteGuard<'static, ()>) {
+    let guard = IN_USE.write().unwrap_or_else(|e| e.into_inner());
+    (started(), guard)
+}
+
+fn started() -> &'static NodeCluster {
     NODE_CLUSTER.get_or_init(|| start_node().unwrap_or_else(|e| panic!("cannot start the test node: {e}")))
 }
 
@@ -173,7 +191,82 @@ maxPods: 30
     )?;
     let kube_state_metrics = format!("127.0.0.1:{ksm}");
     wait_for("kube-state-metrics", Duration::from_secs(60), || std::net::TcpStream::connect(&kube_state_metrics).is_ok(), &dir.join("kube-state-metrics.log"))?;
+    start_metrics_server(&plane, &bin, &dir, &ip)?;
     Ok(NodeCluster { plane, kubelet_metrics: format!("http://{ip}:{read_only}"), kube_state_metrics, dir })
+}
+
+/// metrics-server, registered as the metrics.k8s.io APIService as its own manifest does: it
+/// scrapes the kubelet's /metrics/resource (the kubelet's own serving certificate is
+/// self-signed, hence `--kubelet-insecure-tls`) and is reached by the API server's aggregation
+/// layer. With no pod network it runs beside the node, on the node's address (an EndpointSlice
+/// may not point at loopback), behind a Service without a selector.
+fn start_metrics_server(plane: &ControlPlane, bin: &Path, dir: &Path, ip: &str) -> Result<(), String> {
+    let port = free_port();
+    let kubeconfig = plane.kubeconfig.display().to_string();
+    spawn(
+        &bin.join("metrics-server"),
+        &[
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            format!("--bind-address={ip}"),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", dir.join("metrics-server-pki").display()),
+            "--kubelet-insecure-tls".into(),
+            "--kubelet-use-node-status-port".into(),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            // Its shortest (the default is 1m): the tests wait for two scrapes.
+            "--metric-resolution=10s".into(),
+            "--kubelet-request-timeout=5s".into(),
+        ],
+        &dir.join("metrics-server.log"),
+        None,
+    )?;
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "metrics-server", "namespace": "kube-system" },
+        "spec": { "ports": [{ "name": "https", "port": 443, "targetPort": port }] }
+    });
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "metrics-server", "namespace": "kube-system", "labels": { "kubernetes.io/service-name": "metrics-server" } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
+        "ports": [{ "name": "https", "port": port, "protocol": "TCP" }]
+    });
+    let api_service = serde_json::json!({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": { "name": "v1beta1.metrics.k8s.io" },
+        "spec": {
+            "group": "metrics.k8s.io", "version": "v1beta1",
+            "service": { "name": "metrics-server", "namespace": "kube-system", "port": 443 },
+            // metrics-server serves a self-signed certificate (its manifest does the same).
+            "insecureSkipTLSVerify": true, "groupPriorityMinimum": 100, "versionPriority": 100
+        }
+    });
+    create(plane, "/api/v1/namespaces/kube-system/services", &service)?;
+    create(plane, "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", &slice)?;
+    create(plane, "/apis/apiregistration.k8s.io/v1/apiservices", &api_service)?;
+    wait_for("metrics.k8s.io to be Available", Duration::from_secs(90), || api_service_available(plane), &dir.join("metrics-server.log"))
+}
+
+/// POSTs `object` to `path` as the admin.
+fn create(plane: &ControlPlane, path: &str, object: &serde_json::Value) -> Result<(), String> {
+    let out = run(Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer admin-token", "-H", "Content-Type: application/json", "-d"])
+        .arg(object.to_string())
+        .arg(format!("{}{path}", plane.server)))?;
+    match out.rsplit_once('\n') {
+        Some((_, "201")) => Ok(()),
+        _ => Err(format!("POST {path} answered: {out}")),
+    }
+}
+
+fn api_service_available(plane: &ControlPlane) -> bool {
+    let out = Command::new("curl").args(["-sk", "-H", "Authorization: Bearer admin-token"]).arg(format!("{}/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io", plane.server)).output();
+    let Ok(out) = out else { return false };
+    let Ok(service) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return false };
+    service["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Available" && c["status"] == "True"))
 }
 
 impl NodeCluster {
