@@ -146,6 +146,11 @@ enum Command {
         /// Serve Augur's own /metrics (OpenMetrics), /healthz and /readyz here, e.g. `0.0.0.0:9464`.
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// How many series /metrics carries per policy: `summary` (the budget: each forecast's
+        /// peak per band; counters from their first increment) or `full` (also every forecast
+        /// step, the skill gate's ratios, and every counter at 0 from the start).
+        #[arg(long, default_value = "summary", value_parser = ["summary", "full"], requires = "metrics_addr")]
+        metrics_detail: String,
         /// With --simulate: serve the simulated cluster's metrics (cAdvisor and kube-state-metrics
         /// style) at http://ADDR/metrics, for a real Prometheus to scrape.
         #[arg(long, requires = "simulate")]
@@ -474,7 +479,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             print!("{}", augur::cluster::policies::crd_yaml());
             Ok(())
         }
-        Command::Run { policies, cluster_policies, policy_namespace, policy_base, audit_dir, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, expose_sim, sim_via_prometheus, no_watch, search } => {
+        Command::Run { policies, cluster_policies, policy_namespace, policy_base, audit_dir, simulate, speed, run_for, audit_log, dry_run, trace, trace_column, quiet, no_leader_election, lease_namespace, identity, kubeconfig, metrics_addr, metrics_detail, expose_sim, sim_via_prometheus, no_watch, search } => {
             let leader_election = (!simulate && !no_leader_election).then(|| LeaseOptions::in_namespace(lease_namespace));
             let placement = augur::cluster::Placement { base: std::path::absolute(&policy_base)?, audit_dir: std::path::absolute(&audit_dir)? };
             let options = RunOptions {
@@ -492,6 +497,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 identity,
                 kubeconfig,
                 metrics_addr,
+                metrics_detail: if metrics_detail == "full" { augur::telemetry::Detail::Full } else { augur::telemetry::Detail::Summary },
                 expose_sim,
                 sim_via_prometheus,
                 catalog: search.catalog(),

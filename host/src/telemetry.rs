@@ -2,10 +2,18 @@
 //! that serves them with `/healthz` and `/readyz`, on `--metrics-addr`.
 //!
 //! What a dashboard or an alert needs to see Augur work: per workload the observed value, the
-//! forecast per horizon step and quantile, the risk score and level, and the age of the data;
+//! forecast's peak over the horizon per band (p10, p50, p90; every step with
+//! `Detail::Full`), the risk score and level, and the age of the data;
 //! actions by kind and verdict; plugin call latency and dropped log lines; whether each
 //! policy's audit takes writes; the forecaster in use; tick duration;
 //! collection failures; reload status per plugin and policy; leadership.
+//!
+//! A cardinality budget: by default (`Detail::Summary`) a policy carries about five series per
+//! forecast metric, one per other metric, two per risk rule and a few of its own, and its
+//! counters appear with their first increment (the shipped alerts are written for that);
+//! `Detail::Full` adds every step of every forecast, the skill gate's ratios and the counters
+//! at 0 from the start. Served as OpenMetrics to a scraper that asks for it (Prometheus does)
+//! and as the text format 0.0.4 otherwise (what `promtool check metrics` reads).
 
 use axum::Router;
 use axum::extract::State;
@@ -38,8 +46,26 @@ pub struct ForecastLabels {
     pub metric: String,
     /// Steps ahead, 1 = the next point.
     pub step: String,
+    /// `p10`, `p50` or `p90` (not `quantile`: Prometheus keeps that label for summaries).
+    pub band: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BandLabels {
+    pub policy: String,
+    pub metric: String,
     /// `p10`, `p50` or `p90`.
-    pub quantile: String,
+    pub band: String,
+}
+
+/// How many series each policy carries on `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// The budget: each forecast's peak per band, counters from their first increment.
+    #[default]
+    Summary,
+    /// Also every forecast step, the skill ratios, and every counter at 0 from the start.
+    Full,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +148,8 @@ pub enum Series {
     Metric(MetricLabels),
     /// `forecast_value`.
     Forecast(ForecastLabels),
+    /// `forecast_peak`.
+    Peak(BandLabels),
     /// `risk_score`, `risk_level`.
     Rule(RuleLabels),
     /// `actions_total`.
@@ -140,6 +168,7 @@ pub struct Telemetry {
     pub observed: Family<MetricLabels, FloatGauge>,
     pub data_age: Family<MetricLabels, FloatGauge>,
     pub forecast: Family<ForecastLabels, FloatGauge>,
+    pub forecast_peak: Family<BandLabels, FloatGauge>,
     pub risk_score: Family<RuleLabels, FloatGauge>,
     pub risk_level: Family<RuleLabels, Gauge>,
     pub actions: Family<ActionLabels, Counter>,
@@ -155,6 +184,7 @@ pub struct Telemetry {
     pub forecast_skill: Family<ModelLabels, FloatGauge>,
     pub tick: Histogram,
     pub leader: Gauge,
+    pub detail: Detail,
     ready: AtomicBool,
 }
 
@@ -164,12 +194,18 @@ fn plugin_buckets() -> Histogram {
 }
 
 impl Telemetry {
+    /// The metrics within the default budget (`Detail::Summary`).
     pub fn new() -> Arc<Self> {
+        Self::with_detail(Detail::Summary)
+    }
+
+    pub fn with_detail(detail: Detail) -> Arc<Self> {
         let mut registry = Registry::with_prefix("augur");
         let t = Self {
             observed: Family::default(),
             data_age: Family::default(),
             forecast: Family::default(),
+            forecast_peak: Family::default(),
             risk_score: Family::default(),
             risk_level: Family::default(),
             actions: Family::default(),
@@ -185,12 +221,16 @@ impl Telemetry {
             forecast_skill: Family::default(),
             tick: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
             leader: Gauge::default(),
+            detail,
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
         registry.register("observed_value", "The last value collected, per policy and metric", t.observed.clone());
         registry.register("data_age_seconds", "Age of the newest sample behind each metric at the last collection", t.data_age.clone());
-        registry.register("forecast_value", "The last forecast per policy, metric, step ahead and quantile (p10, p50, p90)", t.forecast.clone());
+        registry.register("forecast_peak", "The peak of the last forecast over its horizon per policy, metric and band (p10, p50, p90)", t.forecast_peak.clone());
+        if detail == Detail::Full {
+            registry.register("forecast_value", "The last forecast per policy, metric, step ahead and band (p10, p50, p90)", t.forecast.clone());
+        }
         registry.register("risk_score", "The last risk score (0..1) per policy and risk rule", t.risk_score.clone());
         registry.register("risk_level", "The last risk level per policy and risk rule: 0 none, 1 low, 2 medium, 3 high, 4 critical", t.risk_level.clone());
         registry.register("actions", "Proposed actions by kind and verdict (executed, dry-run, rejected, failed, superseded, unconfirmed)", t.actions.clone());
@@ -202,7 +242,9 @@ impl Telemetry {
         registry.register("reload_ok", "1 if the last load of a policy or plugin succeeded (the previous version keeps running if not)", t.reload_ok.clone());
         registry.register("reloads", "Live reloads of policy and plugin files, by outcome (reloaded, rejected, removed)", t.reloads.clone());
         registry.register("forecast_interval_coverage", "The recent share of each metric's points inside the p10-p90 Augur issued for them (calibrated to 0.8)", t.interval_coverage.clone());
-        registry.register("forecast_skill_ratio", "Each contender's recent pinball loss on a metric over the best simple baseline's (below 1: it beats them), as the skill gate scores it", t.forecast_skill.clone());
+        if detail == Detail::Full {
+            registry.register("forecast_skill_ratio", "Each contender's recent pinball loss on a metric over the best simple baseline's (below 1: it beats them), as the skill gate scores it", t.forecast_skill.clone());
+        }
         registry.register("forecaster_info", "The forecaster that served each metric's last forecast (a model, or the fallback)", t.forecaster.clone());
         registry.register("tick_duration_seconds", "Time of one tick of every due policy", t.tick.clone());
         registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", t.leader.clone());
@@ -224,6 +266,9 @@ impl Telemetry {
                 }
                 Series::Forecast(l) => {
                     self.forecast.remove(l);
+                }
+                Series::Peak(l) => {
+                    self.forecast_peak.remove(l);
                 }
                 Series::Rule(l) => {
                     self.risk_score.remove(l);
@@ -254,6 +299,12 @@ impl Telemetry {
         out
     }
 
+    /// The same in the Prometheus text format 0.0.4, for a scraper that does not ask for
+    /// OpenMetrics (and for `promtool check metrics`).
+    pub fn encode_text(&self) -> String {
+        text_format(&self.encode())
+    }
+
     /// Marks the host ready (its first tick, or its warm start, is done).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
@@ -279,8 +330,50 @@ impl Telemetry {
     }
 }
 
-async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.encode())
+/// OpenMetrics to a scraper that accepts it (Prometheus asks for it first), the text format
+/// 0.0.4 to anyone else.
+async fn metrics(State(t): State<Arc<Telemetry>>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accepts = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("application/openmetrics-text"));
+    if accepts {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.encode())
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], t.encode_text())
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's HELP and TYPE name its
+/// `_total` samples, `unknown` is `untyped`, and the UNIT and EOF lines (OpenMetrics only) go.
+/// prometheus-client encodes only OpenMetrics; what it writes here has no exemplars, `_created`
+/// samples or info and stateset types, the rest of what differs.
+fn text_format(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name = if counters.contains(name) { format!("{name}_total") } else { name.to_string() };
+                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                out.push_str(&format!("{prefix}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 async fn ready(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
@@ -298,5 +391,17 @@ mod tests {
         let text = Telemetry::new().encode();
         let line = format!("augur_build_info{{version=\"{}\",wit=\"{WIT_PACKAGE}\"}} 1", env!("CARGO_PKG_VERSION"));
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples() {
+        let t = Telemetry::new();
+        t.actions.get_or_create(&ActionLabels { policy: "p".into(), kind: "scale".into(), verdict: "executed".into() }).inc();
+        let text = t.encode_text();
+        assert!(text.contains("# HELP augur_actions_total Proposed actions"), "{text}");
+        assert!(text.contains("# TYPE augur_actions_total counter\n"), "{text}");
+        assert!(text.contains("augur_actions_total{policy=\"p\",kind=\"scale\",verdict=\"executed\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE augur_leader gauge\n") && !text.contains("# EOF"), "{text}");
+        assert!(t.encode().ends_with("# EOF\n"), "OpenMetrics keeps its EOF");
     }
 }

@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz here.
     pub metrics_addr: Option<SocketAddr>,
+    /// How many series /metrics carries per policy.
+    pub metrics_detail: crate::telemetry::Detail,
     /// With `simulate`: serve the simulated cluster's metrics (cAdvisor and kube-state-metrics
     /// style) here, for a real Prometheus to scrape.
     pub expose_sim: Option<SocketAddr>,
@@ -87,6 +89,7 @@ impl Default for RunOptions {
             identity: None,
             kubeconfig: None,
             metrics_addr: None,
+            metrics_detail: Default::default(),
             expose_sim: None,
             sim_via_prometheus: false,
             watch: None,
@@ -287,7 +290,7 @@ fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options
 /// Starts the /metrics server when asked, and connects the engine to it.
 async fn serve_telemetry(engine: &mut Engine, options: &RunOptions) -> anyhow::Result<Option<Arc<Telemetry>>> {
     let Some(addr) = options.metrics_addr else { return Ok(None) };
-    let telemetry = Telemetry::new();
+    let telemetry = Telemetry::with_detail(options.metrics_detail);
     telemetry.serve(addr).await?;
     engine.set_telemetry(telemetry.clone());
     Ok(Some(telemetry))

@@ -12,7 +12,7 @@ use crate::metrics::{Observation, SourceError};
 use crate::plugins::plugin_name;
 use crate::remediation::audit::{self, AuditLog, Head, Record, ReloadOutcome, FileKind, Stage, Verdict};
 use crate::remediation::state::{self, GuardState};
-use crate::telemetry::{ActionLabels, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Series, Telemetry};
+use crate::telemetry::{ActionLabels, BandLabels, Detail, ErrorLabels, ForecastLabels, MetricLabels, ModelLabels, PolicyLabels, ReloadLabels, ReloadResultLabels, RuleLabels, Series, Telemetry};
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -93,10 +93,14 @@ impl Engine {
         self.announce_series();
     }
 
-    /// Creates each policy's counters at 0, so that the first action or error shows as an
-    /// increase: at start, and again on taking the Lease over (a standby drops them).
+    /// With `Detail::Full`, creates each policy's counters at 0, so that the first action or
+    /// error shows as an increase: at start, and again on taking the Lease over (a standby
+    /// drops them). Within the budget they appear with their first increment instead.
     pub fn announce_series(&self) {
         let Some(telemetry) = &self.telemetry else { return };
+        if telemetry.detail != Detail::Full {
+            return;
+        }
         for runtime in &self.policies {
             let policy = &runtime.policy.name;
             for kind in &runtime.policy.guard.allowed_actions {
@@ -160,10 +164,16 @@ impl Engine {
         for record in &decision.forecasts {
             let f = &record.forecast;
             let bands = [("p10", f.lower.as_ref()), ("p50", Some(&f.predicted)), ("p90", f.upper.as_ref())];
-            for (quantile, values) in bands {
-                for (step, value) in values.into_iter().flatten().enumerate() {
-                    let labels = ForecastLabels { policy: policy.clone(), metric: record.metric.clone(), step: (step + 1).to_string(), quantile: quantile.into() };
-                    t.forecast.get_or_create(&labels).set(*value);
+            for (band, values) in bands {
+                let Some(values) = values else { continue };
+                if let Some(peak) = values.iter().copied().filter(|v| v.is_finite()).reduce(f64::max) {
+                    t.forecast_peak.get_or_create(&BandLabels { policy: policy.clone(), metric: record.metric.clone(), band: band.into() }).set(peak);
+                }
+                if t.detail == Detail::Full {
+                    for (step, value) in values.iter().enumerate() {
+                        let labels = ForecastLabels { policy: policy.clone(), metric: record.metric.clone(), step: (step + 1).to_string(), band: band.into() };
+                        t.forecast.get_or_create(&labels).set(*value);
+                    }
                 }
             }
             let key = (policy.clone(), record.metric.clone());
@@ -176,7 +186,7 @@ impl Engine {
             if let Some(coverage) = runtime.gate(&record.metric).and_then(|g| g.coverage(&f.forecaster)) {
                 t.interval_coverage.get_or_create(&MetricLabels { policy: policy.clone(), metric: record.metric.clone() }).set(coverage);
             }
-            for standing in record.gate.iter().flat_map(|c| &c.standings) {
+            for standing in record.gate.iter().flat_map(|c| &c.standings).filter(|_| t.detail == Detail::Full) {
                 if let Some(ratio) = standing.vs_best_baseline {
                     t.forecast_skill.get_or_create(&ModelLabels { policy: policy.clone(), metric: record.metric.clone(), forecaster: standing.forecaster.clone() }).set(ratio);
                 }
@@ -313,6 +323,9 @@ fn save_state(audit_path: &Path, policy: &str, guard_state: &GuardState) -> anyh
     state::save(&path, &file)
 }
 
+/// The forecast's bands, as `/metrics` names them.
+const BANDS: [&str; 3] = ["p10", "p50", "p90"];
+
 /// Every series `/metrics` may carry for this policy (see `Series`); `in_use`: the forecaster
 /// serving each (policy, metric).
 pub(super) fn series_of(runtime: &PolicyRuntime, in_use: &BTreeMap<(String, String), String>) -> HashSet<Series> {
@@ -335,9 +348,12 @@ pub(super) fn series_of(runtime: &PolicyRuntime, in_use: &BTreeMap<(String, Stri
         let metric = &metric.name;
         out.insert(Series::Metric(MetricLabels { policy: policy.clone(), metric: metric.clone() }));
         for step in 1..=spec.forecast.horizon {
-            for quantile in ["p10", "p50", "p90"] {
-                out.insert(Series::Forecast(ForecastLabels { policy: policy.clone(), metric: metric.clone(), step: step.to_string(), quantile: quantile.into() }));
+            for band in BANDS {
+                out.insert(Series::Forecast(ForecastLabels { policy: policy.clone(), metric: metric.clone(), step: step.to_string(), band: band.into() }));
             }
+        }
+        for band in BANDS {
+            out.insert(Series::Peak(BandLabels { policy: policy.clone(), metric: metric.clone(), band: band.into() }));
         }
         let contenders = runtime.gate(metric).into_iter().flat_map(|g| g.every_name().map(str::to_string));
         let served = in_use.get(&(policy.clone(), metric.clone())).cloned();

@@ -176,8 +176,10 @@ async fn warm_start_acts_on_the_first_tick_and_an_outage_stops_action_until_reco
 }
 
 /// Augur's own /metrics, scraped by a real Prometheus while the host runs the simulator:
-/// values, forecasts with their quantiles, risks, actions, plugin latency, tick duration, the
+/// values, forecast peaks per band, risks, actions, plugin latency, tick duration, the
 /// forecaster in use, reload status and leadership all arrive; /healthz and /readyz answer.
+/// The text format (what a plain GET gets) passes `promtool check metrics`, and the policy
+/// stays within the default cardinality budget.
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_augurs_own_metrics() {
     let port = common::k8s::free_port();
@@ -214,7 +216,7 @@ async fn prometheus_scrapes_augurs_own_metrics() {
     let url = &prometheus.url;
     let queries = [
         "augur_observed_value{policy=\"nginx\",metric=\"cpu\"}",
-        "augur_forecast_value{policy=\"nginx\",metric=\"cpu\",step=\"10\",quantile=\"p90\"}",
+        "augur_forecast_peak{policy=\"nginx\",metric=\"cpu\",band=\"p90\"}",
         "augur_risk_level{policy=\"nginx\",rule=\"cpu\"}",
         "sum(augur_actions_total{policy=\"nginx\",verdict=\"executed\"})",
         "sum(augur_plugin_call_seconds_count{plugin=\"risk-cpu\",call=\"assess\"})",
@@ -242,8 +244,25 @@ async fn prometheus_scrapes_augurs_own_metrics() {
     assert!(missing.is_empty(), "no data in Prometheus for {missing:#?}");
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let body = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    let openmetrics = http.get(format!("{base}/metrics")).header("Accept", "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4").send().await.unwrap();
+    assert!(openmetrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(text.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = text.text().await.unwrap();
+    let mut promtool = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
+
+    // The budget: per metric its value; per forecast metric (the 3 that risk rules read) the
+    // peak per band, its interval coverage and its forecaster; per rule the score and level;
+    // the policy's stale, audit and reload gauges; counters only once they count something.
+    let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && (l.contains("policy=\"nginx\"") || l.contains("name=\"nginx\""))).collect();
+    let gauges = series.iter().filter(|l| !l.contains("_total{")).count();
+    assert_eq!(gauges, 5 + 3 * 5 + 3 * 2 + 3, "{series:#?}");
+    assert!(series.iter().all(|l| !l.contains("step=")), "no per-step forecasts by default");
     run.await.unwrap().unwrap();
 }
 

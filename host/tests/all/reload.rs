@@ -95,7 +95,8 @@ impl Running {
     fn start_on(dir: &Path, policy: &Path) -> Self {
         let port = common::k8s::free_port();
         let child = Command::new(common::host_binary())
-            .args(["run", "--simulate", "--speed", "600", "--for", "48h", "--quiet", "--metrics-addr"])
+            // Every series, the forecasts' steps among them (what the reload tests follow).
+            .args(["run", "--simulate", "--speed", "600", "--for", "48h", "--quiet", "--metrics-detail", "full", "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--policy")
             .arg(policy)
@@ -260,7 +261,7 @@ fn a_reload_or_a_deletion_drops_the_series_that_no_longer_run() {
     let run = Running::start_on(dir.path(), &policies);
     let mut at = run.wait_for(0, "a first proposal", |r| proposal_reason(r).contains("(step of 3,"));
     let before = run.metrics();
-    for series in [r#"augur_risk_score{policy="web",rule="cpu"}"#, r#"augur_forecast_value{policy="web",metric="cpu",step="5",quantile="p50"}"#, r#"augur_observed_value{policy="web",metric="cpu"}"#] {
+    for series in [r#"augur_risk_score{policy="web",rule="cpu"}"#, r#"augur_forecast_value{policy="web",metric="cpu",step="5",band="p50"}"#, r#"augur_observed_value{policy="web",metric="cpu"}"#] {
         assert!(before.contains(series), "{series} before the reload:\n{before}");
     }
 
@@ -270,10 +271,10 @@ fn a_reload_or_a_deletion_drops_the_series_that_no_longer_run() {
     run.wait_for(at, "a proposal under the new version", |r| proposal_reason(r).contains("(step of 1,"));
     let after = run.metrics();
     assert!(after.contains(r#"augur_risk_score{policy="web",rule="heat"}"#), "{after}");
-    assert!(after.contains(r#"augur_forecast_value{policy="web",metric="cpu",step="3",quantile="p50"}"#), "{after}");
+    assert!(after.contains(r#"augur_forecast_value{policy="web",metric="cpu",step="3",band="p50"}"#), "{after}");
     assert!(!after.contains(r#"policy="web",rule="cpu""#), "the renamed rule's series are gone:\n{after}");
     assert!(!after.contains(r#"policy="web",metric="cpu",step="4""#) && !after.contains(r#"policy="web",metric="cpu",step="5""#), "steps past the new horizon are gone:\n{after}");
-    assert!(after.contains(r#"augur_forecast_value{policy="shop",metric="cpu",step="5",quantile="p50"}"#), "another policy's are not:\n{after}");
+    assert!(after.contains(r#"augur_forecast_value{policy="shop",metric="cpu",step="5",band="p50"}"#), "another policy's are not:\n{after}");
     assert!(after.contains(r#"augur_observed_value{policy="web",metric="cpu"}"#), "what both versions carry stays:\n{after}");
 
     std::fs::remove_file(policies.join("web.yaml")).unwrap();
