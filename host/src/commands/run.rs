@@ -149,6 +149,7 @@ async fn on_cluster(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Resu
         let file = policy.source.clone();
         runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), true).with_context(|| format!("cannot start policy {}", file.display()))?);
     }
+    say_compile_cache(&plugins);
     let leadership = options.leader_election.as_ref().map(|lease| {
         let mut elector = LeaderElector::new(client.clone(), &lease.namespace, &lease.name, &identity);
         if let Some((duration, deadline, retry)) = lease.timing {
@@ -287,6 +288,14 @@ fn watch(engine: &mut Engine, plugins: Arc<Plugins>, running: &[Policy], options
     Ok(documents)
 }
 
+/// Says how the start's plugins were compiled: read back from the compile cache, or compiled.
+fn say_compile_cache(plugins: &Plugins) {
+    match plugins.cache_use() {
+        Some(u) => tracing::info!("plugins: {} read compiled from {}, {} compiled (and kept there)", u.hits, u.directory.display(), u.misses),
+        None => tracing::info!("plugins: compiled without a compile cache"),
+    }
+}
+
 /// Starts the /metrics server when asked, and connects the engine to it.
 async fn serve_telemetry(engine: &mut Engine, options: &RunOptions) -> anyhow::Result<Option<Arc<Telemetry>>> {
     let Some(addr) = options.metrics_addr else { return Ok(None) };
@@ -351,6 +360,7 @@ async fn simulate(policies: Vec<Policy>, options: &RunOptions) -> anyhow::Result
         let file = policy.source.clone();
         runtimes.push(PolicyRuntime::new(policy, &plugins, options.audit_log.as_deref(), false).with_context(|| format!("cannot start policy {}", file.display()))?);
     }
+    say_compile_cache(&plugins);
     let metrics: Arc<dyn MetricSource> = if options.sim_via_prometheus {
         if let Some(p) = runtimes.iter().find(|r| !matches!(r.policy.metric_source, MetricSourceSpec::Prometheus { .. })) {
             return Err(invalid(format!("{}: `source` is not Prometheus, but --sim-via-prometheus reads every policy's metrics through Prometheus; fix: set `source: {{ kind: prometheus, url: ... }}`", p.policy.source.display())));

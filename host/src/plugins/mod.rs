@@ -308,9 +308,35 @@ impl std::fmt::Debug for Loaded {
 /// The published plugins.
 type PluginSet = HashMap<(PathBuf, World), Arc<Loaded>>;
 
+/// Where compiled components are kept between runs: `AUGUR_COMPILE_CACHE` (a folder, or
+/// `off`), else `$XDG_CACHE_HOME/augur/compiled`, else `~/.cache/augur/compiled`; none where
+/// there is no home.
+pub fn compile_cache_dir() -> Option<PathBuf> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    match env("AUGUR_COMPILE_CACHE") {
+        Some(dir) if dir.as_os_str() == "off" => None,
+        Some(dir) => Some(dir),
+        None => env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache"))).map(|c| c.join("augur/compiled")),
+    }
+}
+
+/// How the compile cache served this process' compilations so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheUse {
+    pub directory: PathBuf,
+    /// Components read back compiled.
+    pub hits: usize,
+    /// Components compiled (and stored).
+    pub misses: usize,
+}
+
 /// The wasm engine, the linker and the published plugins.
 pub struct Plugins {
     engine: Engine,
+    /// wasmtime's own cache of compiled code, keyed by the component's bytes and the
+    /// engine's settings and version: a restart, or a reload of an unchanged plugin, does
+    /// not compile again.
+    cache: Option<wasmtime::Cache>,
     linker: Linker<HostState>,
     limits: Limits,
     published: RwLock<Arc<PluginSet>>,
@@ -320,10 +346,22 @@ pub struct Plugins {
 
 impl Plugins {
     /// A runtime with epoch-based deadlines (a ticker thread); `limits` serve the calls of
-    /// rules that set none.
+    /// rules that set none. Compiled components are cached in `compile_cache_dir()`.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        Self::with_compile_cache(limits, compile_cache_dir().as_deref())
+    }
+
+    /// The same, with compiled components cached in `cache` (none: compile every time). A
+    /// folder that cannot be used is said once and compiled without.
+    pub fn with_compile_cache(limits: Limits, cache: Option<&Path>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        let cache = cache.and_then(|dir| {
+            let mut settings = wasmtime::CacheConfig::new();
+            settings.with_directory(dir);
+            wasmtime::Cache::new(settings).inspect_err(|e| tracing::warn!("plugins compile without a cache: {e:#}; fix: make {} writable, or set AUGUR_COMPILE_CACHE to a writable folder (or `off`)", dir.display())).ok()
+        });
+        config.cache(cache.clone());
         // Pre-reserved slots make a fresh instance cheap (no mmap per instance, copy-on-write
         // memory images).
         let mut pool = wasmtime::PoolingAllocationConfig::default();
@@ -349,7 +387,12 @@ impl Plugins {
                 }
             }
         })?;
-        Ok(Self { engine, linker, limits, published: RwLock::new(Arc::new(PluginSet::new())), ticker_stop, logs: Arc::default() })
+        Ok(Self { engine, cache, linker, limits, published: RwLock::new(Arc::new(PluginSet::new())), ticker_stop, logs: Arc::default() })
+    }
+
+    /// How the compile cache has served so far (none without one).
+    pub fn cache_use(&self) -> Option<CacheUse> {
+        self.cache.as_ref().map(|c| CacheUse { directory: c.directory().clone(), hits: c.cache_hits(), misses: c.cache_misses() })
     }
 
     /// The published version of a plugin, compiling and publishing it on first use.

@@ -214,3 +214,68 @@ fn a_plugin_in_python_implements_the_same_contract() {
     let problems = plugins.check_settings(&python, World::Risk, &settings(&[("max", "-1")])).unwrap();
     assert_eq!(problems, [Problem::in_settings("setting `max` is `-1`; it must be a number above 0 (default 1)".into())]);
 }
+
+/// Compiled components are kept on disk (wasmtime's cache, keyed by the component's bytes
+/// and the engine): a second start with the same plugins compiles nothing, calls them as
+/// before, and a changed plugin is compiled again.
+#[test]
+fn a_second_start_reads_its_plugins_compiled_and_a_changed_one_compiles() {
+    let cache = tempfile::tempdir().unwrap();
+    let names = ["risk-cpu", "risk-memory", "risk-node", "scale", "restart", "cordon"];
+    let world = |name: &str| if name.starts_with("risk-") { World::Risk } else { World::Remediation };
+    let first = Plugins::with_compile_cache(Limits::default(), Some(cache.path())).unwrap();
+    for name in names {
+        first.load(&common::plugin(name), world(name)).unwrap();
+    }
+    let used = first.cache_use().unwrap();
+    assert_eq!((used.hits, used.misses), (0, 6), "{used:?}");
+    drop(first);
+
+    let second = Plugins::with_compile_cache(Limits::default(), Some(cache.path())).unwrap();
+    for name in names {
+        second.load(&common::plugin(name), world(name)).unwrap();
+    }
+    let used = second.cache_use().unwrap();
+    assert_eq!((used.hits, used.misses), (6, 0), "a restart compiles nothing: {used:?}");
+    let f = forecast(vec![0.7, 0.9, 1.2, 1.5, 1.9], None);
+    let input = ForecastInput { target: &target(), metric: "cpu", unit: "cores", history: &[0.5, 0.6], forecast: &f, replicas: 2, ready_replicas: 2, interval_seconds: 60, startup_seconds: Some(60) };
+    let risk = second.session().assess(&common::plugin("risk-cpu"), &settings(&[("sizing", "surge")]), &input).unwrap();
+    assert_eq!((risk.level, risk.required_replicas), (Level::High, Some(5)), "the cached build runs as the compiled one did");
+
+    // Another component at the same path: its own bytes, its own compilation.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("risk.wasm");
+    std::fs::copy(common::plugin("risk-node"), &path).unwrap();
+    second.compile(&path, World::Risk).unwrap();
+    std::fs::copy(common::plugin("risk-memory"), &path).unwrap();
+    second.compile(&path, World::Risk).unwrap();
+    let used = second.cache_use().unwrap();
+    assert_eq!((used.hits, used.misses), (7, 1), "{used:?}");
+}
+
+/// `host run` says at start how its plugins were compiled: the first run compiles them into
+/// the cache, the next reads every one back.
+#[test]
+fn host_run_reads_unchanged_plugins_from_the_compile_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::root().join("policies/nginx.yaml")).unwrap();
+    let text = text.replace("../plugins/dist", &common::root().join("plugins/dist").display().to_string()).replace("../models", &common::root().join("models").display().to_string());
+    std::fs::write(dir.path().join("nginx.yaml"), text).unwrap();
+    let start = || {
+        let out = std::process::Command::new(common::host_binary())
+            .args(["run", "--simulate", "--speed", "3600", "--for", "10m", "--quiet", "--policy"])
+            .arg(dir.path().join("nginx.yaml"))
+            .arg("--audit-log")
+            .arg(dir.path().join("audit.jsonl"))
+            .env("AUGUR_COMPILE_CACHE", cache.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).lines().find(|l| l.contains("plugins: ")).map(str::to_string).unwrap_or_default()
+    };
+    let first = start();
+    assert!(first.contains("plugins: 0 read compiled from") && first.contains(", 6 compiled"), "{first}");
+    let second = start();
+    assert!(second.contains("plugins: 6 read compiled from") && second.contains(", 0 compiled"), "{second}");
+}
