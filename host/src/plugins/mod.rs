@@ -236,20 +236,45 @@ fn ready(mut store: wasmtime::StoreContextMut<'_, HostState>, _when: (u64,)) -> 
     Ok((wasmtime_wasi::p2::subscribe(table, pollable)?,))
 }
 
-/// The state of one store: the sandboxed WASI context and what the host imports need.
+/// The state of one store: what the host imports need, and the sandboxed WASI context.
 pub struct HostState {
     plugin: Arc<str>,
     settings: Settings,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call (with its stderr pipe): most calls make none, and
+    /// a context costs more than the rest of a fresh store (a seeded random source, clocks,
+    /// pipes).
+    wasi: Option<(WasiCtx, MemoryOutputPipe)>,
     table: ResourceTable,
     limiter: Limiter,
-    stderr: MemoryOutputPipe,
     logs: Arc<logs::LogBudget>,
+}
+
+impl HostState {
+    /// What the guest wrote to its stderr (its panic message, say), if it wrote at all.
+    fn stderr(&self) -> String {
+        self.wasi.as_ref().map(|(_, stderr)| String::from_utf8_lossy(&stderr.contents()).trim().to_string()).unwrap_or_default()
+    }
+}
+
+/// A WASI context that gives nothing: no network, no files, no environment, frozen clocks
+/// (see `never_block`), stderr kept in memory for the error a trap becomes.
+fn sandboxed_wasi() -> (WasiCtx, MemoryOutputPipe) {
+    let stderr = MemoryOutputPipe::new(4096);
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    (wasi, stderr)
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let (ctx, _) = self.wasi.get_or_insert_with(sandboxed_wasi);
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
@@ -294,6 +319,8 @@ pub struct Loaded {
     /// data segments if larger), in bytes: a call under a smaller `limits.memory` is refused
     /// before instantiation.
     pub declared_memory: u64,
+    /// Its name for messages (`plugin_name`), shared by every call's store.
+    name: Arc<str>,
     pre: InstancePre<HostState>,
     main: ComponentExportIndex,
     check: ComponentExportIndex,
@@ -444,7 +471,7 @@ impl Plugins {
         }
         .map_err(|e| incompatible(format!("{e:#}")))?;
         let export = |name: &str| component.get_export_index(None, name).ok_or_else(|| incompatible(format!("no export `{name}`")));
-        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, declared_memory, pre, main: export(main)?, check: export(check)? })
+        Ok(Loaded { path: path.to_path_buf(), world, digest: digest(bytes), imports, exports, declared_memory, name: plugin.as_str().into(), pre, main: export(main)?, check: export(check)? })
     }
 
     /// Publishes new versions of plugins, all at once: the next session sees all of them,
@@ -530,23 +557,14 @@ impl Plugins {
         if loaded.declared_memory > limits.memory_bytes as u64 {
             return Err(PluginError::DeclaredMemory { plugin: plugin_name(&loaded.path), declared: loaded.declared_memory, limit: limits.memory_bytes });
         }
-        let mut store = self.store(plugin_name(&loaded.path).into(), settings.clone(), &limits);
+        let mut store = self.store(loaded.name.clone(), settings.clone(), &limits);
         let instance = loaded.pre.instantiate(&mut store).map_err(|e| classify(&store, e, &limits))?;
         body(&mut store, &instance, &limits).map_err(|e| classify(&store, e, &limits))?
     }
 
     fn store(&self, plugin: Arc<str>, settings: Settings, limits: &Limits) -> Store<HostState> {
-        let stderr = MemoryOutputPipe::new(4096);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         let limiter = Limiter { memory_bytes: limits.memory_bytes, hit: false };
-        let state = HostState { plugin, settings, wasi, table: ResourceTable::new(), limiter, stderr, logs: self.logs.clone() };
+        let state = HostState { plugin, settings, wasi: None, table: ResourceTable::new(), limiter, logs: self.logs.clone() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // What the host copies out of the guest in one call (lists counted at the host's size
@@ -657,7 +675,7 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, limits: &Limits) -> 
         );
         return PluginError::TooMuchOutput { plugin, detail };
     }
-    let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
+    let stderr = state.stderr();
     // The guest's own words (its panic message) first: the reason is shown capped, and
     // wasmtime's backtrace after them is the part that may be cut.
     let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("guest stderr: {stderr}; {err:#}") };
