@@ -145,9 +145,12 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s node helm pr
 # Benchmarks of the decision path (forecast + two plugin calls + guard), of a plugin call, of
 # the models, of live reload (write -> serving; tick latency while a reload compiles), and of
 # replays and the anomaly pass; and the host's peak memory through every hostile plugin case.
+# Then many workloads on one host: 1,000 and 10,000 copies of nginx.yaml under the simulator (CPU per
+# workload-tick, peak RSS).
 bench: build test-plugins
 	$(CARGO) bench -p host --bench decision --bench models --bench reload --bench replay
 	bash scripts/hostile-rss.sh
+	bash scripts/scale-bench.sh 1000:2h 10000:20m
 
 # docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
 # NAB scores (about 15 minutes on 2 cores).
