@@ -15,11 +15,13 @@ for arg in ${@:-1000:2h 10000:20m}; do
   FOR=2h
   [ "$arg" != "$count" ] && FOR=${arg#*:}
   {
-    rm -rf "$dir/policies" "$dir/audit"
-    mkdir -p "$dir/policies" "$dir/audit"
+    # The copies keep nginx.yaml's audit path (../var/nginx-audit.jsonl), as a user's copies
+    # would: one audit log and one guard-state file for all of them.
+    rm -rf "$dir/policies" "$dir/var"
+    mkdir -p "$dir/policies" "$dir/var"
     for i in $(seq 1 "$count"); do
       sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
-          -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" -e "s#path: \.\./var/nginx-audit.jsonl#path: $dir/audit/nginx-$i.jsonl#" \
+          -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
           policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
     done
     out=$(/usr/bin/time -f '%U %S %M' "$HOST" run --simulate --speed 3600 --for "$FOR" --quiet --policy "$dir/policies" 2>"$dir/time" | grep '^augur: [0-9]* ticks' || true)

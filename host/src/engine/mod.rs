@@ -124,8 +124,15 @@ impl Engine {
         }
     }
 
+    /// Saves the guard states that this tick's actions changed: beside their audit logs, and
+    /// in the cluster where a store keeps them there.
     async fn save_states(&mut self) {
         let changed = std::mem::take(&mut self.states_changed);
+        if changed.is_empty() {
+            return;
+        }
+        let names: std::collections::HashSet<&str> = changed.iter().map(String::as_str).collect();
+        record::save_states(self.policies.iter().filter(|p| names.contains(p.policy.name.as_str())));
         let Some(store) = self.state_store.clone() else { return };
         for name in changed {
             let Some(runtime) = self.policies.iter().find(|p| p.policy.name == name) else { continue };

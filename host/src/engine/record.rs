@@ -213,17 +213,13 @@ impl Engine {
         }
     }
 
-    /// Schedules the policy's next tick, saves its guard state when an action changed it,
-    /// prints the readable lines and appends the records to its audit log.
+    /// Schedules the policy's next tick, marks its guard state to be saved (at the end of
+    /// the tick) when an action changed it, prints the readable lines and appends the records
+    /// to its audit log.
     pub(super) fn finish(&mut self, runtime: &mut PolicyRuntime, decision: Decision, now: SystemTime, counts: &mut super::TickCounts) {
         runtime.next_due = Some(now + runtime.policy.interval);
         if decision.state_changed {
-            if let Err(e) = save_state(&runtime.audit_path, &runtime.policy.name, &runtime.guard_state) {
-                tracing::error!(policy = %runtime.policy.name, "{e:#}");
-            }
-            if self.state_store.is_some() {
-                self.states_changed.push(runtime.policy.name.clone());
-            }
+            self.states_changed.push(runtime.policy.name.clone());
         }
         if self.echo {
             for line in &decision.summary {
@@ -314,13 +310,25 @@ pub fn load_state(audit_path: &Path, policy: &str) -> anyhow::Result<GuardState>
     Ok(file.remove(policy).unwrap_or_default())
 }
 
-/// Saves one policy's state into the state file it shares with the other policies of the
-/// same audit log.
-fn save_state(audit_path: &Path, policy: &str, guard_state: &GuardState) -> anyhow::Result<()> {
-    let path = state::state_path(audit_path);
-    let mut file: StateFile = state::load(&path).unwrap_or_default();
-    file.insert(policy.to_string(), guard_state.clone());
-    state::save(&path, &file)
+/// Saves the states of `changed` policies, each into the state file it shares with the other
+/// policies of the same audit log: each file read and written (atomically, once) however many
+/// of its policies changed, so that a thousand policies beside one audit log cost a write a
+/// tick, not a thousand.
+pub(super) fn save_states<'r>(changed: impl IntoIterator<Item = &'r PolicyRuntime>) {
+    let mut files: BTreeMap<PathBuf, Vec<&PolicyRuntime>> = BTreeMap::new();
+    for runtime in changed {
+        files.entry(state::state_path(&runtime.audit_path)).or_default().push(runtime);
+    }
+    for (path, runtimes) in files {
+        let mut file: StateFile = state::load(&path).unwrap_or_default();
+        for runtime in &runtimes {
+            file.insert(runtime.policy.name.clone(), runtime.guard_state.clone());
+        }
+        if let Err(e) = state::save(&path, &file) {
+            let names: Vec<&str> = runtimes.iter().map(|r| r.policy.name.as_str()).collect();
+            tracing::error!("{e:#} (the guard state of {})", names.join(", "));
+        }
+    }
 }
 
 /// The forecast's bands, as `/metrics` names them.
