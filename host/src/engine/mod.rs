@@ -27,7 +27,7 @@ pub use policy::{Decision, Pending, PluginCall, PolicyRuntime, Tick, check_plugi
 pub use record::{ActionReport, PolicyReport, Reports, TickCounts};
 pub use updates::{Update, WarmStart};
 
-use crate::metrics::{MetricSource, Observation, WorkloadSource};
+use crate::metrics::{MetricSource, Observation, SourceError, WorkloadSource};
 use crate::domain::Workload;
 use crate::plugins::{MAX_MEMORY_BYTES, Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
@@ -242,12 +242,21 @@ impl Engine {
         self.finish(runtime, decision, now, counts);
     }
 
-    /// The metrics and the workload's state of each due policy.
+    /// The metrics and the workload's state of each due policy, up to `COLLECTING_AT_ONCE`
+    /// policies at a time (each waits on its store and the API server, not on the CPU), in
+    /// the order of `due`.
     async fn collect(&self, due: &[usize]) -> Vec<Collected> {
-        let mut inputs = Vec::with_capacity(due.len());
+        use futures::StreamExt;
+        type Read<'a> = std::pin::Pin<Box<dyn Future<Output = (&'a crate::config::Policy, (Result<Observation, SourceError>, Result<Workload, SourceError>))> + Send + 'a>>;
+        let mut reads: Vec<Read<'_>> = Vec::with_capacity(due.len());
         for &i in due {
             let policy = &self.policies[i].policy;
-            let collected = tokio::join!(self.seams.metrics.collect(policy), self.seams.workloads.workload(policy));
+            let (metrics, workloads) = (&self.seams.metrics, &self.seams.workloads);
+            reads.push(Box::pin(async move { (policy, tokio::join!(metrics.collect(policy), workloads.workload(policy))) }));
+        }
+        let collected: Vec<_> = futures::stream::iter(reads).buffered(COLLECTING_AT_ONCE).collect().await;
+        let mut inputs = Vec::with_capacity(due.len());
+        for (policy, collected) in collected {
             self.export_collection(policy, &collected);
             inputs.push(match collected {
                 (Ok(mut observation), Ok(mut workload)) => {
@@ -331,6 +340,10 @@ async fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
 /// Decisions of one tick that run at once, each on a blocking thread of its own (fewer when
 /// their guests' memory limits add up to more than `MAX_MEMORY_BYTES`).
 const DECIDING_AT_ONCE: usize = 4;
+
+/// Policies of one tick whose metrics and workload are read at once: enough to hide a
+/// store's and the API server's latency, few enough not to flood either.
+const COLLECTING_AT_ONCE: usize = 16;
 
 /// Each due policy's new point (`inputs[k]` belongs to `policies[due[k]]`), then the
 /// forecasts of those that took one, batched per forecaster.
