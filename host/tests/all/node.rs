@@ -153,6 +153,37 @@ impl Drop for Child {
     }
 }
 
+/// `host run` on `policy` against the node's cluster (and `extra` arguments), its audit log
+/// and its output (`host.out`) in `dir`; stopped when the returned guard drops.
+fn host_run(cluster: &crate::common::node::NodeCluster, dir: &std::path::Path, policy: &std::path::Path, extra: &[&str]) -> (Child, std::path::PathBuf) {
+    let audit = dir.join("audit.jsonl");
+    let out = std::fs::File::create(dir.join("host.out")).unwrap();
+    let child = std::process::Command::new(crate::common::host_binary())
+        .args(["run", "--no-leader-election", "--policy"])
+        .arg(policy)
+        .arg("--kubeconfig")
+        .arg(&cluster.plane.kubeconfig)
+        .arg("--audit-log")
+        .arg(&audit)
+        .args(extra)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (Child(child), audit)
+}
+
+/// Waits until `host run` (its output in `dir`) has assessed `rule` (`<policy> <rule>`) on
+/// `ticks` ticks: the history its guard wants before remediations act.
+async fn assessed(dir: &std::path::Path, rule: &str, ticks: usize, limit: Duration) {
+    let said = dir.join("host.out");
+    let deadline = std::time::Instant::now() + limit;
+    while std::fs::read_to_string(&said).unwrap_or_default().matches(&format!(" {rule}: now ")).count() < ticks {
+        assert!(std::time::Instant::now() < deadline, "host run did not assess {ticks} ticks in {limit:?}:\n{}", std::fs::read_to_string(&said).unwrap_or_default());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// What the demo says as it goes (shown by `make demo-node`, which runs this test with
 /// --nocapture; a failing test shows it too).
 fn say(what: impl std::fmt::Display) {
@@ -232,34 +263,14 @@ async fn the_prototypes_demo_runs_for_real_on_the_node() {
     let policy = dir.path().join("node-demo.yaml");
     let text = std::fs::read_to_string(common::root().join("policies/node-demo.yaml")).unwrap();
     std::fs::write(&policy, text.replace("url: http://127.0.0.1:9090", &format!("url: {}", prometheus.url))).unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let out = std::fs::File::create(dir.path().join("host.out")).unwrap();
-    let _host = Child(
-        std::process::Command::new(common::host_binary())
-            .args(["run", "--no-leader-election", "--policy"])
-            .arg(&policy)
-            .arg("--kubeconfig")
-            .arg(&cluster.plane.kubeconfig)
-            .arg("--audit-log")
-            .arg(&audit)
-            .args(["--metrics-addr", &format!("127.0.0.1:{augur_metrics}")])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
+    let (_host, audit) = host_run(cluster, dir.path(), &policy, &["--metrics-addr", &format!("127.0.0.1:{augur_metrics}")]);
     say("host run --policy policies/node-demo.yaml: every 5 s it reads Prometheus, forecasts 60 s ahead, assesses, guards, acts");
 
     // The memory leak: the script's /dev/shm file held in one pod: 48 of the 52 MiB the two pods use, 26 MiB a pod
     // against the policy's 16 (50% of 32 MiB).
     let victim = augur::cluster::choose_pod(&client, "default", "app=nginx").await.unwrap();
     // guard.min_history (6 points): remediations act only after 30 s of history.
-    let said = dir.path().join("host.out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while std::fs::read_to_string(&said).unwrap_or_default().matches(" nginx memory: now ").count() < 8 {
-        assert!(std::time::Instant::now() < deadline, "host run did not assess 8 ticks in 90 s:\n{}", std::fs::read_to_string(&said).unwrap_or_default());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    assessed(dir.path(), "nginx memory", 8, Duration::from_secs(90)).await;
     say(format!("host stress: {victim} holds 48 MiB in /dev/shm (and busy-loops)"));
     let leak = augur::cluster::StressOptions { namespace: "default".into(), selector: "app=nginx".into(), duration: Duration::from_secs(120), memory_bytes: 48 << 20, container: None };
     let leaking = {
@@ -418,7 +429,7 @@ impl Drop for FakeNode {
 /// Augur uncordons it (its own cordon only) and the pending pod starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hot_node_is_cordoned_before_its_alarm_and_uncordoned_when_cool() {
-    use crate::common::{self, prometheus::Prometheus};
+    use crate::common::prometheus::Prometheus;
     let (cluster, _alone) = crate::common::node::node_cluster_alone();
     let client = cluster.plane.client().await;
     namespace(&client, "heat").await;
@@ -466,28 +477,9 @@ audit: {{ path: audit.jsonl }}
         ),
     )
     .unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let out = std::fs::File::create(dir.path().join("host.out")).unwrap();
-    let _host = Child(
-        std::process::Command::new(common::host_binary())
-            .args(["run", "--no-leader-election", "--policy"])
-            .arg(&policy)
-            .arg("--kubeconfig")
-            .arg(&cluster.plane.kubeconfig)
-            .arg("--audit-log")
-            .arg(&audit)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
+    let (_host, audit) = host_run(cluster, dir.path(), &policy, &[]);
     say("the node idles at 60 C; host run watches its temperature every 2 s");
-    let said = dir.path().join("host.out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&said).unwrap_or_default().matches(" warm node-heat: now ").count() < 6 {
-        assert!(std::time::Instant::now() < deadline, "host run did not assess 6 ticks in 60 s:\n{}", std::fs::read_to_string(&said).unwrap_or_default());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    assessed(dir.path(), "warm node-heat", 6, Duration::from_secs(60)).await;
 
     // It heats by 1 C a second towards 95 C.
     let heating = {
