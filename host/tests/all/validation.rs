@@ -142,7 +142,7 @@ fn the_good_fixture_is_valid() {
 #[case::unknown_model_name("baseline: holt-damped", "model: transformr", "forecast.model: `transformr` is no model in the search path (")]
 #[case::unknown_model_name_fix("baseline: holt-damped", "model: transformr", "fix: did you mean `transformer`?")]
 #[case::unknown_preset("{ name: cpu, query: 'sum(rate(container_cpu_usage_seconds_total[5m]))', unit: cores }", "{ preset: legacy }", "metrics[0].preset: `legacy` is not a preset; fix: use `prototype`")]
-#[case::unknown_resource("unit: cores", "unit: cores, resource: gpu", "metrics[0].resource: `gpu` is not a resource metrics-server serves")]
+#[case::unknown_resource("unit: cores", "unit: cores, resource: gpu", "metrics[0].resource: `gpu` is not a resource Augur knows")]
 #[case::risk_on_unknown_metric("metric: cpu,", "metric: memory,", "risks[0].metric: `memory` is not a metric of this policy; fix: use one of: cpu")]
 #[case::remediation_on_unknown_risk("risk: cpu,", "risk: latency,", "remediations[0].risk: `latency` is not a risk of this policy; fix: use one of: cpu")]
 #[case::missing_plugin("scale.wasm", "scale-v2.wasm", "scale-v2.wasm does not exist; fix: run `make build` to build the plugins, or fix the path (relative to the policy file)")]
