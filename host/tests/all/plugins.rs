@@ -242,12 +242,13 @@ fn a_second_start_reads_its_plugins_compiled_and_a_changed_one_compiles() {
     let risk = second.session().assess(&common::plugin("risk-cpu"), &settings(&[("sizing", "surge")]), &input).unwrap();
     assert_eq!((risk.level, risk.required_replicas), (Level::High, Some(5)), "the cached build runs as the compiled one did");
 
-    // Another component at the same path: its own bytes, its own compilation.
+    // The cache is by content: the same bytes at another path are read back; other bytes
+    // at that path (the plugin template, a risk plugin not yet compiled) compile.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("risk.wasm");
     std::fs::copy(common::plugin("risk-node"), &path).unwrap();
     second.compile(&path, World::Risk).unwrap();
-    std::fs::copy(common::plugin("risk-memory"), &path).unwrap();
+    std::fs::copy(common::root().join("var/test-plugins/template.wasm"), &path).unwrap();
     second.compile(&path, World::Risk).unwrap();
     let used = second.cache_use().unwrap();
     assert_eq!((used.hits, used.misses), (7, 1), "{used:?}");
@@ -269,6 +270,7 @@ fn host_run_reads_unchanged_plugins_from_the_compile_cache() {
             .arg("--audit-log")
             .arg(dir.path().join("audit.jsonl"))
             .env("AUGUR_COMPILE_CACHE", cache.path())
+            .env("RUST_LOG", "info")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
