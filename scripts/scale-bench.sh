@@ -14,7 +14,6 @@ for arg in ${@:-1000:2h 10000:20m}; do
   count=${arg%%:*}
   FOR=2h
   [ "$arg" != "$count" ] && FOR=${arg#*:}
-  {
     # The copies keep nginx.yaml's audit path (../var/nginx-audit.jsonl), as a user's copies
     # would: one audit log and one guard-state file for all of them.
     rm -rf "$dir/policies" "$dir/var"
@@ -35,5 +34,4 @@ for arg in ${@:-1000:2h 10000:20m}; do
     awk -v f="$FOR" -v n="$count" -v t="$ticks" -v u="$user" -v s="$sys" -v m="$rss_kib" 'BEGIN {
       printf "scale bench: %d workloads, %d ticks (" f "): CPU %.1f s (user %.1f, system %.1f), %.1f us per workload-tick; peak RSS %.1f MiB\n",
         n, t, u + s, u, s, (u + s) * 1e6 / (n * t), m / 1024 }'
-  }
 done

@@ -35,13 +35,14 @@ impl Config {
 
 /// Plans uncordons of recovered nodes and at most one cordon.
 pub fn plan(config: &Config, risk: &Risk, trigger: Level, workload: &Workload) -> Vec<Proposal> {
+    let heading = heading(risk, workload).map(|node| node.name.as_str());
     let mut proposals: Vec<Proposal> = workload
         .nodes
         .iter()
         // Never while the trouble it was cordoned for (or any other) persists, whatever the
         // host counts as healthy time.
         .filter(|node| !node.schedulable && node.cordoned_by_augur && node.healthy_seconds >= config.healthy_for_seconds && trouble(config, node).is_none())
-        .filter(|node| heading(risk, workload).is_none_or(|h| h.name != node.name))
+        .filter(|node| heading != Some(node.name.as_str()))
         .map(|node| Proposal {
             action: Action::UncordonNode(node.name.clone()),
             reason: format!("uncordon {}: healthy for {}", node.name, human_seconds(node.healthy_seconds)),
