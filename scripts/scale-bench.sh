@@ -14,24 +14,24 @@ for arg in ${@:-1000:2h 10000:20m}; do
   count=${arg%%:*}
   FOR=2h
   [ "$arg" != "$count" ] && FOR=${arg#*:}
-    # The copies keep nginx.yaml's audit path (../var/nginx-audit.jsonl), as a user's copies
-    # would: one audit log and one guard-state file for all of them.
-    rm -rf "$dir/policies" "$dir/var"
-    mkdir -p "$dir/policies" "$dir/var"
-    for i in $(seq 1 "$count"); do
-      sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
-          -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
-          policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
-    done
-    out=$(/usr/bin/time -f '%U %S %M' "$HOST" run --simulate --speed 3600 --for "$FOR" --quiet --policy "$dir/policies" 2>"$dir/time" | grep '^augur: [0-9]* ticks' || true)
-    read -r user sys rss_kib < <(tail -1 "$dir/time")
-    ticks=$(echo "$out" | awk '{print $2}')
-    if [ -z "$ticks" ] || [ "$ticks" = 0 ]; then
-      echo "scale bench: host run with $count workloads did not finish:" >&2
-      tail -20 "$dir/time" >&2
-      exit 1
-    fi
-    awk -v f="$FOR" -v n="$count" -v t="$ticks" -v u="$user" -v s="$sys" -v m="$rss_kib" 'BEGIN {
-      printf "scale bench: %d workloads, %d ticks (" f "): CPU %.1f s (user %.1f, system %.1f), %.1f us per workload-tick; peak RSS %.1f MiB\n",
-        n, t, u + s, u, s, (u + s) * 1e6 / (n * t), m / 1024 }'
+  # The copies keep nginx.yaml's audit path (../var/nginx-audit.jsonl), as a user's copies
+  # would: one audit log and one guard-state file for all of them.
+  rm -rf "$dir/policies" "$dir/var"
+  mkdir -p "$dir/policies" "$dir/var"
+  for i in $(seq 1 "$count"); do
+    sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
+        -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
+        policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
+  done
+  out=$(/usr/bin/time -f '%U %S %M' "$HOST" run --simulate --speed 3600 --for "$FOR" --quiet --policy "$dir/policies" 2>"$dir/time" | grep '^augur: [0-9]* ticks' || true)
+  read -r user sys rss_kib < <(tail -1 "$dir/time")
+  ticks=$(echo "$out" | awk '{print $2}')
+  if [ -z "$ticks" ] || [ "$ticks" = 0 ]; then
+    echo "scale bench: host run with $count workloads did not finish:" >&2
+    tail -20 "$dir/time" >&2
+    exit 1
+  fi
+  awk -v f="$FOR" -v n="$count" -v t="$ticks" -v u="$user" -v s="$sys" -v m="$rss_kib" 'BEGIN {
+    printf "scale bench: %d workloads, %d ticks (" f "): CPU %.1f s (user %.1f, system %.1f), %.1f us per workload-tick; peak RSS %.1f MiB\n",
+      n, t, u + s, u, s, (u + s) * 1e6 / (n * t), m / 1024 }'
 done
