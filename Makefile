@@ -149,8 +149,8 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s node helm pr
 # workload-tick, peak RSS).
 bench: build test-plugins
 	$(CARGO) bench -p host --bench decision --bench models --bench reload --bench replay
-	bash scripts/hostile-rss.sh
 	@[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null; }
+	bash scripts/hostile-rss.sh
 	bash scripts/scale-bench.sh 1000:2h 10000:20m
 
 # docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
