@@ -5,8 +5,8 @@
 //! `models/train.py`. The card says what the model reads and predicts; the host checks the
 //! card against the policy (`ModelCard::problems`, at load time, so `host validate` reports it)
 //! and the ONNX graph against the card (`OnnxModel::load`). One session per model file,
-//! shared by every policy that names it; `forecast_batch` runs one inference for all of a
-//! tick's rows.
+//! shared by every policy that names it; `forecast_batch` runs all of a tick's rows, in chunks
+//! of a bounded size.
 
 use super::{ForecastError, Forecaster, Row, finite};
 use crate::config::ModelCard;
@@ -156,6 +156,9 @@ fn gather_context(history: &[f64], lags: &[Option<usize>], points: usize, horizo
     }
 }
 
+/// The most rows one inference takes (see `forecast_batch`).
+const CHUNK_ROWS: usize = 256;
+
 /// Threads for one inference: the machine's cores, at most 4 (a batch of 1,000 windows gains
 /// little beyond that, and the engine's other work needs the rest).
 fn intra_threads() -> usize {
@@ -203,8 +206,8 @@ impl Forecaster for OnnxModel {
         out.pop().expect("one row in, one out").map(|mut channels| channels.swap_remove(0))
     }
 
-    /// Rows with less history than the window get `TooShort`; the rest go through one
-    /// inference. Each channel's forecast is cut to `horizon`; demand does not go below zero.
+    /// Rows with less history than the window get `TooShort`; the rest go through the graph,
+    /// `CHUNK_ROWS` at a time. Each channel's forecast is cut to `horizon`; demand does not go below zero.
     /// A model with seasonal context reads each lag's segment from further back in the row,
     /// NaN where the row does not reach (or holds NaN: a point that is not real).
     fn forecast_batch(&self, rows: &[Row<'_>], horizon: usize, step_seconds: u32) -> Vec<Result<Vec<Forecast>, ForecastError>> {
@@ -227,37 +230,42 @@ impl Forecaster for OnnxModel {
         }
         let context = self.card.context.as_ref().map(|ctx| (ctx, ctx.lag_points(std::time::Duration::from_secs(step_seconds.into()), self.card.horizon)));
         let before = context.as_ref().map_or(0, |(ctx, _)| ctx.len());
-        let mut input = Array3::<f32>::from_elem((ready.len(), before + w, c), f32::NAN);
-        for (b, &i) in ready.iter().enumerate() {
-            for (ch, history) in rows[i].iter().enumerate() {
-                for (t, v) in history[history.len() - w..].iter().enumerate() {
-                    input[[b, before + t, ch]] = *v as f32;
-                }
-                if let Some((ctx, lags)) = &context {
-                    let mut column = input.slice_mut(ndarray::s![b, ..before, ch]);
-                    gather_context(history, lags, ctx.points, self.card.horizon, |at, v| column[at] = v);
-                }
-            }
-        }
-        let output = match self.infer(&input) {
-            Ok(output) => output,
-            Err(reason) => {
-                for &i in &ready {
-                    results[i] = Err(ForecastError::Failed { forecaster: self.label.clone(), reason: reason.clone() });
-                }
-                return results;
-            }
-        };
         let horizon = horizon.min(self.card.horizon);
-        for (b, &i) in ready.iter().enumerate() {
-            let channels = (0..c).map(|ch| {
-                let series = |q: usize| (0..horizon).map(|h| f64::from(output[[b, h, ch, q]])).collect::<Vec<f64>>();
-                // Checked before the floor at zero: f64::max would turn NaN into 0.
-                let raw = finite(Forecast { forecaster: self.label.clone(), step_seconds, predicted: series(1), lower: Some(series(0)), upper: Some(series(2)) })?;
-                let floor = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect::<Vec<f64>>();
-                Ok(Forecast { predicted: floor(raw.predicted), lower: raw.lower.map(floor), ..raw })
-            });
-            results[i] = channels.collect();
+        // Rows go through the graph in chunks of at most `CHUNK_ROWS`: the runtime's working
+        // memory grows with the batch and the allocator keeps what it once held, so one batch of
+        // 5,000 rows left the host 500 MiB larger for good; a chunk's costs the same per row.
+        for chunk in ready.chunks(CHUNK_ROWS) {
+            let mut input = Array3::<f32>::from_elem((chunk.len(), before + w, c), f32::NAN);
+            for (b, &i) in chunk.iter().enumerate() {
+                for (ch, history) in rows[i].iter().enumerate() {
+                    for (t, v) in history[history.len() - w..].iter().enumerate() {
+                        input[[b, before + t, ch]] = *v as f32;
+                    }
+                    if let Some((ctx, lags)) = &context {
+                        let mut column = input.slice_mut(ndarray::s![b, ..before, ch]);
+                        gather_context(history, lags, ctx.points, self.card.horizon, |at, v| column[at] = v);
+                    }
+                }
+            }
+            let output = match self.infer(&input) {
+                Ok(output) => output,
+                Err(reason) => {
+                    for &i in chunk {
+                        results[i] = Err(ForecastError::Failed { forecaster: self.label.clone(), reason: reason.clone() });
+                    }
+                    continue;
+                }
+            };
+            for (b, &i) in chunk.iter().enumerate() {
+                let channels = (0..c).map(|ch| {
+                    let series = |q: usize| (0..horizon).map(|h| f64::from(output[[b, h, ch, q]])).collect::<Vec<f64>>();
+                    // Checked before the floor at zero: f64::max would turn NaN into 0.
+                    let raw = finite(Forecast { forecaster: self.label.clone(), step_seconds, predicted: series(1), lower: Some(series(0)), upper: Some(series(2)) })?;
+                    let floor = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect::<Vec<f64>>();
+                    Ok(Forecast { predicted: floor(raw.predicted), lower: raw.lower.map(floor), ..raw })
+                });
+                results[i] = channels.collect();
+            }
         }
         results
     }
