@@ -6,7 +6,7 @@
 
 use augur::config;
 use augur::domain::{Forecast, Pod, Target, Workload};
-use augur::engine::{PolicyRuntime, decide_blocking};
+use augur::engine::{PolicyRuntime, decide_blocking, decide_on_cores};
 use augur::forecast::{Forecaster, HoltDamped};
 use augur::metrics::Observation;
 use augur::plugins::bindings::ForecastInput;
@@ -116,9 +116,23 @@ fn setup(n: usize) -> Setup {
     Setup { plugins, runtimes, workloads, observations, _dir: dir }
 }
 
-/// One tick's decisions for `n` workloads. Divide the time by `n` for the per-workload cost.
+type Decide = fn(&Plugins, &mut [PolicyRuntime], &[usize], &[augur::engine::Collected], SystemTime, bool) -> Vec<augur::engine::Decision>;
+
+/// One tick's decisions for `n` workloads, on every core as the engine runs them. Divide the
+/// time by `n` for the per-workload cost.
 #[divan::bench(args = [1, 1000], sample_count = 30)]
 fn decision_path(bencher: Bencher, n: usize) {
+    bench_ticks(bencher, n, decide_on_cores);
+}
+
+/// The same 1,000 workloads on one thread (`decide_blocking`): beside `decision_path`, what
+/// running the decisions on every core gains on this machine.
+#[divan::bench(args = [1000], sample_count = 30)]
+fn decision_path_one_thread(bencher: Bencher, n: usize) {
+    bench_ticks(bencher, n, decide_blocking);
+}
+
+fn bench_ticks(bencher: Bencher, n: usize, decide: Decide) {
     let mut s = setup(n);
     let mut now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
     let step = s.runtimes[0].policy.forecast.step;
@@ -128,7 +142,7 @@ fn decision_path(bencher: Bencher, n: usize) {
     // whole path; a tick between steps reuses the step's forecasts and costs less).
     bencher.counter(ItemsCount::new(n)).bench_local(|| {
         now += step;
-        let decisions = decide_blocking(&s.plugins, &mut s.runtimes, &due, &inputs, now, true);
+        let decisions = decide(&s.plugins, &mut s.runtimes, &due, &inputs, now, true);
         let proposals: usize = decisions.iter().map(|d| d.records.len()).sum();
         assert!(proposals >= n, "every workload gets a guarded proposal");
         proposals
