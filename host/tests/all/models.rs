@@ -258,6 +258,28 @@ fn a_batch_gives_the_same_forecasts_as_one_row_at_a_time() {
     assert!(matches!(model.forecast(&series[0][..30], 15, 60), Err(ForecastError::TooShort { needed: 60, have: 30, .. })));
 }
 
+#[test]
+fn a_batch_larger_than_a_chunk_gives_every_row_its_own_forecast() {
+    // 600 rows run as chunks of 256: each row's forecast is the one it gets alone, a row too
+    // short for the window among them keeps its own error, and no row takes another's place.
+    let model = OnnxModel::load(&model("transformer")).unwrap();
+    let series: Vec<Vec<f64>> = (0..600).map(|k| (0..60).map(|i| 1.0 + (k % 37) as f64 + ((i * 7 + k) % 11) as f64 * 0.1).collect()).collect();
+    let mut rows: Vec<Vec<&[f64]>> = series.iter().map(|s| vec![&s[..]]).collect();
+    rows[300] = vec![&series[300][..30]];
+    let batched = model.forecast_batch(&rows, 15, 60);
+    assert_eq!(batched.len(), 600);
+    for (k, (s, b)) in series.iter().zip(batched).enumerate() {
+        if k == 300 {
+            assert!(matches!(b, Err(ForecastError::TooShort { needed: 60, have: 30, .. })), "row 300: {b:?}");
+            continue;
+        }
+        let (got, one) = (b.unwrap().swap_remove(0), model.forecast(s, 15, 60).unwrap());
+        for (g, o) in got.predicted.iter().zip(&one.predicted) {
+            assert!((g - o).abs() <= 1e-4 * o.abs().max(1.0), "row {k}: {g} batched, {o} alone");
+        }
+    }
+}
+
 // --- host backtest ----------------------------------------------------------------------
 
 fn backtest(args: &[&str]) -> serde_json::Value {
