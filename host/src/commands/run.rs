@@ -328,6 +328,16 @@ impl MetricSource for SourceBySpec {
         }
     }
 
+    /// The Prometheus policies together (one query per shape), the others each on its own.
+    async fn collect_all(&self, policies: &[&Policy]) -> Vec<Result<Observation, SourceError>> {
+        let (prometheus, others): (Vec<(usize, &Policy)>, Vec<(usize, &Policy)>) = policies.iter().copied().enumerate().partition(|(_, p)| matches!(p.metric_source, MetricSourceSpec::Prometheus { .. }));
+        let (to_prometheus, to_metrics_server): (Vec<&Policy>, Vec<&Policy>) = (prometheus.iter().map(|(_, p)| *p).collect(), others.iter().map(|(_, p)| *p).collect());
+        let (read, rest) = tokio::join!(self.prometheus.collect_all(&to_prometheus), self.metrics_server.collect_all(&to_metrics_server));
+        let mut all: Vec<(usize, Result<Observation, SourceError>)> = prometheus.iter().map(|(i, _)| *i).zip(read).chain(others.iter().map(|(i, _)| *i).zip(rest)).collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, observation)| observation).collect()
+    }
+
     /// The warm start comes from the same source that collects.
     async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
         match policy.metric_source {

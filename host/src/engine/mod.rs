@@ -27,7 +27,7 @@ pub use policy::{Decision, Pending, PluginCall, PolicyRuntime, Tick, check_plugi
 pub use record::{ActionReport, PolicyReport, Reports, TickCounts};
 pub use updates::{Update, WarmStart};
 
-use crate::metrics::{MetricSource, Observation, SourceError, WorkloadSource};
+use crate::metrics::{COLLECTING_AT_ONCE, MetricSource, Observation, WorkloadSource};
 use crate::domain::Workload;
 use crate::plugins::{MAX_MEMORY_BYTES, Plugins, Session};
 use crate::remediation::audit::{AuditLog, Record, Verdict};
@@ -242,19 +242,19 @@ impl Engine {
         self.finish(runtime, decision, now, counts);
     }
 
-    /// The metrics and the workload's state of each due policy, up to `COLLECTING_AT_ONCE`
-    /// policies at a time (each waits on its store and the API server, not on the CPU), in
-    /// the order of `due`.
+    /// The metrics and the workload's state of each due policy, in the order of `due`: the
+    /// metrics all at once (a source may read many policies in one query), the workloads up to
+    /// `COLLECTING_AT_ONCE` at a time (each waits on the API server, not on the CPU).
     async fn collect(&self, due: &[usize]) -> Vec<Collected> {
         use futures::StreamExt;
-        type Read<'a> = std::pin::Pin<Box<dyn Future<Output = (&'a crate::config::Policy, (Result<Observation, SourceError>, Result<Workload, SourceError>))> + Send + 'a>>;
-        let mut reads: Vec<Read<'_>> = Vec::with_capacity(due.len());
-        for &i in due {
-            let policy = &self.policies[i].policy;
-            let (metrics, workloads) = (&self.seams.metrics, &self.seams.workloads);
-            reads.push(Box::pin(async move { (policy, tokio::join!(metrics.collect(policy), workloads.workload(policy))) }));
+        let policies: Vec<&crate::config::Policy> = due.iter().map(|&i| &self.policies[i].policy).collect();
+        let mut reads = Vec::with_capacity(policies.len());
+        for policy in &policies {
+            reads.push(self.seams.workloads.workload(policy));
         }
-        let collected: Vec<_> = futures::stream::iter(reads).buffered(COLLECTING_AT_ONCE).collect().await;
+        let workloads = futures::stream::iter(reads).buffered(COLLECTING_AT_ONCE).collect::<Vec<_>>();
+        let (observations, workloads) = tokio::join!(self.seams.metrics.collect_all(&policies), workloads);
+        let collected = policies.iter().copied().zip(observations.into_iter().zip(workloads));
         let mut inputs = Vec::with_capacity(due.len());
         for (policy, collected) in collected {
             self.export_collection(policy, &collected);
@@ -340,10 +340,6 @@ async fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
 /// Decisions of one tick that run at once, each on a blocking thread of its own (fewer when
 /// their guests' memory limits add up to more than `MAX_MEMORY_BYTES`).
 const DECIDING_AT_ONCE: usize = 4;
-
-/// Policies of one tick whose metrics and workload are read at once: enough to hide a
-/// store's and the API server's latency, few enough not to flood either.
-const COLLECTING_AT_ONCE: usize = 16;
 
 /// Each due policy's new point (`inputs[k]` belongs to `policies[due[k]]`), then the
 /// forecasts of those that took one, batched per forecaster.

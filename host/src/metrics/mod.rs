@@ -4,6 +4,7 @@
 //!
 //! Sources only read; they never act on the cluster.
 
+pub mod batch;
 mod history;
 mod prometheus;
 
@@ -82,10 +83,26 @@ pub enum SourceError {
     Stale { source_name: &'static str, reason: String },
 }
 
+/// How many policies a source collects at once by default: each waits on its store, not on
+/// the CPU.
+pub const COLLECTING_AT_ONCE: usize = 16;
+
 /// Reads the current value of a policy's metrics.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError>;
+
+    /// The observations of many policies at once, in their order. A source that can read
+    /// them together (one query per shape, not per policy) overrides this; by default each
+    /// policy is collected on its own, a few at once.
+    async fn collect_all(&self, policies: &[&Policy]) -> Vec<Result<Observation, SourceError>> {
+        use futures::StreamExt;
+        let mut reads = Vec::with_capacity(policies.len());
+        for policy in policies {
+            reads.push(self.collect(policy));
+        }
+        futures::stream::iter(reads).buffered(COLLECTING_AT_ONCE).collect().await
+    }
 
     /// Up to `points` past values of each metric, one per forecast step, oldest first,
     /// ending at `end`: the warm start. A source without history returns nothing.

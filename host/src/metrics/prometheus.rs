@@ -9,12 +9,14 @@
 //! error or timeout, the whole observation fails: that tick records why and takes no action.
 //! The next tick tries again, so collection recovers by itself when Prometheus does.
 
+use super::batch::{self, Batch, Labelled, Shaped, Share};
 use super::{MetricSource, Observation, SourceError};
 use crate::config::promql;
 use crate::config::{Metric, MetricSourceSpec, Policy, PrometheusAccess, Resource};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SOURCE: &str = "prometheus";
@@ -31,6 +33,9 @@ pub struct PrometheusSource {
     http: reqwest::Client,
     /// Clients that also trust a policy's `source.ca_file`, by file, with what the file held.
     with_ca: std::sync::Arc<std::sync::Mutex<BTreeMap<std::path::PathBuf, (Vec<u8>, reqwest::Client)>>>,
+    /// The last pass's batches, by their members' shape and values: a batch's index is built
+    /// once while its members stay the same.
+    batches: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Batch>>>>,
 }
 
 /// The most bytes of a token or CA file read.
@@ -76,7 +81,7 @@ impl PrometheusSource {
     pub fn new() -> anyhow::Result<Self> {
         crate::tls::install_provider();
         let http = client_builder().build()?;
-        Ok(Self { http, with_ca: Default::default() })
+        Ok(Self { http, with_ca: Default::default(), batches: Default::default() })
     }
 
     /// The client for an endpoint: the shared one, or one that also trusts its CA file
@@ -104,8 +109,15 @@ impl PrometheusSource {
     }
 
     async fn api(&self, at: &Endpoint<'_>, path: &str, params: &[(&str, String)]) -> Result<QueryData, String> {
+        self.call(at, path, params, false).await
+    }
+
+    /// Like [`api`](Self::api), with the parameters in a form body (POST, as Prometheus'
+    /// API allows): a batched query can be longer than a proxy lets a URL be.
+    async fn call(&self, at: &Endpoint<'_>, path: &str, params: &[(&str, String)], form: bool) -> Result<QueryData, String> {
         let url = at.url;
-        let mut request = self.client_for(at.access)?.get(format!("{url}{path}")).query(params);
+        let client = self.client_for(at.access)?;
+        let mut request = if form { client.post(format!("{url}{path}")).form(params) } else { client.get(format!("{url}{path}")).query(params) };
         // Read afresh each time: a mounted token is rotated in place.
         if let Some(file) = &at.access.bearer_token_file {
             let token = crate::config::files::read_text(file, MAX_SECRET_BYTES).map_err(|e| format!("source.bearer_token_file {}: {e}; fix: {}", file.display(), e.fix()))?;
@@ -149,25 +161,11 @@ impl PrometheusSource {
     pub async fn instant_parts<'a>(&self, at: impl Into<Endpoint<'a>>, query: &str, resource: Option<Resource>) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
         let now = unix(SystemTime::now());
         let data = self.api(&at.into(), "/api/v1/query", &[("query", query.to_string()), ("time", format!("{now:.3}"))]).await?;
-        let label = resource.map_or("pod", Resource::label);
-        let (values, parts): (Vec<f64>, BTreeMap<String, f64>) = match data {
-            QueryData::Scalar { result } => (vec![parse(&result.1)?], BTreeMap::new()),
-            QueryData::Vector { result } => {
-                let by_label = !result.is_empty() && result.iter().all(|s| s.metric.contains_key(label));
-                if result.len() > 1 && !by_label {
-                    return Err(format!("the query yields {} series, not one (nor one per {label}: a `{label}` label on each); fix: aggregate it, e.g. `sum({query})` or `sum by ({label}) (...)`", result.len()));
-                }
-                let values: Vec<f64> = result.iter().map(|s| parse(&s.value.1)).collect::<Result<_, _>>()?;
-                let parts = if by_label { result.iter().zip(&values).map(|(s, v)| (s.metric[label].clone(), *v)).collect() } else { BTreeMap::new() };
-                (values, parts)
-            }
-            QueryData::Matrix { .. } | QueryData::Other => return Err("the query yields a range or a string, not a number; fix: write an instant vector or scalar expression".into()),
-        };
-        let value = match resource {
-            Some(Resource::NodeTemperature) => values.iter().copied().reduce(f64::max),
-            _ => (!values.is_empty()).then(|| values.iter().sum()),
-        };
-        Ok(value.map(|value| (value, parts)))
+        match data {
+            QueryData::Scalar { result } => Ok(Some((parse(&result.1)?, BTreeMap::new()))),
+            QueryData::Vector { result } => reduce(labelled(result)?, query, resource),
+            QueryData::Matrix { .. } | QueryData::Other => Err("the query yields a range or a string, not a number; fix: write an instant vector or scalar expression".into()),
+        }
     }
 
     /// How many series (or 1 for a scalar) an instant query yields now: for checking that a
@@ -202,6 +200,15 @@ impl PrometheusSource {
         Ok(points.into_iter().map(|(t, v)| (t as f64 / 1000.0, v)).filter(|(_, v)| v.is_finite()).collect())
     }
 
+    /// A batch's answer, split into each member's share.
+    async fn batched(&self, at: &Endpoint<'_>, batch: &Batch, now: f64) -> Result<Vec<Share>, String> {
+        let params = [("query", batch.query.clone()), ("time", format!("{now:.3}"))];
+        match self.call(at, "/api/v1/query", &params, true).await? {
+            QueryData::Vector { result } => batch.split(labelled(result)?),
+            _ => Err("a batched query did not yield a vector".into()),
+        }
+    }
+
     /// Reads one metric: its query, else its fallback query; then the age of its data.
     pub async fn read<'a>(&self, at: impl Into<Endpoint<'a>>, metric: &Metric) -> Result<Reading, String> {
         let at: Endpoint<'a> = at.into();
@@ -213,12 +220,7 @@ impl PrometheusSource {
             used = fallback;
             value = self.instant_parts(at, fallback, metric.resource).await?;
         }
-        let Some((value, parts)) = value else {
-            return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
-        };
-        if !value.is_finite() {
-            return Err(format!("the value is {value}, not a number Augur can act on"));
-        }
+        let (value, parts) = present(value)?;
         let mut age_seconds: f64 = 0.0;
         for selector in promql::selectors(used)? {
             match self.instant(at, &promql::age_query(&selector)).await? {
@@ -240,6 +242,63 @@ fn parse(text: &str) -> Result<f64, String> {
     text.parse().map_err(|_| format!("Prometheus returned `{text}`, not a number"))
 }
 
+/// A query's series with their values read.
+fn labelled(result: Vec<Series>) -> Result<Vec<Labelled>, String> {
+    result.into_iter().map(|s| Ok((s.metric, parse(&s.value.1)?))).collect()
+}
+
+/// A query's series as one number: the one series, or the sum of one per pod (the hottest of
+/// one per node, where `resource` says so), with each object's value. `None`: no series.
+fn reduce(series: Vec<Labelled>, query: &str, resource: Option<Resource>) -> Result<Option<(f64, BTreeMap<String, f64>)>, String> {
+    let label = resource.map_or("pod", Resource::label);
+    let by_label = !series.is_empty() && series.iter().all(|(labels, _)| labels.contains_key(label));
+    if series.len() > 1 && !by_label {
+        return Err(format!("the query yields {} series, not one (nor one per {label}: a `{label}` label on each); fix: aggregate it, e.g. `sum({query})` or `sum by ({label}) (...)`", series.len()));
+    }
+    let value = match resource {
+        Some(Resource::NodeTemperature) => series.iter().map(|(_, v)| *v).reduce(f64::max),
+        _ => (!series.is_empty()).then(|| series.iter().map(|(_, v)| *v).sum()),
+    };
+    let parts = if by_label { series.into_iter().map(|(mut labels, v)| (labels.remove(label).unwrap_or_default(), v)).collect() } else { BTreeMap::new() };
+    Ok(value.map(|value| (value, parts)))
+}
+
+/// A metric's number, or why there is none Augur can act on.
+fn present(value: Option<(f64, BTreeMap<String, f64>)>) -> Result<(f64, BTreeMap<String, f64>), String> {
+    let Some((value, parts)) = value else {
+        return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
+    };
+    if !value.is_finite() {
+        return Err(format!("the value is {value}, not a number Augur can act on"));
+    }
+    Ok((value, parts))
+}
+
+/// A metric's reading from its share of a batch; `None` where it has no series there (it is
+/// then read on its own, which tries its fallback query and says why it has none).
+fn reading_of(share: Share, metric: &Metric, now: f64) -> Option<Result<Reading, String>> {
+    let value = match reduce(share.series, &metric.query, metric.resource) {
+        Ok(None) => return None,
+        Ok(value) => present(value),
+        Err(e) => Err(e),
+    };
+    Some(value.and_then(|(value, parts)| match share.newest {
+        Some(newest) => Ok(Reading { value, parts, age_seconds: now - newest }),
+        None => {
+            let selector = promql::selectors(&metric.query).ok().and_then(|s| s.into_iter().next()).unwrap_or_default();
+            Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale"))
+        }
+    }))
+}
+
+/// Which store a query goes to, as a key: its URL and how it is reached.
+fn store_key(at: &Endpoint<'_>) -> String {
+    format!("{}\u{0}{:?}", at.url, at.access)
+}
+
+/// The most queries in flight at once against the stores.
+const QUERIES_AT_ONCE: usize = 16;
+
 fn endpoint(policy: &Policy) -> Result<Endpoint<'_>, SourceError> {
     match &policy.metric_source {
         MetricSourceSpec::Prometheus { url, access } => Ok(Endpoint { url, access }),
@@ -251,38 +310,92 @@ fn endpoint(policy: &Policy) -> Result<Endpoint<'_>, SourceError> {
 impl MetricSource for PrometheusSource {
     async fn collect(&self, policy: &Policy) -> Result<Observation, SourceError> {
         let url = endpoint(policy)?;
-        let limit = 2.0 * policy.interval.as_secs_f64();
-        let mut observation = Observation::default();
-        let (mut failures, mut stale) = (Vec::new(), Vec::new());
+        let mut readings = Vec::with_capacity(policy.metrics.len());
         for metric in &policy.metrics {
-            match self.read(url, metric).await {
-                Ok(reading) if !reading.age_seconds.is_finite() => {
-                    stale.push(format!("{}: the age of the newest sample computes to {}, not a number of seconds", metric.name, reading.age_seconds));
+            readings.push(self.read(url, metric).await);
+        }
+        observe(policy, readings)
+    }
+
+    /// Every due policy's metrics in one pass: one query per shape per store (see
+    /// `metrics::batch`), then each other query once per distinct text per store. A batch the
+    /// store refuses (or answers in a way that cannot be split) is read member by member.
+    async fn collect_all(&self, policies: &[&Policy]) -> Vec<Result<Observation, SourceError>> {
+        use futures::StreamExt;
+        let now = unix(SystemTime::now());
+        let mut readings: Vec<Vec<Option<Result<Reading, String>>>> = policies.iter().map(|p| vec![None; p.metrics.len()]).collect();
+
+        let mut shapes: BTreeMap<(String, String), Vec<(usize, usize, Shaped)>> = BTreeMap::new();
+        for (i, policy) in policies.iter().enumerate() {
+            let Ok(at) = endpoint(policy) else { continue };
+            for (j, metric) in policy.metrics.iter().enumerate() {
+                if let Some(shaped) = Shaped::of(&metric.query) {
+                    shapes.entry((store_key(&at), shaped.shape.clone())).or_default().push((i, j, shaped));
                 }
-                Ok(reading) if reading.age_seconds < -SKEW_SECONDS => {
-                    stale.push(format!("{}: the newest sample is stamped {:.0}s in the future (this host's clock, or the store's, is wrong)", metric.name, -reading.age_seconds));
-                }
-                Ok(reading) if reading.age_seconds > limit => {
-                    stale.push(format!("{}: the newest sample is {:.0}s old (more than two intervals, {limit:.0}s)", metric.name, reading.age_seconds));
-                    observation.ages.insert(metric.name.clone(), reading.age_seconds);
-                }
-                Ok(reading) => {
-                    observation.values.insert(metric.name.clone(), reading.value);
-                    if !reading.parts.is_empty() {
-                        observation.parts.insert(metric.name.clone(), reading.parts);
-                    }
-                    observation.ages.insert(metric.name.clone(), reading.age_seconds);
-                }
-                Err(reason) => failures.push(format!("{}: {reason}", metric.name)),
             }
         }
-        if !failures.is_empty() {
-            return Err(SourceError::Failed { source_name: SOURCE, reason: failures.into_iter().chain(stale).collect::<Vec<_>>().join("; ") });
+        let mut batches = Vec::new();
+        {
+            let mut kept = self.batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut used = std::collections::HashMap::new();
+            for members in shapes.into_values().filter(|m| m.len() > 1) {
+                let shaped: Vec<&Shaped> = members.iter().map(|(_, _, s)| s).collect();
+                let key = batch::key(&shaped);
+                let Some(batch) = kept.remove(&key).or_else(|| Batch::new(&shaped).map(Arc::new)) else { continue };
+                used.insert(key, batch.clone());
+                let (i, _, _) = members[0];
+                let at = endpoint(policies[i]).expect("only Prometheus policies have shapes");
+                batches.push((at, batch, members.into_iter().map(|(i, j, _)| (i, j)).collect::<Vec<_>>()));
+            }
+            // What this pass did not use is dropped: the kept batches are the current ones.
+            *kept = used;
         }
-        if !stale.is_empty() {
-            return Err(SourceError::Stale { source_name: SOURCE, reason: stale.join("; ") });
+        type Asked<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+        let mut asks: Vec<Asked<'_, Vec<Share>>> = Vec::with_capacity(batches.len());
+        for (at, batch, _) in &batches {
+            asks.push(Box::pin(self.batched(at, batch, now)));
         }
-        Ok(observation)
+        let answers: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for ((_, batch, members), answer) in batches.iter().zip(answers) {
+            match answer {
+                Ok(shares) => {
+                    for (&(i, j), share) in members.iter().zip(shares) {
+                        readings[i][j] = reading_of(share, &policies[i].metrics[j], now);
+                    }
+                }
+                Err(reason) => tracing::debug!("a batch of {} queries failed, read one by one: {reason}", batch.len()),
+            }
+        }
+
+        let mut alone: BTreeMap<(String, &str, Option<&str>, Option<&'static str>), Vec<(usize, usize)>> = BTreeMap::new();
+        for (i, policy) in policies.iter().enumerate() {
+            let Ok(at) = endpoint(policy) else { continue };
+            for (j, metric) in policy.metrics.iter().enumerate().filter(|(j, _)| readings[i][*j].is_none()) {
+                let key = (store_key(&at), metric.query.as_str(), metric.fallback_query.as_deref(), metric.resource.map(Resource::label));
+                alone.entry(key).or_default().push((i, j));
+            }
+        }
+        let mut asks: Vec<Asked<'_, Reading>> = Vec::with_capacity(alone.len());
+        for members in alone.values() {
+            let (i, j) = members[0];
+            let at = endpoint(policies[i]).expect("only Prometheus policies are read");
+            asks.push(Box::pin(self.read(at, &policies[i].metrics[j])));
+        }
+        let reads: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for (members, reading) in alone.values().zip(reads) {
+            for &(i, j) in members {
+                readings[i][j] = Some(reading.clone());
+            }
+        }
+
+        policies
+            .iter()
+            .zip(readings)
+            .map(|(policy, readings)| {
+                endpoint(policy)?;
+                observe(policy, readings.into_iter().map(|r| r.expect("every metric of a Prometheus policy is read")).collect())
+            })
+            .collect()
     }
 
     async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
@@ -302,6 +415,43 @@ impl MetricSource for PrometheusSource {
         }
         Ok(filled)
     }
+}
+
+/// A policy's observation from its metrics' readings (in the order of its metrics): any
+/// failure fails it, else any stale metric makes it stale.
+fn observe(policy: &Policy, readings: Vec<Result<Reading, String>>) -> Result<Observation, SourceError> {
+    let limit = 2.0 * policy.interval.as_secs_f64();
+    let mut observation = Observation::default();
+    let (mut failures, mut stale) = (Vec::new(), Vec::new());
+    for (metric, reading) in policy.metrics.iter().zip(readings) {
+        match reading {
+            Ok(reading) if !reading.age_seconds.is_finite() => {
+                stale.push(format!("{}: the age of the newest sample computes to {}, not a number of seconds", metric.name, reading.age_seconds));
+            }
+            Ok(reading) if reading.age_seconds < -SKEW_SECONDS => {
+                stale.push(format!("{}: the newest sample is stamped {:.0}s in the future (this host's clock, or the store's, is wrong)", metric.name, -reading.age_seconds));
+            }
+            Ok(reading) if reading.age_seconds > limit => {
+                stale.push(format!("{}: the newest sample is {:.0}s old (more than two intervals, {limit:.0}s)", metric.name, reading.age_seconds));
+                observation.ages.insert(metric.name.clone(), reading.age_seconds);
+            }
+            Ok(reading) => {
+                observation.values.insert(metric.name.clone(), reading.value);
+                if !reading.parts.is_empty() {
+                    observation.parts.insert(metric.name.clone(), reading.parts);
+                }
+                observation.ages.insert(metric.name.clone(), reading.age_seconds);
+            }
+            Err(reason) => failures.push(format!("{}: {reason}", metric.name)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(SourceError::Failed { source_name: SOURCE, reason: failures.into_iter().chain(stale).collect::<Vec<_>>().join("; ") });
+    }
+    if !stale.is_empty() {
+        return Err(SourceError::Stale { source_name: SOURCE, reason: stale.join("; ") });
+    }
+    Ok(observation)
 }
 
 #[derive(Debug, Deserialize)]

@@ -696,3 +696,103 @@ async fn a_bearer_token_file_and_tenant_header_reach_the_store() {
     let missing = source.collect(&with_access).await.unwrap_err().to_string();
     assert!(missing.contains("source.bearer_token_file") && missing.contains(&token.display().to_string()), "{missing}");
 }
+
+/// How many instant queries Prometheus has answered, from its own /metrics.
+async fn instant_queries_answered(url: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| l.starts_with("prometheus_http_requests_total{") && l.contains("handler=\"/api/v1/query\"")).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+}
+
+/// Workload `k`'s policy: CPU as a rate over its pods' counters, memory per pod, its replica
+/// count, and a cluster-wide query the same for every workload.
+fn workload_policy(dir: &Path, url: &str, k: usize) -> Policy {
+    let metrics = format!(
+        r#"  - {{ name: cpu, query: 'sum(rate(augur_test_cpu_seconds_total{{namespace="shop",pod=~"web-{k}-.*",image!=""}}[5m]))', unit: cores }}
+  - {{ name: memory, query: 'sum by (pod) (augur_test_memory_bytes{{namespace="shop",pod=~"web-{k}-.*"}})', resource: memory, unit: bytes }}
+  - {{ name: replicas, query: 'augur_test_replicas{{namespace="shop",deployment="web-{k}"}}', unit: pods }}
+  - {{ name: heat, query: 'avg(augur_test_celsius) * 1', unit: celsius }}"#
+    );
+    let mut policy = policy(dir, url, &metrics, "60s");
+    policy.name = format!("web-{k}");
+    policy
+}
+
+/// Many policies of one shape read through one query per shape: each gets exactly what its
+/// own queries give (values, per-pod parts, the refusal of a workload without data), and the
+/// queries Prometheus answers do not grow with the number of policies.
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_of_one_shape_share_one_query_and_each_gets_its_own_answer() {
+    let end = unix_now() - 5.0;
+    let mut text = String::from("# TYPE augur_test_cpu_seconds_total counter\n");
+    let minutes = 10;
+    let samples = |text: &mut String, name: &str, labels: &str, value: &dyn Fn(usize) -> f64| {
+        for i in 0..=minutes {
+            let t = end - 60.0 * (minutes - i) as f64;
+            text.push_str(&format!("{name}{{{labels}}} {} {t:.3}\n", value(i)));
+        }
+    };
+    // Workloads 1..=40 have data; web-99 has none.
+    for k in 1..=40 {
+        for pod in ["a", "b"] {
+            let cores = 0.1 * k as f64 + if pod == "a" { 0.05 } else { 0.0 };
+            samples(&mut text, "augur_test_cpu_seconds_total", &format!("namespace=\"shop\",pod=\"web-{k}-{pod}\",image=\"web\""), &|i| cores * 60.0 * i as f64);
+        }
+    }
+    text.push_str("# TYPE augur_test_memory_bytes gauge\n");
+    for k in 1..=40 {
+        for pod in ["a", "b"] {
+            samples(&mut text, "augur_test_memory_bytes", &format!("namespace=\"shop\",pod=\"web-{k}-{pod}\""), &|_| (1000 * k + pod.len()) as f64);
+        }
+    }
+    text.push_str("# TYPE augur_test_replicas gauge\n");
+    for k in 1..=40 {
+        samples(&mut text, "augur_test_replicas", &format!("namespace=\"shop\",deployment=\"web-{k}\""), &|_| (k % 5 + 1) as f64);
+    }
+    text.push_str("# TYPE augur_test_celsius gauge\n");
+    samples(&mut text, "augur_test_celsius", "node=\"n1\"", &|_| 60.0);
+    text.push_str("# EOF\n");
+    let prometheus = Prometheus::backfilled(&text);
+    let dir = tempfile::tempdir().unwrap();
+    let source = PrometheusSource::new().unwrap();
+
+    let mut few: Vec<Policy> = (1..=20).map(|k| workload_policy(dir.path(), &prometheus.url, k)).collect();
+    few.push(workload_policy(dir.path(), &prometheus.url, 99));
+    let mut many: Vec<Policy> = (1..=40).map(|k| workload_policy(dir.path(), &prometheus.url, k)).collect();
+    many.push(workload_policy(dir.path(), &prometheus.url, 99));
+
+    let before = instant_queries_answered(&prometheus.url).await;
+    let together = source.collect_all(&many.iter().collect::<Vec<_>>()).await;
+    let for_many = instant_queries_answered(&prometheus.url).await - before;
+    let before = instant_queries_answered(&prometheus.url).await;
+    source.collect_all(&few.iter().collect::<Vec<_>>()).await;
+    let for_few = instant_queries_answered(&prometheus.url).await - before;
+    // Three shapes (one query each, ages in the same answer), the cluster-wide query and its
+    // selector's age once, and web-99's metrics, which have no share in any batch, each on
+    // its own (as they would be alone): the same for 21 policies as for 41.
+    assert_eq!(for_few, for_many, "the queries grow with the shapes, not with the policies");
+    assert!(for_many <= 3.0 + 2.0 + 4.0, "{for_many} queries for 41 policies");
+
+    for (policy, together) in many.iter().zip(&together) {
+        let alone = source.collect(policy).await;
+        match (alone, together) {
+            (Ok(alone), Ok(together)) => {
+                assert_eq!(alone.values.len(), 4);
+                for (metric, value) in &alone.values {
+                    assert!((together.values[metric] - value).abs() <= 1e-9 * value.abs().max(1.0), "{}: {metric} {} alone, {} together", policy.name, value, together.values[metric]);
+                }
+                assert_eq!(alone.parts, together.parts, "{}", policy.name);
+                for (metric, age) in &alone.ages {
+                    assert!((together.ages[metric] - age).abs() < 5.0, "{}: {metric} is {age} s old alone, {} together", policy.name, together.ages[metric]);
+                }
+            }
+            (Err(alone), Err(together)) => assert_eq!(alone.to_string(), together.to_string(), "{}", policy.name),
+            (alone, together) => panic!("{}: {alone:?} alone, {together:?} together", policy.name),
+        }
+    }
+    let web7 = together[6].as_ref().unwrap();
+    assert!((web7.values["cpu"] - 1.45).abs() < 1e-6, "web-7's own pods only (web-70..79 do not exist, web-17 is not web-7): {}", web7.values["cpu"]);
+    assert_eq!(web7.parts["memory"].len(), 2);
+    assert_eq!(web7.values["replicas"], 3.0);
+    let missing = together[40].as_ref().unwrap_err().to_string();
+    assert!(missing.contains("cpu: no series now") && missing.contains("replicas: no series now"), "{missing}");
+}
