@@ -39,7 +39,7 @@ CFG
         policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
   done
   before=$(answered "$port")
-  out=$("$HOST" run --simulate --speed 4 --for 8m --quiet --expose-sim "127.0.0.1:$sim" --sim-via-prometheus --policy "$dir/policies" 2>"$dir/host.log" | grep '^augur: [0-9]* ticks' || true)
+  out=$(RUST_LOG=${RUST_LOG:-warn} "$HOST" run --simulate --speed 4 --for 8m --quiet --expose-sim "127.0.0.1:$sim" --sim-via-prometheus --policy "$dir/policies" 2>"$dir/host.log" | grep '^augur: [0-9]* ticks' || true)
   after=$(answered "$port")
   ticks=$(echo "$out" | awk '{print $2}')
   if [ -z "$ticks" ] || [ "$ticks" = 0 ]; then
@@ -51,6 +51,7 @@ CFG
   awk -v n="$count" -v t="$ticks" -v q="$((after - before))" 'BEGIN {
     printf "query bench: %d workloads, %d ticks: %d instant queries, %.1f per tick (%.3f per workload-tick)\n", n, t, q, q / t, q / (n * t) }'
   echo "query bench: $(grep -c 'stale\|failed' "$dir/host.log" || true) lines of the host's log say stale or failed"
+  [ -n "${KEEP_LOG:-}" ] && cp "$dir/host.log" "$KEEP_LOG.$count"
   kill $prom; wait $prom 2>/dev/null || true
   prom=
 done

@@ -15,7 +15,7 @@ use crate::config::promql;
 use crate::config::{Metric, MetricSourceSpec, Policy, PrometheusAccess, Resource};
 use async_trait::async_trait;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ pub struct PrometheusSource {
     with_ca: std::sync::Arc<std::sync::Mutex<BTreeMap<std::path::PathBuf, (Vec<u8>, reqwest::Client)>>>,
     /// The last pass's batches, by their members' shape and values: a batch's index is built
     /// once while its members stay the same.
-    batches: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Batch>>>>,
+    batches: Arc<std::sync::Mutex<HashMap<String, Arc<Batch>>>>,
 }
 
 /// The most bytes of a token or CA file read.
@@ -212,27 +212,96 @@ impl PrometheusSource {
     /// Reads one metric: its query, else its fallback query; then the age of its data.
     pub async fn read<'a>(&self, at: impl Into<Endpoint<'a>>, metric: &Metric) -> Result<Reading, String> {
         let at: Endpoint<'a> = at.into();
-        let mut used = &metric.query;
-        let mut value = self.instant_parts(at, &metric.query, metric.resource).await?;
-        if value.is_none()
-            && let Some(fallback) = &metric.fallback_query
-        {
-            used = fallback;
-            value = self.instant_parts(at, fallback, metric.resource).await?;
+        if let Some(reading) = self.read_query(at, &metric.query, metric.resource).await? {
+            return Ok(reading);
         }
-        let (value, parts) = present(value)?;
+        if let Some(fallback) = &metric.fallback_query
+            && let Some(reading) = self.read_query(at, fallback, metric.resource).await?
+        {
+            return Ok(reading);
+        }
+        Err(NO_SERIES.into())
+    }
+
+    /// Reads one query and the age of its data; `None`: no series.
+    async fn read_query(&self, at: Endpoint<'_>, query: &str, resource: Option<Resource>) -> Result<Option<Reading>, String> {
+        let Some(value) = self.instant_parts(at, query, resource).await? else { return Ok(None) };
+        let (value, parts) = present(Some(value))?;
         let mut age_seconds: f64 = 0.0;
-        for selector in promql::selectors(used)? {
+        for selector in promql::selectors(query)? {
             match self.instant(at, &promql::age_query(&selector)).await? {
                 // Not finite, or from the future: no age can be trusted, so it is stale.
-                Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Reading { value, parts, age_seconds: age }),
+                Some(age) if !age.is_finite() || age < -SKEW_SECONDS => return Ok(Some(Reading { value, parts, age_seconds: age })),
                 Some(age) => age_seconds = age_seconds.max(age),
                 None => return Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale")),
             }
         }
-        Ok(Reading { value, parts, age_seconds })
+        Ok(Some(Reading { value, parts, age_seconds }))
+    }
+
+    /// One round of [`collect_all`](MetricSource::collect_all): each wanted query (the
+    /// policy, the metric, the query) read, batched by shape where it can be and else once
+    /// per distinct text per store, in the order wanted (`None`: no series). `kept` holds
+    /// the last pass's batches; `used` gets this one's.
+    async fn read_round(&self, policies: &[&Policy], wanted: &[(usize, usize, &str)], now: f64, kept: &mut HashMap<String, Arc<Batch>>, used: &mut HashMap<String, Arc<Batch>>) -> Vec<Option<Result<Reading, String>>> {
+        use futures::StreamExt;
+        type Asked<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+        let mut answers: Vec<Option<Option<Result<Reading, String>>>> = vec![None; wanted.len()];
+        let at = |k: usize| endpoint(policies[wanted[k].0]).expect("only Prometheus policies are read");
+
+        let mut shapes: BTreeMap<(String, String), Vec<(usize, Shaped)>> = BTreeMap::new();
+        for (k, (_, _, query)) in wanted.iter().enumerate() {
+            if let Some(shaped) = Shaped::of(query) {
+                shapes.entry((store_key(&at(k)), shaped.shape.clone())).or_default().push((k, shaped));
+            }
+        }
+        let mut batches = Vec::new();
+        for members in shapes.into_values().filter(|m| m.len() > 1) {
+            let shaped: Vec<&Shaped> = members.iter().map(|(_, s)| s).collect();
+            let key = batch::key(&shaped);
+            let Some(batch) = kept.remove(&key).or_else(|| Batch::new(&shaped).map(Arc::new)) else { continue };
+            used.insert(key, batch.clone());
+            batches.push((at(members[0].0), batch, members.into_iter().map(|(k, _)| k).collect::<Vec<_>>()));
+        }
+        let mut asks: Vec<Asked<'_, Vec<Share>>> = Vec::with_capacity(batches.len());
+        for (at, batch, _) in &batches {
+            asks.push(Box::pin(self.batched(at, batch, now)));
+        }
+        let shared: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for ((_, batch, members), shares) in batches.iter().zip(shared) {
+            match shares {
+                Ok(shares) => {
+                    for (&k, share) in members.iter().zip(shares) {
+                        let (i, j, query) = wanted[k];
+                        answers[k] = Some(reading_of(share, query, policies[i].metrics[j].resource, now));
+                    }
+                }
+                Err(reason) => tracing::debug!("prometheus: a batch of {} queries failed, read one by one: {reason}", batch.len()),
+            }
+        }
+
+        let mut alone: BTreeMap<(String, &str, Option<&'static str>), Vec<usize>> = BTreeMap::new();
+        for (k, &(i, j, query)) in wanted.iter().enumerate().filter(|(k, _)| answers[*k].is_none()) {
+            alone.entry((store_key(&at(k)), query, policies[i].metrics[j].resource.map(Resource::label))).or_default().push(k);
+        }
+        tracing::debug!(batches = batches.len(), batched = batches.iter().map(|(_, b, _)| b.len()).sum::<usize>(), alone = alone.len(), "prometheus: one round of reads");
+        let mut asks: Vec<Asked<'_, Option<Reading>>> = Vec::with_capacity(alone.len());
+        for members in alone.values() {
+            let (i, j, query) = wanted[members[0]];
+            asks.push(Box::pin(self.read_query(at(members[0]), query, policies[i].metrics[j].resource)));
+        }
+        let reads: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for (members, read) in alone.values().zip(reads) {
+            for &k in members {
+                answers[k] = Some(read.clone().transpose());
+            }
+        }
+        answers.into_iter().map(|a| a.expect("every wanted query is answered")).collect()
     }
 }
+
+/// Why a metric has no reading: neither its query nor its fallback yields a series.
+const NO_SERIES: &str = "no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped";
 
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
@@ -265,19 +334,16 @@ fn reduce(series: Vec<Labelled>, query: &str, resource: Option<Resource>) -> Res
 
 /// A metric's number, or why there is none Augur can act on.
 fn present(value: Option<(f64, BTreeMap<String, f64>)>) -> Result<(f64, BTreeMap<String, f64>), String> {
-    let Some((value, parts)) = value else {
-        return Err("no series now (an empty result); fix: check the query in Prometheus, or that its targets are scraped".into());
-    };
+    let Some((value, parts)) = value else { return Err(NO_SERIES.into()) };
     if !value.is_finite() {
         return Err(format!("the value is {value}, not a number Augur can act on"));
     }
     Ok((value, parts))
 }
 
-/// A metric's reading from its share of a batch; `None` where it has no series there (it is
-/// then read on its own, which tries its fallback query and says why it has none).
-fn reading_of(share: Share, metric: &Metric, now: f64) -> Option<Result<Reading, String>> {
-    let value = match reduce(share.series, &metric.query, metric.resource) {
+/// A metric's reading from its share of a batch; `None` where it has no series there.
+fn reading_of(share: Share, query: &str, resource: Option<Resource>, now: f64) -> Option<Result<Reading, String>> {
+    let value = match reduce(share.series, query, resource) {
         Ok(None) => return None,
         Ok(value) => present(value),
         Err(e) => Err(e),
@@ -285,7 +351,7 @@ fn reading_of(share: Share, metric: &Metric, now: f64) -> Option<Result<Reading,
     Some(value.and_then(|(value, parts)| match share.newest {
         Some(newest) => Ok(Reading { value, parts, age_seconds: now - newest }),
         None => {
-            let selector = promql::selectors(&metric.query).ok().and_then(|s| s.into_iter().next()).unwrap_or_default();
+            let selector = promql::selectors(query).ok().and_then(|s| s.into_iter().next()).unwrap_or_default();
             Err(format!("no samples of `{selector}` within Prometheus' lookback: the data is stale"))
         }
     }))
@@ -318,76 +384,34 @@ impl MetricSource for PrometheusSource {
     }
 
     /// Every due policy's metrics in one pass: one query per shape per store (see
-    /// `metrics::batch`), then each other query once per distinct text per store. A batch the
-    /// store refuses (or answers in a way that cannot be split) is read member by member.
+    /// `metrics::batch`), then each other query once per distinct text per store; then, in
+    /// a second round the same way, the fallback queries of the metrics that had no series.
+    /// A batch the store refuses (or answers in a way that cannot be split) is read member by
+    /// member.
     async fn collect_all(&self, policies: &[&Policy]) -> Vec<Result<Observation, SourceError>> {
-        use futures::StreamExt;
         let now = unix(SystemTime::now());
         let mut readings: Vec<Vec<Option<Result<Reading, String>>>> = policies.iter().map(|p| vec![None; p.metrics.len()]).collect();
-
-        let mut shapes: BTreeMap<(String, String), Vec<(usize, usize, Shaped)>> = BTreeMap::new();
-        for (i, policy) in policies.iter().enumerate() {
-            let Ok(at) = endpoint(policy) else { continue };
-            for (j, metric) in policy.metrics.iter().enumerate() {
-                if let Some(shaped) = Shaped::of(&metric.query) {
-                    shapes.entry((store_key(&at), shaped.shape.clone())).or_default().push((i, j, shaped));
+        let mut wanted: Vec<(usize, usize, &str)> = Vec::new();
+        for (i, policy) in policies.iter().enumerate().filter(|(_, p)| endpoint(p).is_ok()) {
+            wanted.extend(policy.metrics.iter().enumerate().map(|(j, m)| (i, j, m.query.as_str())));
+        }
+        // The last pass's batches, taken out for this one: an unchanged batch keeps its index.
+        let mut kept = std::mem::take(&mut *self.batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut used = HashMap::new();
+        for round in 0..2 {
+            let answers = self.read_round(policies, &wanted, now, &mut kept, &mut used).await;
+            let mut next = Vec::new();
+            for ((i, j, _), answer) in wanted.into_iter().zip(answers) {
+                let metric = &policies[i].metrics[j];
+                match (answer, &metric.fallback_query) {
+                    (Some(reading), _) => readings[i][j] = Some(reading),
+                    (None, Some(fallback)) if round == 0 => next.push((i, j, fallback.as_str())),
+                    (None, _) => readings[i][j] = Some(Err(NO_SERIES.into())),
                 }
             }
+            wanted = next;
         }
-        let mut batches = Vec::new();
-        {
-            let mut kept = self.batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut used = std::collections::HashMap::new();
-            for members in shapes.into_values().filter(|m| m.len() > 1) {
-                let shaped: Vec<&Shaped> = members.iter().map(|(_, _, s)| s).collect();
-                let key = batch::key(&shaped);
-                let Some(batch) = kept.remove(&key).or_else(|| Batch::new(&shaped).map(Arc::new)) else { continue };
-                used.insert(key, batch.clone());
-                let (i, _, _) = members[0];
-                let at = endpoint(policies[i]).expect("only Prometheus policies have shapes");
-                batches.push((at, batch, members.into_iter().map(|(i, j, _)| (i, j)).collect::<Vec<_>>()));
-            }
-            // What this pass did not use is dropped: the kept batches are the current ones.
-            *kept = used;
-        }
-        type Asked<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
-        let mut asks: Vec<Asked<'_, Vec<Share>>> = Vec::with_capacity(batches.len());
-        for (at, batch, _) in &batches {
-            asks.push(Box::pin(self.batched(at, batch, now)));
-        }
-        let answers: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
-        for ((_, batch, members), answer) in batches.iter().zip(answers) {
-            match answer {
-                Ok(shares) => {
-                    for (&(i, j), share) in members.iter().zip(shares) {
-                        readings[i][j] = reading_of(share, &policies[i].metrics[j], now);
-                    }
-                }
-                Err(reason) => tracing::debug!("a batch of {} queries failed, read one by one: {reason}", batch.len()),
-            }
-        }
-
-        let mut alone: BTreeMap<(String, &str, Option<&str>, Option<&'static str>), Vec<(usize, usize)>> = BTreeMap::new();
-        for (i, policy) in policies.iter().enumerate() {
-            let Ok(at) = endpoint(policy) else { continue };
-            for (j, metric) in policy.metrics.iter().enumerate().filter(|(j, _)| readings[i][*j].is_none()) {
-                let key = (store_key(&at), metric.query.as_str(), metric.fallback_query.as_deref(), metric.resource.map(Resource::label));
-                alone.entry(key).or_default().push((i, j));
-            }
-        }
-        let mut asks: Vec<Asked<'_, Reading>> = Vec::with_capacity(alone.len());
-        for members in alone.values() {
-            let (i, j) = members[0];
-            let at = endpoint(policies[i]).expect("only Prometheus policies are read");
-            asks.push(Box::pin(self.read(at, &policies[i].metrics[j])));
-        }
-        let reads: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
-        for (members, reading) in alone.values().zip(reads) {
-            for &(i, j) in members {
-                readings[i][j] = Some(reading.clone());
-            }
-        }
-
+        *self.batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = used;
         policies
             .iter()
             .zip(readings)

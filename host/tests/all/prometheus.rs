@@ -766,11 +766,11 @@ async fn policies_of_one_shape_share_one_query_and_each_gets_its_own_answer() {
     let before = instant_queries_answered(&prometheus.url).await;
     source.collect_all(&few.iter().collect::<Vec<_>>()).await;
     let for_few = instant_queries_answered(&prometheus.url).await - before;
-    // Three shapes (one query each, ages in the same answer), the cluster-wide query and its
-    // selector's age once, and web-99's metrics, which have no share in any batch, each on
-    // its own (as they would be alone): the same for 21 policies as for 41.
+    // Three shapes (one query each, ages in the same answer) and the cluster-wide query and
+    // its selector's age, once: the same for 21 policies as for 41. (web-99's empty shares
+    // need no query of their own: they have no fallback.)
     assert_eq!(for_few, for_many, "the queries grow with the shapes, not with the policies");
-    assert!(for_many <= 3.0 + 2.0 + 4.0, "{for_many} queries for 41 policies");
+    assert!(for_many <= 3.0 + 2.0, "{for_many} queries for 41 policies");
 
     for (policy, together) in many.iter().zip(&together) {
         let alone = source.collect(policy).await;
@@ -795,4 +795,21 @@ async fn policies_of_one_shape_share_one_query_and_each_gets_its_own_answer() {
     assert_eq!(web7.values["replicas"], 3.0);
     let missing = together[40].as_ref().unwrap_err().to_string();
     assert!(missing.contains("cpu: no series now") && missing.contains("replicas: no series now"), "{missing}");
+
+    // Fallback queries are batched too: a query with no series in any policy, then the
+    // fallbacks of all of them, one query each round.
+    let fallbacks: Vec<Policy> = (1..=3)
+        .map(|k| {
+            let metrics = format!(r#"  - {{ name: cpu, query: 'augur_test_no_such{{deployment="web-{k}"}}', fallback_query: 'augur_test_replicas{{namespace="shop",deployment="web-{k}"}}', unit: pods }}"#);
+            policy(dir.path(), &prometheus.url, &metrics, "60s")
+        })
+        .collect();
+    let before = instant_queries_answered(&prometheus.url).await;
+    let together = source.collect_all(&fallbacks.iter().collect::<Vec<_>>()).await;
+    assert_eq!(instant_queries_answered(&prometheus.url).await - before, 2.0, "the queries, then the fallbacks");
+    for (k, (policy, together)) in fallbacks.iter().zip(together).enumerate() {
+        let (alone, together) = (source.collect(policy).await.unwrap(), together.unwrap());
+        assert_eq!(together.values, alone.values);
+        assert_eq!(together.values["cpu"], ((k + 1) % 5 + 1) as f64);
+    }
 }
