@@ -11,6 +11,8 @@
 //! sums, a max of maxes, a sum of counts). The age of the data rides in the same round trip:
 //! `max by (varying labels) (timestamp(selector))`, joined with `or` under a marker label.
 //!
+//! A shape with one member is asked the same way: its value and its age in one round trip.
+//!
 //! Every other query (`histogram_quantile`, `avg`, arithmetic) is read on its own, once per
 //! distinct text per store (see `prometheus.rs`).
 

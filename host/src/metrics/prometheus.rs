@@ -256,7 +256,7 @@ impl PrometheusSource {
             }
         }
         let mut batches = Vec::new();
-        for members in shapes.into_values().filter(|m| m.len() > 1) {
+        for members in shapes.into_values() {
             let shaped: Vec<&Shaped> = members.iter().map(|(_, s)| s).collect();
             let key = batch::key(&shaped);
             let Some(batch) = kept.remove(&key).or_else(|| Batch::new(&shaped).map(Arc::new)) else { continue };
