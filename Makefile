@@ -146,14 +146,15 @@ test: plugins test-plugins python-plugin onnxruntime tiny-model k8s node helm pr
 # the models, of live reload (write -> serving; tick latency while a reload compiles), and of
 # replays and the anomaly pass; and the host's peak memory through every hostile plugin case.
 # Then many workloads on one host: 1,000 and 10,000 copies of nginx.yaml under the simulator (CPU per
-# workload-tick, peak RSS), and 1, 100 and 1,000 of them read through a real Prometheus (instant
-# queries per tick).
+# workload-tick, peak RSS), 1, 100 and 1,000 of them read through a real Prometheus (instant
+# queries per tick), and the start to the first decision with an empty and a filled compile cache.
 bench: build test-plugins prometheus
 	$(CARGO) bench -p host --bench decision --bench models --bench reload --bench replay
 	@[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null; }
 	bash scripts/hostile-rss.sh
 	bash scripts/scale-bench.sh 1000:2h 10000:20m
 	bash scripts/query-bench.sh 1 100 1000
+	bash scripts/start-bench.sh 1 1000
 
 # docs/results.md: host replay on every request-rate and CPU trace in ../shared/data, and the
 # NAB scores (about 15 minutes on 2 cores).
