@@ -40,7 +40,9 @@ const MEMORY: f64 = 1000.0;
 impl SeasonalBaselines {
     pub fn new(season: usize) -> Self {
         let season = season.max(2);
-        Self { season, ring: VecDeque::with_capacity(2 * season + 1), seasonal_sq: None, seasonal_n: 0, hw: None }
+        // The ring grows as points come (a fresh series holds what it has seen, not two days
+        // of room), doubling up to exactly two seasons and a point.
+        Self { season, ring: VecDeque::new(), seasonal_sq: None, seasonal_n: 0, hw: None }
     }
 
     pub fn season(&self) -> usize {
@@ -75,6 +77,9 @@ impl SeasonalBaselines {
         }
         if self.ring.len() == 2 * m + 1 {
             self.ring.pop_front();
+        }
+        if self.ring.len() == self.ring.capacity() {
+            self.ring.reserve_exact(self.ring.capacity().max(16).min(2 * m + 1 - self.ring.len()));
         }
         self.ring.push_back(value as f32);
         if let Some(hw) = &mut self.hw {
@@ -162,6 +167,18 @@ mod tests {
         let worst = f.predicted.iter().zip(&truth[10 * m..]).map(|(p, t)| (p - t).abs()).fold(0.0, f64::max);
         assert!(worst < 3.0, "worst error {worst}");
         assert!(online.len() == 2 * m + 1, "the ring holds two seasons and a point");
+    }
+
+    #[test]
+    fn the_ring_holds_room_for_what_it_has_seen_and_no_more_than_two_seasons() {
+        let m = 1440;
+        let mut online = SeasonalBaselines::new(m);
+        assert_eq!(online.ring.capacity(), 0, "a fresh series takes no room");
+        (0..120).for_each(|i| online.push(f64::from(i)));
+        assert!(online.ring.capacity() < 4 * 120, "two hours of a day's season: {}", online.ring.capacity());
+        (0..5 * m).for_each(|i| online.push(f64::from(i as u32)));
+        assert_eq!(online.len(), 2 * m + 1);
+        assert_eq!(online.ring.capacity(), 2 * m + 1, "exactly two seasons and a point once full");
     }
 
     #[test]
