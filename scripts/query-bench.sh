@@ -7,7 +7,7 @@
 # each (default 1 100 1000). Runs at 4x real time for 8 simulated minutes (2 minutes each).
 set -euo pipefail
 HOST=$(realpath "${HOST:-./target/release/host}")
-ROOT=$(pwd)
+. "$(dirname "$0")/nginx-copies.sh"
 dir=$(mktemp -d)
 prom=
 trap '[ -n "$prom" ] && kill $prom 2>/dev/null; rm -rf "$dir"' EXIT
@@ -31,13 +31,9 @@ CFG
   prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" --web.listen-address="127.0.0.1:$port" >"$dir/prometheus.log" 2>&1 &
   prom=$!
   until curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null; do sleep 0.2; done
-  for i in $(seq 1 "$count"); do
-    sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
-        -e "s/^interval: 15s$/interval: 15s\nsource: { kind: prometheus, url: \"http:\/\/127.0.0.1:$port\" }/" \
-        -e "s/pod=~\"nginx-\.\*\"/pod=~\"nginx-$i-.*\"/g" -e "s/deployment=\"nginx\"/deployment=\"nginx-$i\"/" \
-        -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
-        policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
-  done
+  nginx_copies "$count" "$dir/policies" \
+    -e "s/^interval: 15s$/interval: 15s\nsource: { kind: prometheus, url: \"http:\/\/127.0.0.1:$port\" }/" \
+    -e 's/pod=~"nginx-\.\*"/pod=~"nginx-$i-.*"/g' -e 's/deployment="nginx"/deployment="nginx-$i"/'
   before=$(answered "$port")
   out=$(RUST_LOG=${RUST_LOG:-warn} "$HOST" run --simulate --speed 4 --for 8m --quiet --expose-sim "127.0.0.1:$sim" --sim-via-prometheus --policy "$dir/policies" 2>"$dir/host.log" | grep '^augur: [0-9]* ticks' || true)
   after=$(answered "$port")

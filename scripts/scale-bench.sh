@@ -6,7 +6,7 @@
 # peak RSS. Arguments: N[:DURATION] each (default 1000:2h 10000:20m).
 set -euo pipefail
 HOST=$(realpath "${HOST:-./target/release/host}")
-ROOT=$(pwd)
+. "$(dirname "$0")/nginx-copies.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -18,11 +18,7 @@ for arg in ${@:-1000:2h 10000:20m}; do
   # would: one audit log and one guard-state file for all of them.
   rm -rf "$dir/policies" "$dir/var"
   mkdir -p "$dir/policies" "$dir/var"
-  for i in $(seq 1 "$count"); do
-    sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
-        -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
-        policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
-  done
+  nginx_copies "$count" "$dir/policies"
   out=$(/usr/bin/time -f '%U %S %M' "$HOST" run --simulate --speed 3600 --for "$FOR" --quiet --policy "$dir/policies" 2>"$dir/time" | grep '^augur: [0-9]* ticks' || true)
   read -r user sys rss_kib < <(tail -1 "$dir/time")
   ticks=$(echo "$out" | awk '{print $2}')

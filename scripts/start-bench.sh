@@ -6,18 +6,14 @@
 # Arguments: N each (default 1 1000).
 set -euo pipefail
 HOST=$(realpath "${HOST:-./target/release/host}")
-ROOT=$(pwd)
+. "$(dirname "$0")/nginx-copies.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
 for count in ${@:-1 1000}; do
   rm -rf "$dir/policies" "$dir/var" "$dir/cache"
   mkdir -p "$dir/policies" "$dir/var"
-  for i in $(seq 1 "$count"); do
-    sed -e "s/^name: nginx$/name: nginx-$i/" -e "s/^  name: nginx$/  name: nginx-$i/" -e "s/^  selector: app=nginx$/  selector: app=nginx-$i/" \
-        -e "s#\.\./plugins/dist#$ROOT/plugins/dist#g" -e "s#\.\./models#$ROOT/models#g" \
-        policies/nginx.yaml >"$dir/policies/nginx-$i.yaml"
-  done
+  nginx_copies "$count" "$dir/policies"
   for cache in empty filled; do
     RUST_LOG=augur=info AUGUR_COMPILE_CACHE="$dir/cache" python3 - "$HOST" "$dir/policies" "$count" "$cache" <<'PY'
 import subprocess, sys, tempfile, time
