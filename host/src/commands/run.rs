@@ -333,9 +333,15 @@ impl MetricSource for SourceBySpec {
         let (prometheus, others): (Vec<(usize, &Policy)>, Vec<(usize, &Policy)>) = policies.iter().copied().enumerate().partition(|(_, p)| matches!(p.metric_source, MetricSourceSpec::Prometheus { .. }));
         let (to_prometheus, to_metrics_server): (Vec<&Policy>, Vec<&Policy>) = (prometheus.iter().map(|(_, p)| *p).collect(), others.iter().map(|(_, p)| *p).collect());
         let (read, rest) = tokio::join!(self.prometheus.collect_all(&to_prometheus), self.metrics_server.collect_all(&to_metrics_server));
-        let mut all: Vec<(usize, Result<Observation, SourceError>)> = prometheus.iter().map(|(i, _)| *i).zip(read).chain(others.iter().map(|(i, _)| *i).zip(rest)).collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, observation)| observation).collect()
+        in_order(prometheus.iter().map(|(i, _)| *i).zip(read).chain(others.iter().map(|(i, _)| *i).zip(rest)))
+    }
+
+    /// The Prometheus policies' pasts together, the others' each on its own.
+    async fn backfill_all(&self, asks: &[(&Policy, usize, SystemTime)]) -> Vec<Result<BTreeMap<String, Vec<f64>>, SourceError>> {
+        let (prometheus, others): (Vec<(usize, &(&Policy, usize, SystemTime))>, Vec<_>) = asks.iter().enumerate().partition(|(_, (p, _, _))| matches!(p.metric_source, MetricSourceSpec::Prometheus { .. }));
+        let (to_prometheus, to_metrics_server): (Vec<_>, Vec<_>) = (prometheus.iter().map(|(_, a)| **a).collect(), others.iter().map(|(_, a)| **a).collect());
+        let (read, rest) = tokio::join!(self.prometheus.backfill_all(&to_prometheus), self.metrics_server.backfill_all(&to_metrics_server));
+        in_order(prometheus.iter().map(|(i, _)| *i).zip(read).chain(others.iter().map(|(i, _)| *i).zip(rest)))
     }
 
     /// The warm start comes from the same source that collects.
@@ -345,6 +351,13 @@ impl MetricSource for SourceBySpec {
             MetricSourceSpec::MetricsServer => self.metrics_server.backfill(policy, points, end).await,
         }
     }
+}
+
+/// Answers that came back by source, put back in the order asked (by their index).
+fn in_order<T>(answers: impl Iterator<Item = (usize, T)>) -> Vec<T> {
+    let mut all: Vec<(usize, T)> = answers.collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, answer)| answer).collect()
 }
 
 /// The slowest and fastest `--speed`: a thousandth of real time, and a billion times it.

@@ -202,9 +202,12 @@ impl Engine {
     /// Returns, per policy, the points filled per metric; a source without history (the
     /// simulator) fills nothing, and a failure leaves the history to fill tick by tick.
     pub async fn warm_start(&mut self, now: SystemTime) -> Vec<(String, BTreeMap<String, usize>)> {
+        // All policies' pasts in one call: a source may read copies of a policy together.
+        let asks: Vec<(&crate::config::Policy, usize, SystemTime)> = self.policies.iter().map(|r| (&r.policy, r.history_wanted(), warm_end(&r.policy, now))).collect();
+        let pasts = self.seams.metrics.backfill_all(&asks).await;
         let mut report = Vec::new();
-        for i in 0..self.policies.len() {
-            if let Some(filled) = self.warm_start_policy(i, now, WarmStart::Every).await {
+        for (i, past) in pasts.into_iter().enumerate() {
+            if let Some(filled) = self.refill(i, past, WarmStart::Every) {
                 report.push((self.policies[i].policy.name.clone(), filled));
             }
         }
@@ -214,13 +217,18 @@ impl Engine {
     /// The warm start of one policy; the points filled per metric, or `None` when nothing was
     /// asked of the source or it failed.
     async fn warm_start_policy(&mut self, i: usize, now: SystemTime, which: WarmStart) -> Option<BTreeMap<String, usize>> {
-        let runtime = &mut self.policies[i];
+        let runtime = &self.policies[i];
         if which == WarmStart::EmptyOnly && runtime.histories.values().all(|h| !h.values().is_empty()) {
             return None;
         }
-        // One point per forecast step, the newest a step before the first tick's.
-        let end = now.checked_sub(runtime.policy.forecast.step).unwrap_or(now);
-        let series = match self.seams.metrics.backfill(&runtime.policy, runtime.history_wanted(), end).await {
+        let past = self.seams.metrics.backfill(&runtime.policy, runtime.history_wanted(), warm_end(&runtime.policy, now)).await;
+        self.refill(i, past, which)
+    }
+
+    /// Fills policy `i`'s histories with its past, as `which` says.
+    fn refill(&mut self, i: usize, past: Result<BTreeMap<String, Vec<f64>>, crate::metrics::SourceError>, which: WarmStart) -> Option<BTreeMap<String, usize>> {
+        let runtime = &mut self.policies[i];
+        let series = match past {
             Ok(series) => series,
             Err(e) => {
                 tracing::warn!(policy = %runtime.policy.name, "warm start failed ({e}); the history fills tick by tick");
@@ -244,4 +252,9 @@ impl Engine {
         tracing::info!(policy = %runtime.policy.name, "warm start: {filled:?} points");
         Some(filled)
     }
+}
+
+/// The newest point of a warm start: a forecast step before the first tick's.
+fn warm_end(policy: &crate::config::Policy, now: SystemTime) -> SystemTime {
+    now.checked_sub(policy.forecast.step).unwrap_or(now)
 }

@@ -157,6 +157,8 @@ pub struct Share {
 pub struct Batch {
     /// The values and the ages of every member, in one expression.
     pub query: String,
+    /// The values alone: for a range query (the warm start).
+    pub values: String,
     /// The labels whose values differ between members.
     labels: Vec<String>,
     /// Each member's matchers on `labels`, in that order.
@@ -214,7 +216,7 @@ impl Batch {
         let query = format!("label_replace({expr}, \"{PART}\", \"value\", \"\", \"\") or label_replace({age}, \"{PART}\", \"age\", \"\", \"\")");
         let members: Vec<Vec<Matcher>> = members.iter().map(|m| varying.iter().map(|&k| m.own[k].clone()).collect()).collect();
         let index = index(&members);
-        Some(Self { query, labels, members, index, combine: first.combine.clone() })
+        Some(Self { query, values: expr.to_string(), labels, members, index, combine: first.combine.clone() })
     }
 
     /// How many members share this batch.
@@ -260,6 +262,37 @@ impl Batch {
             }
         }
         Ok(shares.into_iter().map(|(series, newest)| Share { series: self.recombine(series), newest }).collect())
+    }
+
+    /// Splits the store's answer to a range query of [`values`](Self::values) into each
+    /// member's series of (unix time, value) points, recombined at each time as its own query
+    /// would have, in the members' order.
+    pub fn split_range(&self, answer: Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>) -> Vec<Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>> {
+        let mut shares: Vec<Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>> = vec![Vec::new(); self.members.len()];
+        for (labels, points) in answer {
+            for i in self.owners(&labels) {
+                shares[i].push((labels.clone(), points.clone()));
+            }
+        }
+        shares
+            .into_iter()
+            .map(|series| {
+                // Each time's series recombined, then regrouped by their labels.
+                let mut at: BTreeMap<i64, Vec<Labelled>> = BTreeMap::new();
+                for (labels, points) in series {
+                    for (t, v) in points {
+                        at.entry((t * 1000.0).round() as i64).or_default().push((labels.clone(), v));
+                    }
+                }
+                let mut grouped: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+                for (t, series) in at {
+                    for (labels, v) in self.recombine(series) {
+                        grouped.entry(labels).or_default().push((t as f64 / 1000.0, v));
+                    }
+                }
+                grouped.into_iter().collect()
+            })
+            .collect()
     }
 
     /// A member's series, grouped as its own query groups them.
@@ -433,6 +466,21 @@ mod tests {
         let shares = batch.split(vec![(labels(&[(PART, "value")]), 7.0), (labels(&[(PART, "age")]), 9.0)]).unwrap();
         assert_eq!(shares[0], shares[1]);
         assert_eq!(shares[0], Share { series: vec![(BTreeMap::new(), 7.0)], newest: Some(9.0) });
+    }
+
+    #[test]
+    fn a_range_answer_splits_per_member_and_time() {
+        let members = [shaped(r#"sum(rate(cpu{pod=~"web-1-.*"}[5m]))"#), shaped(r#"sum(rate(cpu{pod=~"web-2-.*"}[5m]))"#)];
+        let batch = Batch::new(&members.iter().collect::<Vec<_>>()).unwrap();
+        assert!(batch.values.starts_with("sum by (pod) (rate(cpu{"), "{}", batch.values);
+        let answer = vec![
+            (labels(&[("pod", "web-1-a")]), vec![(60.0, 1.0), (120.0, 2.0)]),
+            (labels(&[("pod", "web-1-b")]), vec![(120.0, 3.0), (180.0, 4.0)]),
+            (labels(&[("pod", "web-2-a")]), vec![(60.0, 7.0)]),
+        ];
+        let shares = batch.split_range(answer);
+        assert_eq!(shares[0], vec![(BTreeMap::new(), vec![(60.0, 1.0), (120.0, 5.0), (180.0, 4.0)])]);
+        assert_eq!(shares[1], vec![(BTreeMap::new(), vec![(60.0, 7.0)])]);
     }
 
     #[test]

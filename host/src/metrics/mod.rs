@@ -109,6 +109,17 @@ pub trait MetricSource: Send + Sync {
     async fn backfill(&self, _policy: &Policy, _points: usize, _end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
         Ok(BTreeMap::new())
     }
+
+    /// The warm start of many policies at once (each with its points and end), in their
+    /// order. A source that can read them together overrides this; by default each policy's
+    /// past is read in turn.
+    async fn backfill_all(&self, asks: &[(&Policy, usize, SystemTime)]) -> Vec<Result<BTreeMap<String, Vec<f64>>, SourceError>> {
+        let mut filled = Vec::with_capacity(asks.len());
+        for (policy, points, end) in asks {
+            filled.push(self.backfill(policy, *points, *end).await);
+        }
+        filled
+    }
 }
 
 /// Reads the state of a policy's target workload: replicas, pods, nodes.

@@ -186,18 +186,71 @@ impl PrometheusSource {
         let params = [("query", query.to_string()), ("start", format!("{:.3}", unix(start))), ("end", format!("{:.3}", unix(end))), ("step", format!("{}s", step.as_secs().max(1)))];
         let data = self.api(&at.into(), "/api/v1/query_range", &params).await?;
         let QueryData::Matrix { result } = data else { return Err("a range query did not yield a matrix".into()) };
-        if result.len() > 1 && !result.iter().all(|s| s.metric.contains_key("pod")) {
-            return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", result.len()));
+        points_of(result.into_iter().map(RangeSeries::points).collect(), query)
+    }
+
+    /// A batch's values over a window, split into each member's series of points.
+    async fn batched_range(&self, at: &Endpoint<'_>, batch: &Batch, window: &Window) -> Result<Vec<Vec<Points>>, String> {
+        let params = [("query", batch.values.clone()), ("start", format!("{:.3}", unix(window.start))), ("end", format!("{:.3}", unix(window.end))), ("step", format!("{}s", window.step.as_secs().max(1)))];
+        match self.call(at, "/api/v1/query_range", &params, true).await? {
+            QueryData::Matrix { result } => Ok(batch.split_range(result.into_iter().map(RangeSeries::points).collect())),
+            _ => Err("a batched range query did not yield a matrix".into()),
         }
-        let mut points: BTreeMap<i64, f64> = BTreeMap::new();
-        for series in result {
-            for Sample(t, v) in series.values {
-                if let Ok(v) = parse(&v) {
-                    *points.entry((t * 1000.0).round() as i64).or_default() += v;
-                }
+    }
+
+    /// One round of [`backfill_all`](MetricSource::backfill_all): each wanted query over its
+    /// window, batched by shape per store and window where it can be, else once per distinct
+    /// text, store and window, in the order wanted.
+    async fn range_round(&self, wanted: &[(Endpoint<'_>, &str, Window)]) -> Vec<Result<Vec<(f64, f64)>, String>> {
+        use futures::StreamExt;
+        type Asked<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+        let mut answers: Vec<Option<Result<Vec<(f64, f64)>, String>>> = vec![None; wanted.len()];
+        let mut shapes: BTreeMap<(String, String, String), Vec<(usize, Shaped)>> = BTreeMap::new();
+        for (k, (at, query, window)) in wanted.iter().enumerate() {
+            if let Some(shaped) = Shaped::of(query) {
+                shapes.entry((store_key(at), shaped.shape.clone(), window.key())).or_default().push((k, shaped));
             }
         }
-        Ok(points.into_iter().map(|(t, v)| (t as f64 / 1000.0, v)).filter(|(_, v)| v.is_finite()).collect())
+        let mut batches = Vec::new();
+        for members in shapes.into_values() {
+            let shaped: Vec<&Shaped> = members.iter().map(|(_, s)| s).collect();
+            if let Some(batch) = Batch::new(&shaped) {
+                batches.push((batch, members.into_iter().map(|(k, _)| k).collect::<Vec<_>>()));
+            }
+        }
+        let mut asks: Vec<Asked<'_, Vec<Vec<Points>>>> = Vec::with_capacity(batches.len());
+        for (batch, members) in &batches {
+            let (at, _, window) = &wanted[members[0]];
+            asks.push(Box::pin(self.batched_range(at, batch, window)));
+        }
+        let shared: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for ((batch, members), shares) in batches.iter().zip(shared) {
+            match shares {
+                Ok(shares) => {
+                    for (&k, share) in members.iter().zip(shares) {
+                        answers[k] = Some(points_of(share, wanted[k].1));
+                    }
+                }
+                Err(reason) => tracing::debug!("prometheus: a batch of {} range queries failed, read one by one: {reason}", batch.len()),
+            }
+        }
+        let mut alone: BTreeMap<(String, &str, String), Vec<usize>> = BTreeMap::new();
+        for (k, (at, query, window)) in wanted.iter().enumerate().filter(|(k, _)| answers[*k].is_none()) {
+            alone.entry((store_key(at), query, window.key())).or_default().push(k);
+        }
+        tracing::debug!(batches = batches.len(), alone = alone.len(), "prometheus: one round of range reads");
+        let mut asks: Vec<Asked<'_, Vec<(f64, f64)>>> = Vec::with_capacity(alone.len());
+        for members in alone.values() {
+            let (at, query, window) = &wanted[members[0]];
+            asks.push(Box::pin(self.range(*at, query, window.start, window.end, window.step)));
+        }
+        let reads: Vec<_> = futures::stream::iter(asks).buffered(QUERIES_AT_ONCE).collect().await;
+        for (members, read) in alone.values().zip(reads) {
+            for &k in members {
+                answers[k] = Some(read.clone());
+            }
+        }
+        answers.into_iter().map(|a| a.expect("every wanted range is answered")).collect()
     }
 
     /// A batch's answer, split into each member's share.
@@ -311,6 +364,38 @@ fn parse(text: &str) -> Result<f64, String> {
     text.parse().map_err(|_| format!("Prometheus returned `{text}`, not a number"))
 }
 
+/// A series of (unix time, value) points with its labels.
+type Points = (BTreeMap<String, String>, Vec<(f64, f64)>);
+
+/// The span and step of a range query.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: SystemTime,
+    end: SystemTime,
+    step: Duration,
+}
+
+impl Window {
+    fn key(&self) -> String {
+        format!("{:.3}/{:.3}/{}", unix(self.start), unix(self.end), self.step.as_secs())
+    }
+}
+
+/// A range query's series as one series of points: the one series, or the sum at each time
+/// of one per pod; values that are not numbers, or not finite, are left out.
+fn points_of(series: Vec<Points>, query: &str) -> Result<Vec<(f64, f64)>, String> {
+    if series.len() > 1 && !series.iter().all(|(labels, _)| labels.contains_key("pod")) {
+        return Err(format!("the query yields {} series, not one; fix: aggregate it, e.g. `sum({query})`", series.len()));
+    }
+    let mut points: BTreeMap<i64, f64> = BTreeMap::new();
+    for (_, values) in series {
+        for (t, v) in values {
+            *points.entry((t * 1000.0).round() as i64).or_default() += v;
+        }
+    }
+    Ok(points.into_iter().map(|(t, v)| (t as f64 / 1000.0, v)).filter(|(_, v)| v.is_finite()).collect())
+}
+
 /// A query's series with their values read.
 fn labelled(result: Vec<Series>) -> Result<Vec<Labelled>, String> {
     result.into_iter().map(|s| Ok((s.metric, parse(&s.value.1)?))).collect()
@@ -422,6 +507,44 @@ impl MetricSource for PrometheusSource {
             .collect()
     }
 
+    /// Every policy's past in one pass: one range query per shape, store and window (the
+    /// copies of a policy share one), then the rest once per distinct text; then the fallback
+    /// queries of the metrics that had no points, the same way.
+    async fn backfill_all(&self, asks: &[(&Policy, usize, SystemTime)]) -> Vec<Result<BTreeMap<String, Vec<f64>>, SourceError>> {
+        let mut series: Vec<Vec<Option<Result<Vec<(f64, f64)>, String>>>> = asks.iter().map(|(p, _, _)| vec![None; p.metrics.len()]).collect();
+        let mut wanted: Vec<(usize, usize, Endpoint<'_>, &str, Window)> = Vec::new();
+        for (i, (policy, points, end)) in asks.iter().enumerate() {
+            let Ok(at) = endpoint(policy) else { continue };
+            let step = policy.forecast.step;
+            let window = Window { start: *end - step * (points.saturating_sub(1) as u32), end: *end, step };
+            wanted.extend(policy.metrics.iter().enumerate().map(|(j, m)| (i, j, at, m.query.as_str(), window)));
+        }
+        for round in 0..2 {
+            let asked: Vec<(Endpoint<'_>, &str, Window)> = wanted.iter().map(|(_, _, at, query, window)| (*at, *query, *window)).collect();
+            let answers = self.range_round(&asked).await;
+            let mut next = Vec::new();
+            for ((i, j, at, _, window), answer) in wanted.into_iter().zip(answers) {
+                match (answer, &asks[i].0.metrics[j].fallback_query) {
+                    (Ok(points), Some(fallback)) if points.is_empty() && round == 0 => next.push((i, j, at, fallback.as_str(), window)),
+                    (answer, _) => series[i][j] = Some(answer),
+                }
+            }
+            wanted = next;
+        }
+        asks.iter()
+            .zip(series)
+            .map(|((policy, _, _), series)| {
+                endpoint(policy)?;
+                let mut filled = BTreeMap::new();
+                for (metric, points) in policy.metrics.iter().zip(series) {
+                    let points = points.expect("every metric's past is read").map_err(|reason| SourceError::Failed { source_name: SOURCE, reason: format!("{}: {reason}", metric.name) })?;
+                    filled.insert(metric.name.clone(), points.into_iter().map(|(_, v)| v).collect());
+                }
+                Ok(filled)
+            })
+            .collect()
+    }
+
     async fn backfill(&self, policy: &Policy, points: usize, end: SystemTime) -> Result<BTreeMap<String, Vec<f64>>, SourceError> {
         let url = endpoint(policy)?;
         // The histories hold one point per forecast step.
@@ -509,6 +632,13 @@ struct RangeSeries {
     #[serde(default)]
     metric: BTreeMap<String, String>,
     values: Vec<Sample>,
+}
+
+impl RangeSeries {
+    /// Its labels and its points whose values are numbers.
+    fn points(self) -> Points {
+        (self.metric, self.values.into_iter().filter_map(|Sample(t, v)| parse(&v).ok().map(|v| (t, v))).collect())
+    }
 }
 
 /// `[unix seconds, "value"]`.

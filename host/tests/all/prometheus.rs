@@ -699,8 +699,14 @@ async fn a_bearer_token_file_and_tenant_header_reach_the_store() {
 
 /// How many instant queries Prometheus has answered, from its own /metrics.
 async fn instant_queries_answered(url: &str) -> f64 {
+    answered(url, "/api/v1/query").await
+}
+
+/// How many requests to `handler` Prometheus has answered.
+async fn answered(url: &str, handler: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with("prometheus_http_requests_total{") && l.contains("handler=\"/api/v1/query\"")).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+    let handler = format!("handler=\"{handler}\"");
+    text.lines().filter(|l| l.starts_with("prometheus_http_requests_total{") && l.contains(&handler)).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
 }
 
 /// Workload `k`'s policy: CPU as a rate over its pods' counters, memory per pod, its replica
@@ -795,6 +801,22 @@ async fn policies_of_one_shape_share_one_query_and_each_gets_its_own_answer() {
     assert_eq!(web7.values["replicas"], 3.0);
     let missing = together[40].as_ref().unwrap_err().to_string();
     assert!(missing.contains("cpu: no series now") && missing.contains("replicas: no series now"), "{missing}");
+
+    // The warm start the same way: one range query per shape, each policy its own past.
+    let end = SystemTime::now() - Duration::from_secs(60);
+    let asks: Vec<(&Policy, usize, SystemTime)> = many.iter().map(|p| (p, 8, end)).collect();
+    let before = answered(&prometheus.url, "/api/v1/query_range").await;
+    let pasts = source.backfill_all(&asks).await;
+    let ranges = answered(&prometheus.url, "/api/v1/query_range").await - before;
+    assert!(ranges <= 4.0, "{ranges} range queries for 41 policies");
+    for (policy, together) in many.iter().zip(pasts) {
+        let (alone, together) = (source.backfill(policy, 8, end).await.unwrap(), together.unwrap());
+        assert_eq!(alone.keys().collect::<Vec<_>>(), together.keys().collect::<Vec<_>>());
+        for (metric, points) in &alone {
+            assert_eq!(points.len(), together[metric].len(), "{}: {metric}", policy.name);
+            assert!(points.iter().zip(&together[metric]).all(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0)), "{}: {metric} {points:?} alone, {:?} together", policy.name, together[metric]);
+        }
+    }
 
     // Fallback queries are batched too: a query with no series in any policy, then the
     // fallbacks of all of them, one query each round.
