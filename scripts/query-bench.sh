@@ -13,7 +13,7 @@ prom=
 trap '[ -n "$prom" ] && kill $prom 2>/dev/null; rm -rf "$dir"' EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 answered() {
-  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^prometheus_http_requests_total\{/ && /handler="\/api\/v1\/query"/ { n += $NF } END { print n + 0 }'
+  curl -sf "http://127.0.0.1:$1/metrics" | awk -v h="handler=\"$2\"" '/^prometheus_http_requests_total\{/ && index($0, h) { n += $NF } END { print n + 0 }'
 }
 
 for count in ${@:-1 100 1000}; do
@@ -34,18 +34,20 @@ CFG
   nginx_copies "$count" "$dir/policies" \
     -e "s/^interval: 15s$/interval: 15s\nsource: { kind: prometheus, url: \"http:\/\/127.0.0.1:$port\" }/" \
     -e 's/pod=~"nginx-\.\*"/pod=~"nginx-$i-.*"/g' -e 's/deployment="nginx"/deployment="nginx-$i"/'
-  before=$(answered "$port")
+  before=$(answered "$port" /api/v1/query)
+  ranges=$(answered "$port" /api/v1/query_range)
   out=$(RUST_LOG=${RUST_LOG:-warn} "$HOST" run --simulate --speed 4 --for 8m --quiet --expose-sim "127.0.0.1:$sim" --sim-via-prometheus --policy "$dir/policies" 2>"$dir/host.log" | grep '^augur: [0-9]* ticks' || true)
-  after=$(answered "$port")
+  after=$(answered "$port" /api/v1/query)
+  ranges=$(( $(answered "$port" /api/v1/query_range) - ranges ))
   ticks=$(echo "$out" | awk '{print $2}')
   if [ -z "$ticks" ] || [ "$ticks" = 0 ]; then
     echo "query bench: host run with $count workloads did not finish:" >&2
     tail -20 "$dir/host.log" >&2
     exit 1
   fi
-  # The warm start's range queries are not instant queries: they are not counted here.
-  awk -v n="$count" -v t="$ticks" -v q="$((after - before))" 'BEGIN {
-    printf "query bench: %d workloads, %d ticks: %d instant queries, %.1f per tick (%.3f per workload-tick)\n", n, t, q, q / t, q / (n * t) }'
+  # The warm start's range queries, once at start, are counted apart.
+  awk -v n="$count" -v t="$ticks" -v q="$((after - before))" -v r="$ranges" 'BEGIN {
+    printf "query bench: %d workloads, %d ticks: %d instant queries, %.1f per tick (%.3f per workload-tick); the warm start: %d range queries\n", n, t, q, q / t, q / (n * t), r }'
   echo "query bench: $(grep -c 'stale\|failed' "$dir/host.log" || true) lines of the host's log say stale or failed"
   [ -n "${KEEP_LOG:-}" ] && cp "$dir/host.log" "$KEEP_LOG.$count"
   kill $prom; wait $prom 2>/dev/null || true
